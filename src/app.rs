@@ -1,0 +1,340 @@
+//! The one place that wires things together: keyring, store, core, the gRPC and REST servers,
+//! background tasks, and graceful shutdown.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    config::ServeConfig,
+    core::{keyring::write_private_bytes, now_ms, Core, Keyring, RootKey},
+    grpc, proto, rest,
+    store::{SledStore, Store},
+};
+
+/// A failure to start or stop the service.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The keyring could not be loaded or created.
+    #[error(transparent)]
+    Keyring(#[from] crate::core::keyring::KeyringError),
+    /// The store could not be opened.
+    #[error("opening the data directory {dir}: {source}")]
+    Store {
+        /// The data directory.
+        dir: PathBuf,
+        /// The cause.
+        source: crate::store::StoreError,
+    },
+    /// The core failed to start.
+    #[error("starting the core: {0}")]
+    Core(#[from] crate::core::Error),
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// A server task panicked or was cancelled.
+    #[error("server task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
+    let what = what.into();
+    move |source| AppError::Io { what, source }
+}
+
+/// A running service.
+pub struct Server {
+    grpc_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    core: Arc<Core>,
+    store: Weak<SledStore>,
+    shutdown_tx: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<Result<(), AppError>>>,
+    health: tonic_health::server::HealthReporter,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The services health reports on (besides the server as a whole, "").
+const SERVICE_NAMES: [&str; 5] = [
+    "mqtt.token.v1.TokenService",
+    "mqtt.token.v1.AccessKeyService",
+    "mqtt.token.v1.DeviceCredentialService",
+    "mqtt.token.v1.BrokerAuthService",
+    "mqtt.token.v1.RevocationService",
+];
+
+/// The root access key file's content.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct RootKeyFile {
+    /// The key id.
+    #[serde(rename = "AccessKeyId")]
+    pub access_key_id: String,
+    /// The key secret.
+    #[serde(rename = "AccessKeySecret")]
+    pub access_key_secret: String,
+}
+
+fn write_root_key(path: &std::path::Path, root: &RootKey) -> Result<(), AppError> {
+    let json = serde_json::to_vec_pretty(&RootKeyFile {
+        access_key_id: root.access_key_id.clone(),
+        access_key_secret: root.access_key_secret.clone(),
+    })
+    .map_err(|e| AppError::Io {
+        what: "encoding the root key".into(),
+        source: std::io::Error::other(e),
+    })?;
+    write_private_bytes(path, &json).map_err(io(format!("writing {}", path.display())))
+}
+
+/// Makes every file this process creates private (0600 files, 0700 directories), so the
+/// database files sled creates later (snapshots, blobs) are never world-readable.
+fn private_umask() {
+    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+impl Server {
+    /// Opens the store, starts the core, binds both listeners and starts serving.
+    ///
+    /// # Errors
+    /// The keyring, the store or a listener cannot be opened.
+    pub async fn start(config: ServeConfig) -> Result<Self, AppError> {
+        private_umask();
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(io(format!("creating {}", config.data_dir.display())))?;
+        let (keyring, created) = Keyring::load_or_create(&config.keyring, now_ms())?;
+        if created {
+            tracing::info!(path = %config.keyring.display(), "created a new keyring; back it up apart from the data directory");
+        }
+        let store =
+            Arc::new(
+                SledStore::open(&config.data_dir).map_err(|source| AppError::Store {
+                    dir: config.data_dir.clone(),
+                    source,
+                })?,
+            );
+        let weak_store = Arc::downgrade(&store);
+        let (core, root) = Core::open(store.clone() as Arc<dyn Store>, keyring, config.core())?;
+        drop(store);
+        if let Some(root) = root {
+            let path = config.root_key_path();
+            write_root_key(&path, &root)?;
+            core.flush().await?;
+            tracing::info!(path = %path.display(), access_key_id = %root.access_key_id, "created the root access key");
+        }
+
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(io(format!("binding gRPC on {}", config.grpc_addr)))?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(io("gRPC local address"))?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<proto::token_service_server::TokenServiceServer<grpc::TokenGrpc>>()
+            .await;
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let services = grpc::Services::new(core.clone());
+
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let shutdown = futures_shared(shutdown_rx);
+
+        let grpc_shutdown = shutdown.clone();
+        let grpc_task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(services.token)
+                .add_service(services.access_key)
+                .add_service(services.device)
+                .add_service(services.broker)
+                .add_service(services.revocation)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(grpc_listener),
+                    grpc_shutdown.wait(),
+                )
+                .await?;
+            Ok(())
+        });
+        let mut tasks = vec![grpc_task];
+
+        let http_addr = match config.http_addr.0 {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(io(format!("binding HTTP on {addr}")))?;
+                let local = listener.local_addr().map_err(io("HTTP local address"))?;
+                let router = rest::router(core.clone(), rest::RestConfig::from_serve(&config));
+                let http_shutdown = shutdown.clone();
+                tasks.push(tokio::spawn(async move {
+                    axum::serve(
+                        listener,
+                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(http_shutdown.wait())
+                    .await
+                    .map_err(io("HTTP server"))
+                }));
+                Some(local)
+            }
+            None => None,
+        };
+
+        let maintenance = core.clone();
+        tasks.push(tokio::spawn(async move {
+            maintenance.run_maintenance().await;
+            Ok(())
+        }));
+
+        tracing::info!(%grpc_addr, http_addr = ?http_addr, data_dir = %config.data_dir.display(), "serving");
+        Ok(Self {
+            grpc_addr,
+            http_addr,
+            core,
+            store: weak_store,
+            shutdown_tx: Some(shutdown_tx),
+            tasks,
+            health,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound REST address, if REST is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The core, for in-process benchmarks and tests that need its internals.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Stops gracefully: health to NOT_SERVING, watch streams end with UNAVAILABLE, no new
+    /// calls, in-flight calls drain (up to the grace period), then a final flush; returns once
+    /// the data directory is closed, so a new server may open it.
+    ///
+    /// # Errors
+    /// A server task failed or the final flush failed.
+    pub async fn shutdown(mut self) -> Result<(), AppError> {
+        self.health
+            .set_not_serving::<proto::token_service_server::TokenServiceServer<grpc::TokenGrpc>>()
+            .await;
+        for name in SERVICE_NAMES {
+            self.health
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        self.core.begin_shutdown();
+        if let Some(tx) = self.shutdown_tx.take() {
+            let _ = tx.send(());
+        }
+        let mut first_error = None;
+        for task in self.tasks.drain(..) {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(self.grace, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok(Err(e)) if e.is_cancelled() => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(AppError::Join(e));
+                }
+                Err(_) => {
+                    tracing::warn!("shutdown grace period over; closing remaining connections");
+                    abort.abort();
+                }
+            }
+        }
+        self.core.flush().await?;
+        let store = self.store.clone();
+        drop(self);
+        // Open streams and the flusher hold the store for a moment after the servers stop;
+        // wait (bounded) until the database is closed so the directory can be reopened.
+        for _ in 0..500 {
+            if store.upgrade().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if store.upgrade().is_some() {
+            tracing::warn!("the store is still referenced after shutdown");
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A cloneable "shutdown requested" signal built on a oneshot receiver.
+#[derive(Clone)]
+struct SharedShutdown(tokio::sync::watch::Receiver<bool>);
+
+impl SharedShutdown {
+    fn wait(mut self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let _ = self.0.wait_for(|down| *down).await;
+        }
+    }
+}
+
+fn futures_shared(rx: oneshot::Receiver<()>) -> SharedShutdown {
+    let (tx, watch_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // Either a send or the sender being dropped means stop.
+        let _ = rx.await;
+        let _ = tx.send(true);
+    });
+    SharedShutdown(watch_rx)
+}

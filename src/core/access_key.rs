@@ -1,0 +1,408 @@
+//! Access keys: who may call the API, and on which instances. Secrets are derived from the
+//! keyring, never stored; the in-memory table makes authentication a hash lookup and a
+//! constant-time compare, with no storage read on the hot path.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use subtle::ConstantTimeEq;
+
+use super::{
+    keyring::{random_bytes, Keyring},
+    now_ms, Core, Error, Field, RevocationKind, RootKey,
+};
+use crate::store::{AccessKeyRecord, Op};
+
+/// The instance wildcard: a key allowed on every instance.
+pub const ALL_INSTANCES: &str = "*";
+const MAX_DESCRIPTION: usize = 256;
+const MAX_INSTANCE_IDS: usize = 100;
+
+/// An authenticated caller: one access key and what it may touch.
+#[derive(Clone)]
+pub struct Caller(Arc<KeyEntry>);
+
+struct KeyEntry {
+    record: AccessKeyRecord,
+    secret: String,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("access_key_id", &self.0.record.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Caller {
+    /// The access key id.
+    pub fn access_key_id(&self) -> &str {
+        &self.0.record.id
+    }
+
+    /// The secret, for transports that verify request signatures with it (REST V1/V3).
+    pub fn secret(&self) -> &str {
+        &self.0.secret
+    }
+
+    /// Whether this is the root key.
+    pub fn is_root(&self) -> bool {
+        self.0.record.root
+    }
+
+    /// Whether the key may act on `instance_id`.
+    pub fn allowed_on(&self, instance_id: &str) -> bool {
+        self.0
+            .record
+            .instance_ids
+            .iter()
+            .any(|i| i == ALL_INSTANCES || i == instance_id)
+    }
+
+    /// Whether the key may act on every instance.
+    pub fn allowed_on_all(&self) -> bool {
+        self.0
+            .record
+            .instance_ids
+            .iter()
+            .any(|i| i == ALL_INSTANCES)
+    }
+
+    /// Checks the key may act on `instance_id`.
+    ///
+    /// # Errors
+    /// `InstancePermissionCheckFailed` when it may not.
+    pub fn check_instance(&self, instance_id: &str) -> Result<(), Error> {
+        if self.allowed_on(instance_id) {
+            Ok(())
+        } else {
+            Err(Error::InstancePermissionCheckFailed)
+        }
+    }
+
+    /// Checks the secret presented by a client in constant time.
+    pub fn secret_matches(&self, presented: &str) -> bool {
+        self.0.secret.as_bytes().ct_eq(presented.as_bytes()).into()
+    }
+}
+
+/// One access key as listed (no secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKeyInfo {
+    /// The key id.
+    pub access_key_id: String,
+    /// Instances it may act on; `*` = all.
+    pub instance_ids: Vec<String>,
+    /// Free text.
+    pub description: String,
+    /// Creation time, ms since the Unix epoch.
+    pub create_time: i64,
+    /// The root key.
+    pub root: bool,
+}
+
+/// A freshly created access key, with its secret (shown once).
+#[derive(Debug, Clone)]
+pub struct NewAccessKey {
+    /// The key id.
+    pub access_key_id: String,
+    /// The secret.
+    pub access_key_secret: String,
+}
+
+/// The in-memory table of access keys, loaded at start and kept in step with the store.
+pub(crate) struct AccessKeys {
+    by_id: RwLock<HashMap<String, Caller>>,
+}
+
+fn entry(keyring: &Keyring, record: AccessKeyRecord) -> Option<Caller> {
+    let secret = keyring.access_key_secret(record.keyring_id, &record.id)?;
+    Some(Caller(Arc::new(KeyEntry { record, secret })))
+}
+
+impl AccessKeys {
+    pub(crate) fn load(keyring: &Keyring, records: Vec<AccessKeyRecord>) -> Self {
+        let mut by_id = HashMap::new();
+        for record in records {
+            let id = record.id.clone();
+            match entry(keyring, record) {
+                Some(caller) => {
+                    by_id.insert(id, caller);
+                }
+                None => tracing::error!(
+                    access_key_id = %id,
+                    "access key derived from a key missing from the keyring; it cannot authenticate"
+                ),
+            }
+        }
+        Self {
+            by_id: RwLock::new(by_id),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Caller> {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn insert(&self, caller: Caller) {
+        self.by_id
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(caller.access_key_id().to_owned(), caller);
+    }
+
+    fn remove(&self, id: &str) -> Option<Caller> {
+        self.by_id
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    fn all(&self) -> Vec<Caller> {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+fn new_access_key_id() -> String {
+    // 15 random bytes -> 20 URL-safe characters; the prefix tells keys of this service apart.
+    format!("MTAK{}", URL_SAFE_NO_PAD.encode(random_bytes::<15>()))
+}
+
+fn validate_instance_id(instance_id: &str, field: Field) -> Result<(), Error> {
+    if instance_id.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if instance_id.len() > 64 {
+        return Err(Error::invalid(field, "must be at most 64 characters"));
+    }
+    if !instance_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::invalid(
+            field,
+            "may contain only letters, digits, '-' and '_'",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an instance id: 1 to 64 letters, digits, `-` or `_`.
+///
+/// # Errors
+/// `InvalidParameter.InstanceId`.
+pub fn check_instance_id(instance_id: &str) -> Result<(), Error> {
+    validate_instance_id(instance_id, Field::InstanceId)
+}
+
+impl Core {
+    /// Authenticates a caller by access key id and secret (gRPC bearer credentials).
+    ///
+    /// # Errors
+    /// `InvalidAccessKeyId.NotFound` or `InvalidAccessKeySecret`.
+    pub fn authenticate(&self, access_key_id: &str, secret: &str) -> Result<Caller, Error> {
+        let caller = self
+            .access_keys
+            .get(access_key_id)
+            .ok_or(Error::AccessKeyNotFound)?;
+        if caller.secret_matches(secret) {
+            Ok(caller)
+        } else {
+            Err(Error::AccessKeySecretMismatch)
+        }
+    }
+
+    /// The access key with this id, for transports that verify a signature made with its
+    /// secret rather than the secret itself.
+    ///
+    /// # Errors
+    /// `InvalidAccessKeyId.NotFound`.
+    pub fn access_key(&self, access_key_id: &str) -> Result<Caller, Error> {
+        self.access_keys
+            .get(access_key_id)
+            .ok_or(Error::AccessKeyNotFound)
+    }
+
+    pub(super) fn ensure_root_key(&self) -> Result<Option<RootKey>, Error> {
+        if self.access_keys.all().iter().any(Caller::is_root) {
+            return Ok(None);
+        }
+        let created =
+            self.insert_access_key(vec![ALL_INSTANCES.to_owned()], "root".into(), true)?;
+        Ok(Some(RootKey {
+            access_key_id: created.access_key_id,
+            access_key_secret: created.access_key_secret,
+        }))
+    }
+
+    fn insert_access_key(
+        &self,
+        instance_ids: Vec<String>,
+        description: String,
+        root: bool,
+    ) -> Result<NewAccessKey, Error> {
+        let record = AccessKeyRecord {
+            id: new_access_key_id(),
+            instance_ids,
+            description,
+            create_ms: now_ms(),
+            root,
+            keyring_id: self.keyring.active_id(),
+        };
+        let caller = entry(&self.keyring, record.clone())
+            .ok_or_else(|| Error::internal("active keyring key is missing"))?;
+        {
+            let _w = self.lock_writer();
+            self.store.apply(vec![Op::PutAccessKey(record)])?;
+        }
+        let created = NewAccessKey {
+            access_key_id: caller.access_key_id().to_owned(),
+            access_key_secret: caller.secret().to_owned(),
+        };
+        self.access_keys.insert(caller);
+        Ok(created)
+    }
+
+    /// Creates an access key allowed on `instance_ids` (`*` = all). Root only. Durable on return.
+    ///
+    /// # Errors
+    /// `PermissionCheckFailed` for a non-root caller; `InvalidParameter.InstanceIds` or
+    /// `InvalidParameter.Description` for bad input.
+    pub async fn create_access_key(
+        &self,
+        caller: &Caller,
+        instance_ids: Vec<String>,
+        description: String,
+    ) -> Result<NewAccessKey, Error> {
+        require_root(caller)?;
+        if instance_ids.is_empty() {
+            return Err(Error::invalid(
+                Field::InstanceIds,
+                "at least one instance id (or \"*\") is required",
+            ));
+        }
+        if instance_ids.len() > MAX_INSTANCE_IDS {
+            return Err(Error::invalid(
+                Field::InstanceIds,
+                format!("at most {MAX_INSTANCE_IDS} instance ids"),
+            ));
+        }
+        for id in &instance_ids {
+            if id != ALL_INSTANCES {
+                validate_instance_id(id, Field::InstanceIds)?;
+            }
+        }
+        if description.len() > MAX_DESCRIPTION {
+            return Err(Error::invalid(
+                Field::Description,
+                format!("must be at most {MAX_DESCRIPTION} bytes"),
+            ));
+        }
+        let mut instance_ids = instance_ids;
+        instance_ids.sort();
+        instance_ids.dedup();
+        let created = self.insert_access_key(instance_ids, description, false)?;
+        self.durability.wait().await?;
+        Ok(created)
+    }
+
+    /// Lists every access key, ordered by id. Root only.
+    ///
+    /// # Errors
+    /// `PermissionCheckFailed` for a non-root caller.
+    pub fn list_access_keys(&self, caller: &Caller) -> Result<Vec<AccessKeyInfo>, Error> {
+        require_root(caller)?;
+        let mut keys: Vec<AccessKeyInfo> = self
+            .access_keys
+            .all()
+            .into_iter()
+            .map(|c| AccessKeyInfo {
+                access_key_id: c.0.record.id.clone(),
+                instance_ids: c.0.record.instance_ids.clone(),
+                description: c.0.record.description.clone(),
+                create_time: c.0.record.create_ms,
+                root: c.0.record.root,
+            })
+            .collect();
+        keys.sort_by(|a, b| a.access_key_id.cmp(&b.access_key_id));
+        Ok(keys)
+    }
+
+    /// Deletes an access key and publishes ACCESS_KEY_DELETED revocations (one per instance it
+    /// was allowed on) so brokers drop Signature-mode sessions that used it. Root only; the
+    /// root key itself cannot be deleted. Durable on return.
+    ///
+    /// # Errors
+    /// `PermissionCheckFailed` (non-root caller, or deleting the root key),
+    /// `AccessKeyNotFound`.
+    pub async fn delete_access_key(
+        &self,
+        caller: &Caller,
+        access_key_id: &str,
+    ) -> Result<(), Error> {
+        require_root(caller)?;
+        let target = self
+            .access_keys
+            .get(access_key_id)
+            .ok_or(Error::AccessKeyIdNotFound)?;
+        if target.is_root() {
+            return Err(Error::PermissionCheckFailed(
+                "the root access key cannot be deleted",
+            ));
+        }
+        let now = now_ms();
+        let drafts = target
+            .0
+            .record
+            .instance_ids
+            .iter()
+            .map(|instance| super::revocation::Draft {
+                kind: RevocationKind::AccessKeyDeleted,
+                instance_id: if instance == ALL_INSTANCES {
+                    String::new()
+                } else {
+                    instance.clone()
+                },
+                token_fingerprint: String::new(),
+                client_id: String::new(),
+                key_id: access_key_id.to_owned(),
+                reason: "DeleteAccessKey".into(),
+                expire_ms: 0,
+                revoke_ms: now,
+            })
+            .collect();
+        self.commit(|_| {
+            Ok((
+                vec![Op::DeleteAccessKey(access_key_id.to_owned())],
+                drafts,
+                (),
+            ))
+        })
+        .await?;
+        self.access_keys.remove(access_key_id);
+        Ok(())
+    }
+}
+
+fn require_root(caller: &Caller) -> Result<(), Error> {
+    if caller.is_root() {
+        Ok(())
+    } else {
+        Err(Error::PermissionCheckFailed(
+            "only the root access key may manage access keys",
+        ))
+    }
+}

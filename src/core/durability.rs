@@ -1,0 +1,60 @@
+//! Group commit: a write is acknowledged only after a flush that started after it was applied,
+//! and every writer waiting at the same moment shares that one flush. With fsync at ~0.1 ms and
+//! many concurrent writers this keeps durable writes close to the speed of non-durable ones.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Error, Result};
+use crate::store::Store;
+
+type Waiter = oneshot::Sender<std::result::Result<(), String>>;
+
+/// Handle to the flusher task.
+pub struct GroupCommit {
+    tx: mpsc::UnboundedSender<Waiter>,
+}
+
+impl GroupCommit {
+    /// Starts the flusher task on the current tokio runtime. It ends when the handle is dropped.
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                // Everyone already queued applied their write before queueing, so this flush
+                // covers them too.
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                let store = store.clone();
+                let result = match tokio::task::spawn_blocking(move || store.flush()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("flush task failed: {e}")),
+                };
+                for waiter in batch.drain(..) {
+                    // A waiter that gave up (its request was cancelled) is fine to skip.
+                    let _ = waiter.send(result.clone());
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Returns once every write applied before this call is durable.
+    ///
+    /// # Errors
+    /// The flush failed, or the flusher is gone (shutdown).
+    pub async fn wait(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(tx).map_err(|_| Error::SystemOverFlow)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::internal(format!("flush failed: {e}"))),
+            Err(_) => Err(Error::SystemOverFlow),
+        }
+    }
+}

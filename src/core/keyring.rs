@@ -1,0 +1,270 @@
+//! The server's master keys, kept in a file outside the data directory. Every secret the service
+//! needs is derived from them with HMAC-SHA256 under a purpose label: token MAC keys, access key
+//! secrets, device credential secrets, session handle MAC keys. Nothing secret is stored in
+//! the database, so a copy of the data directory alone leaks no secret.
+//!
+//! Keys have ids. New secrets use the active key; records remember the id they were derived
+//! with, so adding a key (rotation) leaves every live token and credential working.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use base64::{engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A failure to load or create the keyring file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    /// Reading or writing the file failed.
+    #[error("keyring file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a valid keyring.
+    #[error("keyring file {path} is invalid: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyringFile {
+    active: u32,
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyEntry {
+    id: u32,
+    /// Standard Base64 of 32 random bytes.
+    secret: String,
+    created_ms: i64,
+}
+
+/// The purposes a derived key can serve; each gets its own label so keys never collide.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    TokenMac,
+    SessionMac,
+    AccessKeySecret,
+    DeviceSecret,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::TokenMac => b"mqtt-tokend/token-mac/v1",
+            Purpose::SessionMac => b"mqtt-tokend/session-mac/v1",
+            Purpose::AccessKeySecret => b"mqtt-tokend/access-key-secret/v1\0",
+            Purpose::DeviceSecret => b"mqtt-tokend/device-secret/v1\0",
+        }
+    }
+}
+
+struct MasterKey {
+    secret: [u8; 32],
+    token_mac: [u8; 32],
+}
+
+/// The loaded keyring.
+pub struct Keyring {
+    active: u32,
+    keys: BTreeMap<u32, MasterKey>,
+    session_mac: [u8; 32],
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Keyring")
+            .field("active", &self.active)
+            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn derive(secret: &[u8; 32], purpose: Purpose, data: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so new_from_slice cannot fail here.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(purpose.label());
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// Fills a buffer from the OS CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    buf
+}
+
+impl Keyring {
+    /// Loads the keyring at `path`, creating it (mode 0600) with one fresh key if it is missing.
+    ///
+    /// # Errors
+    /// The file cannot be read or written, or is not a valid keyring.
+    pub fn load_or_create(path: &Path, now_ms: i64) -> Result<(Self, bool), KeyringError> {
+        let io = |source| KeyringError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        match fs::read(path) {
+            Ok(bytes) => Ok((Self::parse(path, &bytes)?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let file = KeyringFile {
+                    active: 1,
+                    keys: vec![KeyEntry {
+                        id: 1,
+                        secret: STANDARD.encode(random_bytes::<32>()),
+                        created_ms: now_ms,
+                    }],
+                };
+                write_private(path, &file).map_err(io)?;
+                let bytes = fs::read(path).map_err(io)?;
+                Ok((Self::parse(path, &bytes)?, true))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Adds a new key to the file at `path` and makes it active; returns its id. Existing
+    /// tokens and credentials keep working because their records name the key they used.
+    ///
+    /// # Errors
+    /// The file cannot be read, parsed or written.
+    pub fn rotate(path: &Path, now_ms: i64) -> Result<u32, KeyringError> {
+        let io = |source| KeyringError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let bytes = fs::read(path).map_err(io)?;
+        let mut file: KeyringFile =
+            serde_json::from_slice(&bytes).map_err(|e| KeyringError::Invalid {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let id = file.keys.iter().map(|k| k.id).max().unwrap_or(0) + 1;
+        file.keys.push(KeyEntry {
+            id,
+            secret: STANDARD.encode(random_bytes::<32>()),
+            created_ms: now_ms,
+        });
+        file.active = id;
+        let tmp = path.with_extension("tmp");
+        write_private(&tmp, &file).map_err(io)?;
+        fs::rename(&tmp, path).map_err(io)?;
+        Ok(id)
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self, KeyringError> {
+        let invalid = |reason: String| KeyringError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let file: KeyringFile =
+            serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        let mut keys = BTreeMap::new();
+        for entry in &file.keys {
+            let raw = STANDARD
+                .decode(&entry.secret)
+                .map_err(|e| invalid(format!("key {}: {e}", entry.id)))?;
+            let secret: [u8; 32] = raw
+                .try_into()
+                .map_err(|_| invalid(format!("key {} is not 32 bytes", entry.id)))?;
+            let token_mac = derive(&secret, Purpose::TokenMac, b"");
+            keys.insert(entry.id, MasterKey { secret, token_mac });
+        }
+        let Some(active) = keys.get(&file.active) else {
+            return Err(invalid(format!(
+                "active key {} is not in the file",
+                file.active
+            )));
+        };
+        // Session handles live only as long as a broker connection; they always use the
+        // active key, and a rotation simply makes brokers re-authenticate.
+        let session_mac = derive(&active.secret, Purpose::SessionMac, b"");
+        Ok(Self {
+            active: file.active,
+            keys,
+            session_mac,
+        })
+    }
+
+    /// The id of the key new secrets are derived with.
+    pub fn active_id(&self) -> u32 {
+        self.active
+    }
+
+    /// The token MAC key with this id, if the keyring has it.
+    pub fn token_mac_key(&self, id: u32) -> Option<&[u8; 32]> {
+        self.keys.get(&id).map(|k| &k.token_mac)
+    }
+
+    /// The MAC key for broker session handles.
+    pub fn session_mac_key(&self) -> &[u8; 32] {
+        &self.session_mac
+    }
+
+    /// The secret of access key `access_key_id` derived with key `keyring_id`.
+    pub fn access_key_secret(&self, keyring_id: u32, access_key_id: &str) -> Option<String> {
+        let key = self.keys.get(&keyring_id)?;
+        let raw = derive(
+            &key.secret,
+            Purpose::AccessKeySecret,
+            access_key_id.as_bytes(),
+        );
+        let mut s = URL_SAFE_NO_PAD.encode(raw);
+        s.truncate(30);
+        Some(s)
+    }
+
+    /// The device secret for device access key `device_key_id` derived with key `keyring_id`:
+    /// `DC.` + 32 URL-safe characters (192 bits).
+    pub fn device_secret(&self, keyring_id: u32, device_key_id: &str) -> Option<String> {
+        let key = self.keys.get(&keyring_id)?;
+        let raw = derive(&key.secret, Purpose::DeviceSecret, device_key_id.as_bytes());
+        let mut s = URL_SAFE_NO_PAD.encode(raw);
+        s.truncate(32);
+        Some(format!("DC.{s}"))
+    }
+}
+
+fn write_private(path: &Path, file: &KeyringFile) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
+    write_private_bytes(path, &json)
+}
+
+/// Writes `bytes` to a new file readable by the owner only (0600), syncing it to disk.
+pub fn write_private_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            fs::create_dir_all(parent)?;
+        }
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its old mode on open; force 0600.
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}

@@ -1,0 +1,62 @@
+//! Background upkeep that keeps the store bounded: expired tokens are deleted, and the
+//! revocation log's prefix that no broker needs any more is compacted.
+
+use std::sync::Arc;
+
+use super::{now_ms, Core, Result};
+use crate::store::Op;
+
+/// Tokens deleted per batch, so one sweep never holds the store for long.
+const SWEEP_BATCH: usize = 1024;
+
+impl Core {
+    /// Deletes every token that has expired. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn sweep_expired_tokens(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let expired = self.store.expired_tokens(now_ms(), SWEEP_BATCH)?;
+            if expired.is_empty() {
+                break;
+            }
+            let n = expired.len();
+            let ops = expired
+                .into_iter()
+                .map(|(id, at)| Op::DeleteToken(id, at))
+                .collect();
+            // Deleting an expired token needs no revision: it is already invalid everywhere.
+            self.store.apply(ops)?;
+            total += n;
+            if n < SWEEP_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if total > 0 {
+            self.durability.wait().await?;
+            tracing::debug!(deleted = total, "swept expired tokens");
+        }
+        Ok(total)
+    }
+
+    /// Runs the sweeps every `maintenance_interval` until shutdown.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        let mut tick = tokio::time::interval(self.config.maintenance_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+            if let Err(e) = self.sweep_expired_tokens().await {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "token sweep failed");
+            }
+            if let Err(e) = self.compact_revocations().await {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "revocation compaction failed");
+            }
+        }
+    }
+}

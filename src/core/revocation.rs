@@ -1,0 +1,435 @@
+//! The revocation log and its watchers.
+//!
+//! Guarantees (the same as etcd's watch): every revocation gets a revision `last + 1`, assigned
+//! under the writer lock and written in the same atomic batch as the revocation itself; an event
+//! is published only after a flush made it durable, so no watcher sees an event a crash could
+//! undo; revisions are gap-free; a watcher that starts from revision N receives every retained
+//! event from N on, exactly once, in order, whether it is fast, slow, or resuming after a
+//! restart. A slow watcher never blocks writers or other watchers: it falls off the in-memory
+//! broadcast and catches up from storage.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::{now_ms, Caller, Core, Error, Field, Result};
+use crate::store::{Op, RevisionBounds, RevocationRecord, Store};
+
+/// What was revoked. The values are the API's `RevocationKind` numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// RevokeToken.
+    TokenRevoked = 1,
+    /// RefreshDeviceCredential: the old device key id stopped working.
+    DeviceCredentialRefreshed = 2,
+    /// UnRegisterDeviceCredential.
+    DeviceCredentialUnregistered = 3,
+    /// DeleteAccessKey.
+    AccessKeyDeleted = 4,
+}
+
+/// A revocation before it has a revision.
+#[derive(Debug, Clone)]
+pub(crate) struct Draft {
+    pub kind: RevocationKind,
+    pub instance_id: String,
+    pub token_fingerprint: String,
+    pub client_id: String,
+    pub key_id: String,
+    pub reason: String,
+    pub expire_ms: i64,
+    pub revoke_ms: i64,
+}
+
+impl Draft {
+    fn into_record(self, revision: u64) -> RevocationRecord {
+        RevocationRecord {
+            revision,
+            kind: self.kind as i32,
+            instance_id: self.instance_id,
+            token_fingerprint: self.token_fingerprint,
+            client_id: self.client_id,
+            key_id: self.key_id,
+            reason: self.reason,
+            expire_ms: self.expire_ms,
+            revoke_ms: self.revoke_ms,
+        }
+    }
+}
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchStart {
+    /// Events written after the watch opened.
+    Now,
+    /// Every event from this revision on.
+    Revision(u64),
+    /// Every retained event whose credential has not expired, a marker, then live events.
+    Snapshot,
+}
+
+/// One message for a watcher.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    /// A revocation.
+    Event(Arc<RevocationRecord>),
+    /// Heartbeat: everything up to this revision has been sent (or filtered out).
+    Progress(u64),
+    /// End of the snapshot; everything up to this revision has been sent.
+    SnapshotEnd(u64),
+}
+
+struct Pending {
+    events: VecDeque<Arc<RevocationRecord>>,
+}
+
+/// The in-memory side of the log: revision counter, publish queue, broadcast.
+pub(crate) struct RevocationLog {
+    /// The last revision applied to the store. Changed only under the core's writer lock.
+    last_applied: Mutex<u64>,
+    pending: Mutex<Pending>,
+    live: broadcast::Sender<Arc<RevocationRecord>>,
+    durable: watch::Sender<RevisionBounds>,
+}
+
+impl RevocationLog {
+    pub(crate) fn new(bounds: RevisionBounds, buffer: usize) -> Self {
+        let (live, _) = broadcast::channel(buffer.max(16));
+        let (durable, _) = watch::channel(bounds);
+        Self {
+            last_applied: Mutex::new(bounds.last),
+            pending: Mutex::new(Pending {
+                events: VecDeque::new(),
+            }),
+            live,
+            durable,
+        }
+    }
+
+    /// Publishes every pending event up to `revision`, which the caller knows is durable.
+    fn publish_up_to(&self, revision: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut published = None;
+        while pending
+            .events
+            .front()
+            .is_some_and(|e| e.revision <= revision)
+        {
+            if let Some(event) = pending.events.pop_front() {
+                published = Some(event.revision);
+                // No receivers is fine: nobody is watching.
+                let _ = self.live.send(event);
+            }
+        }
+        if let Some(rev) = published {
+            self.durable.send_modify(|b| b.last = b.last.max(rev));
+        }
+    }
+
+    fn set_oldest(&self, oldest: u64) {
+        self.durable.send_modify(|b| b.oldest = oldest);
+    }
+
+    /// Current durable bounds.
+    pub(crate) fn bounds(&self) -> RevisionBounds {
+        *self.durable.borrow()
+    }
+}
+
+impl Core {
+    /// Runs a read-modify-write under the writer lock: `build` reads what it needs and returns
+    /// the store operations, the revocations they cause, and a value. Revocations get the next
+    /// revisions and go into the same atomic batch. Returns after the batch is durable and its
+    /// events are published, with the value and the last revision written (0 if none).
+    pub(crate) async fn commit<T>(
+        &self,
+        build: impl FnOnce(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
+    ) -> Result<(T, u64)> {
+        let (value, last_rev) = {
+            let _w = self.lock_writer();
+            let (mut ops, drafts, value) = build(self.store.as_ref())?;
+            let mut last = self
+                .revocations
+                .last_applied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut records = Vec::with_capacity(drafts.len());
+            let mut rev = *last;
+            for draft in drafts {
+                rev += 1;
+                let record = Arc::new(draft.into_record(rev));
+                ops.push(Op::AppendRevocation(record.as_ref().clone()));
+                records.push(record);
+            }
+            self.store.apply(ops)?;
+            let wrote = !records.is_empty();
+            *last = rev;
+            drop(last);
+            self.revocations
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .events
+                .extend(records);
+            (value, if wrote { rev } else { 0 })
+        };
+        self.durability.wait().await?;
+        if last_rev > 0 {
+            self.revocations.publish_up_to(last_rev);
+        }
+        Ok((value, last_rev))
+    }
+
+    /// The retained revision range of the revocation log, as durable.
+    pub fn revision_bounds(&self) -> (u64, u64) {
+        let b = self.revocations.bounds();
+        (b.oldest, b.last)
+    }
+
+    /// Drops the prefix of the log whose events no broker needs any more: events of
+    /// credentials that have expired, and events without an expiry older than the retention.
+    /// Returns the new oldest revision.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn compact_revocations(&self) -> Result<u64> {
+        let now = now_ms();
+        let retention =
+            i64::try_from(self.config.revocation_retention.as_millis()).unwrap_or(i64::MAX);
+        let bounds = self.revocations.bounds();
+        let mut below = bounds.oldest;
+        'scan: while below <= bounds.last {
+            let batch = self.store.revocations(below, 1024)?;
+            if batch.is_empty() {
+                break;
+            }
+            for rec in batch {
+                if rec.revision > bounds.last {
+                    break 'scan;
+                }
+                let done = if rec.expire_ms > 0 {
+                    rec.expire_ms <= now
+                } else {
+                    rec.revoke_ms.saturating_add(retention) <= now
+                };
+                if !done {
+                    break 'scan;
+                }
+                below = rec.revision + 1;
+            }
+        }
+        if below > bounds.oldest {
+            {
+                let _w = self.lock_writer();
+                self.store.apply(vec![Op::CompactRevocationsBelow(below)])?;
+            }
+            self.durability.wait().await?;
+            self.revocations.set_oldest(below);
+            tracing::debug!(oldest = below, "compacted the revocation log");
+        }
+        Ok(below)
+    }
+
+    /// Opens a watch: validates the start and filter, then spawns a task that feeds the
+    /// returned channel. Dropping the receiver ends the task.
+    ///
+    /// # Errors
+    /// `InstancePermissionCheckFailed` for an instance the caller may not see;
+    /// `RevisionCompacted` (start below the oldest retained revision) or `FutureRevision`.
+    pub fn watch(
+        self: &Arc<Self>,
+        caller: &Caller,
+        start: WatchStart,
+        instance_ids: Vec<String>,
+    ) -> Result<mpsc::Receiver<Result<WatchItem>>> {
+        for id in &instance_ids {
+            caller.check_instance(id)?;
+        }
+        let filter = Filter {
+            caller: caller.clone(),
+            instances: instance_ids,
+        };
+        // Subscribe before reading the bounds so nothing published in between is missed.
+        let live = self.revocations.live.subscribe();
+        let bounds = self.revocations.bounds();
+        let next = match start {
+            WatchStart::Now => bounds.last + 1,
+            WatchStart::Snapshot => bounds.oldest,
+            WatchStart::Revision(0) => {
+                return Err(Error::invalid(Field::StartRevision, "revisions start at 1"))
+            }
+            WatchStart::Revision(r) if r < bounds.oldest => {
+                return Err(Error::RevisionCompacted {
+                    requested: r,
+                    oldest: bounds.oldest,
+                })
+            }
+            WatchStart::Revision(r) if r > bounds.last + 1 => {
+                return Err(Error::FutureRevision {
+                    requested: r,
+                    current: bounds.last,
+                })
+            }
+            WatchStart::Revision(r) => r,
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let watcher = Watcher {
+            core: self.clone(),
+            tx,
+            filter,
+            next,
+            snapshot: start == WatchStart::Snapshot,
+            progress_every: self.config.watch_progress_interval,
+        };
+        tokio::spawn(watcher.run(live, self.revocations.durable.subscribe()));
+        Ok(rx)
+    }
+}
+
+struct Filter {
+    caller: Caller,
+    instances: Vec<String>,
+}
+
+impl Filter {
+    fn admits(&self, rec: &RevocationRecord) -> bool {
+        let visible = if rec.instance_id.is_empty() {
+            // Events of keys allowed on every instance concern every instance.
+            true
+        } else {
+            self.caller.allowed_on(&rec.instance_id)
+        };
+        visible
+            && (self.instances.is_empty()
+                || rec.instance_id.is_empty()
+                || self.instances.iter().any(|i| *i == rec.instance_id))
+    }
+}
+
+struct Watcher {
+    core: Arc<Core>,
+    tx: mpsc::Sender<Result<WatchItem>>,
+    filter: Filter,
+    /// The next revision to deliver.
+    next: u64,
+    snapshot: bool,
+    progress_every: Duration,
+}
+
+/// Why a watcher stopped.
+enum Stop {
+    /// The receiver is gone.
+    Closed,
+}
+
+impl Watcher {
+    async fn send(&self, item: Result<WatchItem>) -> std::result::Result<(), Stop> {
+        self.tx.send(item).await.map_err(|_| Stop::Closed)
+    }
+
+    /// Sends every stored event from `self.next` up to `until` (inclusive).
+    async fn catch_up(&mut self, until: u64, only_live: bool) -> std::result::Result<(), Stop> {
+        let now = now_ms();
+        while self.next <= until {
+            let batch = match self.core.store.revocations(self.next, 512) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "watch catch-up read failed");
+                    self.send(Err(Error::internal(e))).await?;
+                    return Err(Stop::Closed);
+                }
+            };
+            match batch.first() {
+                Some(first) if first.revision == self.next => {}
+                _ => {
+                    // Compacted under our feet: the broker must resync.
+                    let oldest = self.core.revocations.bounds().oldest;
+                    self.send(Err(Error::RevisionCompacted {
+                        requested: self.next,
+                        oldest,
+                    }))
+                    .await?;
+                    return Err(Stop::Closed);
+                }
+            }
+            for rec in batch {
+                if rec.revision > until {
+                    return Ok(());
+                }
+                self.next = rec.revision + 1;
+                let relevant = !only_live || rec.expire_ms == 0 || rec.expire_ms > now;
+                if relevant && self.filter.admits(&rec) {
+                    self.send(Ok(WatchItem::Event(Arc::new(rec)))).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        mut live: broadcast::Receiver<Arc<RevocationRecord>>,
+        mut durable: watch::Receiver<RevisionBounds>,
+    ) {
+        let _ = self.run_inner(&mut live, &mut durable).await;
+    }
+
+    async fn run_inner(
+        &mut self,
+        live: &mut broadcast::Receiver<Arc<RevocationRecord>>,
+        durable: &mut watch::Receiver<RevisionBounds>,
+    ) -> std::result::Result<(), Stop> {
+        let mut shutdown = self.core.shutdown.subscribe();
+        if self.snapshot {
+            let until = durable.borrow_and_update().last;
+            self.catch_up(until, true).await?;
+            self.next = self.next.max(until + 1);
+            self.send(Ok(WatchItem::SnapshotEnd(until))).await?;
+        }
+        loop {
+            // Storage first: everything durable that we have not sent yet.
+            let until = durable.borrow_and_update().last;
+            if self.next <= until {
+                self.catch_up(until, false).await?;
+                continue;
+            }
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(event) => {
+                        if event.revision < self.next {
+                            continue; // already sent during catch-up
+                        }
+                        if event.revision > self.next {
+                            continue; // a gap: the durable bound covers it, catch up from storage
+                        }
+                        self.next += 1;
+                        if self.filter.admits(&event) {
+                            self.send(Ok(WatchItem::Event(event))).await?;
+                        }
+                    }
+                    // Fell behind the in-memory buffer: the loop catches up from storage.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
+                },
+                changed = durable.changed() => {
+                    if changed.is_err() {
+                        return Err(Stop::Closed);
+                    }
+                }
+                _ = tokio::time::sleep(self.progress_every) => {
+                    self.send(Ok(WatchItem::Progress(self.next - 1))).await?;
+                }
+                _ = self.tx.closed() => return Err(Stop::Closed),
+                _ = async { shutdown.wait_for(|down| *down).await.map(|_| ()) } => {
+                    // Brokers resume from their last revision once the server is back.
+                    self.send(Err(Error::ServiceUnavailable)).await?;
+                    return Err(Stop::Closed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Tokens: format, ApplyToken, QueryToken, RevokeToken.
+//!
+//! A token is `<key id>.<id>.<mac>`: the keyring key id (decimal), 16 random bytes and
+//! HMAC-SHA256(token MAC key, instance id || 0 || id), both URL-safe Base64 without padding.
+//! It has no `|` (clients put it in `R|<token>|W|<token>` passwords), carries 128 bits of
+//! randomness, and binds the instance: a garbled, forged or other-instance token fails the MAC
+//! check, in constant time, before any storage read. Rotating keys leaves old tokens valid
+//! because each names its key.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use super::{
+    access_key::check_instance_id, keyring::random_bytes, now_ms, topic, Caller, Core, Error,
+    Field, Operation, Result, RevocationKind,
+};
+use crate::store::{Op, TokenId, TokenRecord};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Shortest lifetime ApplyToken accepts.
+pub const MIN_LIFETIME_MS: i64 = 60_000;
+/// Longest lifetime; longer requests are capped to it.
+pub const MAX_LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Most resources one token may carry.
+pub const MAX_RESOURCES: usize = 100;
+/// Longest string accepted as a token; real ones are about 70 characters.
+const MAX_TOKEN_LEN: usize = 128;
+
+/// What a token grants: subscribe (`R`), publish (`W`), or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Actions {
+    /// Subscribe.
+    pub read: bool,
+    /// Publish.
+    pub write: bool,
+}
+
+impl Actions {
+    /// Parses Alibaba's `Actions` parameter: `R`, `W`, `R,W` (or `W,R`).
+    ///
+    /// # Errors
+    /// `InvalidParameter.Actions` for anything else.
+    pub fn parse_alibaba(s: &str) -> Result<Self> {
+        let mut actions = Actions::default();
+        for part in s.split(',') {
+            match part.trim() {
+                "R" if !actions.read => actions.read = true,
+                "W" if !actions.write => actions.write = true,
+                _ => return Err(Error::invalid(Field::Actions, "must be R, W or R,W")),
+            }
+        }
+        Ok(actions)
+    }
+
+    /// The Alibaba spelling: `R`, `W` or `R,W`.
+    pub fn as_alibaba(self) -> &'static str {
+        match (self.read, self.write) {
+            (true, true) => "R,W",
+            (true, false) => "R",
+            (false, true) => "W",
+            (false, false) => "",
+        }
+    }
+}
+
+/// ApplyToken input.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// The instance.
+    pub instance_id: String,
+    /// What the token grants; at least one.
+    pub actions: Actions,
+    /// 1 to 100 topic filters.
+    pub resources: Vec<String>,
+    /// Absolute expiry, ms since the Unix epoch.
+    pub expire_time: i64,
+}
+
+/// ApplyToken output.
+#[derive(Debug, Clone)]
+pub struct AppliedToken {
+    /// The token.
+    pub token: String,
+    /// The expiry granted (after capping), ms since the Unix epoch.
+    pub expire_time: i64,
+}
+
+/// A token that passed its MAC check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VerifiedToken {
+    pub id: TokenId,
+}
+
+fn mac(key: &[u8; 32], instance_id: &str, id: &TokenId) -> HmacSha256 {
+    // HMAC accepts any key length, so this cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(instance_id.as_bytes());
+    mac.update(&[0]);
+    mac.update(id);
+    mac
+}
+
+/// The token fingerprint brokers match revocation events with: lowercase hex of the first
+/// 16 bytes of SHA-256 of the token string.
+pub fn fingerprint(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Core {
+    fn encode_token(&self, instance_id: &str, id: &TokenId) -> Result<String> {
+        let kid = self.keyring.active_id();
+        let key = self
+            .keyring
+            .token_mac_key(kid)
+            .ok_or_else(|| Error::internal("active keyring key is missing"))?;
+        let tag = mac(key, instance_id, id).finalize().into_bytes();
+        Ok(format!(
+            "{kid}.{}.{}",
+            URL_SAFE_NO_PAD.encode(id),
+            URL_SAFE_NO_PAD.encode(tag)
+        ))
+    }
+
+    /// Checks a token's form and MAC for `instance_id`; None if garbled, forged, of another
+    /// instance, or made with a key the keyring no longer has. No storage access.
+    pub(crate) fn verify_token(&self, instance_id: &str, token: &str) -> Option<VerifiedToken> {
+        if token.len() > MAX_TOKEN_LEN {
+            return None;
+        }
+        let mut parts = token.split('.');
+        let (kid, id, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || kid.is_empty() || kid.len() > 10 {
+            return None;
+        }
+        if !kid.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let key = self.keyring.token_mac_key(kid.parse().ok()?)?;
+        let id: TokenId = URL_SAFE_NO_PAD.decode(id).ok()?.try_into().ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        // verify_slice compares in constant time.
+        mac(key, instance_id, &id).verify_slice(&tag).ok()?;
+        Some(VerifiedToken { id })
+    }
+
+    /// Looks up a verified token's record and says why it is not live, if it is not.
+    pub(crate) fn live_token(
+        &self,
+        verified: VerifiedToken,
+        now: i64,
+    ) -> Result<std::result::Result<TokenRecord, TokenState>> {
+        let Some(record) = self.store.token(&verified.id)? else {
+            // Swept after expiry, or never stored (e.g. the store was replaced).
+            return Ok(Err(TokenState::Unknown));
+        };
+        if record.revoke_ms != 0 {
+            return Ok(Err(TokenState::Revoked));
+        }
+        if record.expire_ms <= now {
+            return Ok(Err(TokenState::Expired));
+        }
+        Ok(Ok(record))
+    }
+
+    /// ApplyToken: mints a token. Returns after the token is durable.
+    ///
+    /// # Errors
+    /// `InvalidParameter.InstanceId|Actions|Resources|ExpireTime`, `InstancePermissionCheckFailed`,
+    /// `ApplyTokenOverFlow`, `InternalError`.
+    pub async fn apply_token(&self, caller: &Caller, req: TokenRequest) -> Result<AppliedToken> {
+        check_instance_id(&req.instance_id)?;
+        caller.check_instance(&req.instance_id)?;
+        self.limiter
+            .check(caller.access_key_id(), Operation::ApplyToken)?;
+        if !req.actions.read && !req.actions.write {
+            return Err(Error::invalid(
+                Field::Actions,
+                "at least one of R and W is required",
+            ));
+        }
+        if req.resources.is_empty() {
+            return Err(Error::invalid(
+                Field::Resources,
+                "at least one resource is required",
+            ));
+        }
+        if req.resources.len() > MAX_RESOURCES {
+            return Err(Error::invalid(
+                Field::Resources,
+                format!("at most {MAX_RESOURCES} resources"),
+            ));
+        }
+        let resources = topic::normalize_filters(req.resources).map_err(|(i, e)| {
+            Error::invalid(
+                Field::Resources,
+                format!("resource {} is not a valid topic filter: {e}", i + 1),
+            )
+        })?;
+        let now = now_ms();
+        if req.expire_time < now.saturating_add(MIN_LIFETIME_MS) {
+            return Err(Error::invalid(
+                Field::ExpireTime,
+                "must be at least 60 seconds in the future (milliseconds since the Unix epoch)",
+            ));
+        }
+        let expire_time = req.expire_time.min(now.saturating_add(MAX_LIFETIME_MS));
+        let id: TokenId = random_bytes();
+        let token = self.encode_token(&req.instance_id, &id)?;
+        let record = TokenRecord {
+            instance_id: req.instance_id,
+            read: req.actions.read,
+            write: req.actions.write,
+            resources,
+            expire_ms: expire_time,
+            creator: caller.access_key_id().to_owned(),
+            create_ms: now,
+            revoke_ms: 0,
+        };
+        // A fresh random id cannot collide with a concurrent writer: no writer lock needed.
+        self.store.apply(vec![Op::PutToken(id, record)])?;
+        self.durability.wait().await?;
+        Ok(AppliedToken { token, expire_time })
+    }
+
+    /// QueryToken: true only for a live token of this instance. Garbled, forged, unknown,
+    /// expired, revoked and other-instance tokens are `false`, not errors.
+    ///
+    /// # Errors
+    /// `InvalidParameter.InstanceId|Token` (empty), `InstancePermissionCheckFailed`,
+    /// `QueryTokenOverFlow`, `InternalError`.
+    pub fn query_token(&self, caller: &Caller, instance_id: &str, token: &str) -> Result<bool> {
+        check_instance_id(instance_id)?;
+        caller.check_instance(instance_id)?;
+        self.limiter
+            .check(caller.access_key_id(), Operation::QueryToken)?;
+        if token.is_empty() {
+            return Err(Error::invalid(Field::Token, "must not be empty"));
+        }
+        let Some(verified) = self.verify_token(instance_id, token) else {
+            return Ok(false);
+        };
+        Ok(self.live_token(verified, now_ms())?.is_ok())
+    }
+
+    /// RevokeToken: after it returns, the token is invalid everywhere, across restarts, and the
+    /// watch stream carries the event. Revoking a revoked or expired token succeeds and writes
+    /// nothing. Returns the event's revision (0 if none was written).
+    ///
+    /// # Errors
+    /// `InvalidParameter.InstanceId`, `InvalidParameter.Token` (not a token of this instance),
+    /// `InstancePermissionCheckFailed`, `RevokeTokenOverFlow`, `InternalError`.
+    pub async fn revoke_token(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        token: &str,
+    ) -> Result<u64> {
+        check_instance_id(instance_id)?;
+        caller.check_instance(instance_id)?;
+        self.limiter
+            .check(caller.access_key_id(), Operation::RevokeToken)?;
+        let verified = self
+            .verify_token(instance_id, token)
+            .ok_or_else(|| Error::invalid(Field::Token, "not a token issued for this instance"))?;
+        let fingerprint = fingerprint(token);
+        let instance = instance_id.to_owned();
+        let (_, revision) = self
+            .commit(move |store| {
+                let now = now_ms();
+                let Some(mut record) = store.token(&verified.id)? else {
+                    return Ok((vec![], vec![], ()));
+                };
+                if record.revoke_ms != 0 || record.expire_ms <= now {
+                    return Ok((vec![], vec![], ()));
+                }
+                record.revoke_ms = now;
+                let draft = super::revocation::Draft {
+                    kind: RevocationKind::TokenRevoked,
+                    instance_id: instance,
+                    token_fingerprint: fingerprint,
+                    client_id: String::new(),
+                    key_id: String::new(),
+                    reason: "RevokeToken".into(),
+                    expire_ms: record.expire_ms,
+                    revoke_ms: now,
+                };
+                Ok((vec![Op::PutToken(verified.id, record)], vec![draft], ()))
+            })
+            .await?;
+        Ok(revision)
+    }
+}
+
+/// Why a MAC-valid token is not live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenState {
+    /// Not in the store (swept after expiry, or never stored).
+    Unknown,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}

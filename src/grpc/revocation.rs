@@ -1,0 +1,79 @@
+//! RevocationService: WatchRevocations, a server stream fed by a core watcher task.
+
+use std::{pin::Pin, sync::Arc};
+
+use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::{open, status::to_status};
+use crate::{
+    core::{Core, WatchItem, WatchStart},
+    proto::{
+        self, revocation_service_server::RevocationService, watch_revocations_response::Message,
+        StartMode,
+    },
+    store::RevocationRecord,
+};
+
+/// The RevocationService implementation.
+pub struct RevocationGrpc(pub(crate) Arc<Core>);
+
+fn event(r: &RevocationRecord) -> proto::RevocationEvent {
+    proto::RevocationEvent {
+        revision: r.revision,
+        kind: r.kind,
+        instance_id: r.instance_id.clone(),
+        token_fingerprint: r.token_fingerprint.clone(),
+        client_id: r.client_id.clone(),
+        key_id: r.key_id.clone(),
+        reason: r.reason.clone(),
+        expire_time: r.expire_ms,
+        revoke_time: r.revoke_ms,
+    }
+}
+
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<proto::WatchRevocationsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RevocationService for RevocationGrpc {
+    type WatchRevocationsStream = WatchStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<proto::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let (ctx, req) = open(&self.0, request, "WatchRevocations")?;
+        let start = match StartMode::try_from(req.start_mode) {
+            Ok(StartMode::Unspecified | StartMode::Now) => WatchStart::Now,
+            Ok(StartMode::Revision) => WatchStart::Revision(req.start_revision),
+            Ok(StartMode::Snapshot) => WatchStart::Snapshot,
+            Err(_) => {
+                return Err(ctx.err(crate::core::Error::ParameterCheckFailed(
+                    "unknown start_mode".into(),
+                )))
+            }
+        };
+        let rx = self
+            .0
+            .watch(&ctx.caller, start, req.instance_ids)
+            .map_err(|e| ctx.err(e))?;
+        let request_id = ctx.request_id.clone();
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            let message = match item {
+                Ok(WatchItem::Event(e)) => Message::Event(event(&e)),
+                Ok(WatchItem::Progress(rev)) => {
+                    Message::Progress(proto::Progress { revision: rev })
+                }
+                Ok(WatchItem::SnapshotEnd(rev)) => {
+                    Message::SnapshotEnd(proto::Progress { revision: rev })
+                }
+                Err(e) => return Err(to_status(&e, &request_id)),
+            };
+            Ok(proto::WatchRevocationsResponse {
+                message: Some(message),
+            })
+        });
+        Ok(ctx.respond(Box::pin(stream) as WatchStream))
+    }
+}

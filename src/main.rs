@@ -1,0 +1,51 @@
+//! The `mqtt-tokend` binary: parse the command line, set up logging, run, map errors to an
+//! exit code.
+
+use anyhow::Context;
+use clap::Parser;
+use mqtt_tokend::{
+    app::Server,
+    cli,
+    config::{Cli, Command},
+};
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(config) => {
+            init_tracing(&config.log);
+            let server = Server::start(*config)
+                .await
+                .context("starting mqtt-tokend")?;
+            wait_for_signal().await?;
+            tracing::info!("shutting down");
+            server.shutdown().await.context("shutting down")?;
+            tracing::info!("stopped");
+        }
+        Command::AccessKey(command) => {
+            init_tracing("warn");
+            cli::access_key(command).await?;
+        }
+        Command::Keyring(command) => {
+            init_tracing("warn");
+            cli::keyring(command)?;
+        }
+    }
+    Ok(())
+}

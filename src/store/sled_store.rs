@@ -1,0 +1,340 @@
+//! The sled implementation of [`Store`]. Everything lives in one sled tree under short key
+//! prefixes, because a sled batch is atomic only within one tree and every multi-record write
+//! (a revocation and its log entry, a credential and its counters) must be atomic.
+//!
+//! Key layout (`be` = big-endian, so byte order is numeric order):
+//! - `t/<id:16>` -> TokenRecord; `x/<expire_ms:be8><id:16>` -> () expiry index
+//! - `a/<access key id>` -> AccessKeyRecord
+//! - `d/<instance>\0<client id>` -> DeviceRecord; `k/<device key id>` -> `<instance>\0<client id>`
+//! - `c/<instance>` -> u64 be (credentials in the instance); `g/<instance>\0<group>` -> u64 be
+//! - `r/<revision:be8>` -> RevocationRecord; `m/last_rev`, `m/oldest_rev` -> u64 be
+
+use std::path::Path;
+
+use prost::Message;
+
+use super::{
+    AccessKeyRecord, DeviceRecord, Op, RevisionBounds, RevocationRecord, Store, StoreError,
+    StoreResult, TokenId, TokenRecord,
+};
+
+const LAST_REV: &[u8] = b"m/last_rev";
+const OLDEST_REV: &[u8] = b"m/oldest_rev";
+
+/// A [`Store`] on a sled database in one directory.
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn decode<M: Message + Default>(key: &[u8], bytes: &[u8]) -> StoreResult<M> {
+    M::decode(bytes).map_err(|e| StoreError::Corrupt {
+        key: hex(key),
+        reason: e.to_string(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_u64(key: &[u8], bytes: &[u8]) -> StoreResult<u64> {
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        key: hex(key),
+        reason: format!("expected 8 bytes, found {}", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn token_key(id: &TokenId) -> Vec<u8> {
+    [b"t/".as_slice(), id].concat()
+}
+
+fn expiry_key(expire_ms: i64, id: &TokenId) -> Vec<u8> {
+    // Negative expiries cannot be written (validation), but clamp so the order stays sane.
+    let at = u64::try_from(expire_ms).unwrap_or(0);
+    [b"x/".as_slice(), &at.to_be_bytes(), id].concat()
+}
+
+fn device_key(instance_id: &str, client_id: &str) -> Vec<u8> {
+    [b"d/", instance_id.as_bytes(), b"\0", client_id.as_bytes()].concat()
+}
+
+fn group_prefix(instance_id: &str, group_id: &str) -> Vec<u8> {
+    // Client ids are `<group>@@@<device>`, so a group's credentials share this prefix.
+    [
+        b"d/",
+        instance_id.as_bytes(),
+        b"\0",
+        group_id.as_bytes(),
+        b"@@@",
+    ]
+    .concat()
+}
+
+fn device_index_key(device_key_id: &str) -> Vec<u8> {
+    [b"k/", device_key_id.as_bytes()].concat()
+}
+
+fn instance_count_key(instance_id: &str) -> Vec<u8> {
+    [b"c/", instance_id.as_bytes()].concat()
+}
+
+fn group_count_key(instance_id: &str, group_id: &str) -> Vec<u8> {
+    [b"g/", instance_id.as_bytes(), b"\0", group_id.as_bytes()].concat()
+}
+
+fn group_of(client_id: &str) -> &str {
+    client_id.split("@@@").next().unwrap_or(client_id)
+}
+
+fn revision_key(revision: u64) -> Vec<u8> {
+    [b"r/".as_slice(), &revision.to_be_bytes()].concat()
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    ///
+    /// # Errors
+    /// The directory cannot be created or the database is locked by another process or damaged.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(256 * 1024 * 1024)
+            .open()?;
+        Ok(Self { db })
+    }
+
+    fn get_u64(&self, key: &[u8]) -> StoreResult<u64> {
+        match self.db.get(key)? {
+            Some(v) => read_u64(key, &v),
+            None => Ok(0),
+        }
+    }
+
+    /// Adds `delta` to a counter inside `batch`, reading the current value; the core
+    /// serializes callers, and `pending` carries counters already changed earlier in the batch.
+    fn bump(
+        &self,
+        batch: &mut sled::Batch,
+        pending: &mut Vec<(Vec<u8>, u64)>,
+        key: Vec<u8>,
+        delta: i64,
+    ) -> StoreResult<()> {
+        let current = match pending.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v,
+            None => self.get_u64(&key)?,
+        };
+        let next = current.saturating_add_signed(delta);
+        batch.insert(key.clone(), &next.to_be_bytes());
+        match pending.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = next,
+            None => pending.push((key, next)),
+        }
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>> {
+        let key = token_key(id);
+        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
+    fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(b"x/").take(limit) {
+            let (key, _) = item?;
+            let rest = &key[2..];
+            let (at, id) = rest.split_at(8.min(rest.len()));
+            let at = read_u64(&key, at)?;
+            if at > u64::try_from(now_ms).unwrap_or(0) {
+                break;
+            }
+            let id: TokenId = id.try_into().map_err(|_| StoreError::Corrupt {
+                key: hex(&key),
+                reason: "bad expiry index key".into(),
+            })?;
+            out.push((id, i64::try_from(at).unwrap_or(i64::MAX)));
+        }
+        Ok(out)
+    }
+
+    fn access_keys(&self) -> StoreResult<Vec<AccessKeyRecord>> {
+        self.db
+            .scan_prefix(b"a/")
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    fn device(&self, instance_id: &str, client_id: &str) -> StoreResult<Option<DeviceRecord>> {
+        let key = device_key(instance_id, client_id);
+        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
+    fn device_by_key(&self, device_key_id: &str) -> StoreResult<Option<DeviceRecord>> {
+        let Some(target) = self.db.get(device_index_key(device_key_id))? else {
+            return Ok(None);
+        };
+        let mut key = b"d/".to_vec();
+        key.extend_from_slice(&target);
+        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
+    fn device_count(&self, instance_id: &str) -> StoreResult<u64> {
+        self.get_u64(&instance_count_key(instance_id))
+    }
+
+    fn group_count(&self, instance_id: &str, group_id: &str) -> StoreResult<u64> {
+        self.get_u64(&group_count_key(instance_id, group_id))
+    }
+
+    fn device_client_ids(
+        &self,
+        instance_id: &str,
+        group_id: &str,
+        after: Option<&str>,
+        skip: usize,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let prefix = group_prefix(instance_id, group_id);
+        let strip = device_key(instance_id, "").len();
+        let iter = match after {
+            Some(after) => {
+                let mut start = device_key(instance_id, after);
+                start.push(0); // strictly after
+                self.db.range(start..)
+            }
+            None => self.db.range(prefix.clone()..),
+        };
+        let mut out = Vec::with_capacity(limit);
+        for item in iter.skip(if after.is_some() { 0 } else { skip }) {
+            let (key, _) = item?;
+            if !key.starts_with(&prefix) || out.len() == limit {
+                break;
+            }
+            let client =
+                String::from_utf8(key[strip..].to_vec()).map_err(|_| StoreError::Corrupt {
+                    key: hex(&key),
+                    reason: "client id is not UTF-8".into(),
+                })?;
+            out.push(client);
+        }
+        Ok(out)
+    }
+
+    fn revocations(&self, from: u64, limit: usize) -> StoreResult<Vec<RevocationRecord>> {
+        self.db
+            .range(revision_key(from)..revision_key(u64::MAX))
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    fn revision_bounds(&self) -> StoreResult<RevisionBounds> {
+        let last = self.get_u64(LAST_REV)?;
+        let oldest = match self.db.get(OLDEST_REV)? {
+            Some(v) => read_u64(OLDEST_REV, &v)?,
+            None => 1,
+        };
+        Ok(RevisionBounds { oldest, last })
+    }
+
+    fn apply(&self, ops: Vec<Op>) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        let mut counters = Vec::new();
+        for op in ops {
+            match op {
+                Op::PutToken(id, rec) => {
+                    batch.insert(expiry_key(rec.expire_ms, &id), &[]);
+                    batch.insert(token_key(&id), rec.encode_to_vec());
+                }
+                Op::DeleteToken(id, expire_ms) => {
+                    batch.remove(expiry_key(expire_ms, &id));
+                    batch.remove(token_key(&id));
+                }
+                Op::PutAccessKey(rec) => {
+                    batch.insert([b"a/", rec.id.as_bytes()].concat(), rec.encode_to_vec());
+                }
+                Op::DeleteAccessKey(id) => batch.remove([b"a/", id.as_bytes()].concat()),
+                Op::PutDevice { record, replaces } => {
+                    let dkey = device_key(&record.instance_id, &record.client_id);
+                    match replaces {
+                        Some(old) => batch.remove(device_index_key(&old)),
+                        None => {
+                            self.bump(
+                                &mut batch,
+                                &mut counters,
+                                instance_count_key(&record.instance_id),
+                                1,
+                            )?;
+                            self.bump(
+                                &mut batch,
+                                &mut counters,
+                                group_count_key(&record.instance_id, group_of(&record.client_id)),
+                                1,
+                            )?;
+                        }
+                    }
+                    batch.insert(device_index_key(&record.device_key_id), &dkey[2..]);
+                    batch.insert(dkey, record.encode_to_vec());
+                }
+                Op::DeleteDevice(record) => {
+                    batch.remove(device_key(&record.instance_id, &record.client_id));
+                    batch.remove(device_index_key(&record.device_key_id));
+                    self.bump(
+                        &mut batch,
+                        &mut counters,
+                        instance_count_key(&record.instance_id),
+                        -1,
+                    )?;
+                    self.bump(
+                        &mut batch,
+                        &mut counters,
+                        group_count_key(&record.instance_id, group_of(&record.client_id)),
+                        -1,
+                    )?;
+                }
+                Op::AppendRevocation(rec) => {
+                    batch.insert(LAST_REV, &rec.revision.to_be_bytes());
+                    batch.insert(revision_key(rec.revision), rec.encode_to_vec());
+                }
+                Op::CompactRevocationsBelow(below) => {
+                    let oldest = self.revision_bounds()?.oldest;
+                    for rev in oldest..below {
+                        batch.remove(revision_key(rev));
+                    }
+                    batch.insert(OLDEST_REV, &below.to_be_bytes());
+                }
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> StoreResult<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
