@@ -84,6 +84,10 @@ pub struct ServeConfig {
     /// Interval of progress messages on idle revocation watch streams.
     #[arg(long, env = "MQTT_TOKEND_WATCH_PROGRESS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub watch_progress_interval: Duration,
+    /// Revocation events a watcher may fall behind the live broadcast before it switches to
+    /// catching up from storage (it is never dropped).
+    #[arg(long, env = "MQTT_TOKEND_WATCH_BUFFER", default_value_t = 4096)]
+    pub watch_buffer: usize,
     /// How long revocations without an expiry (device credentials, access keys) stay
     /// resumable on the watch stream.
     #[arg(long, env = "MQTT_TOKEND_REVOCATION_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
@@ -145,7 +149,7 @@ impl ServeConfig {
             watch_progress_interval: self.watch_progress_interval,
             revocation_retention: self.revocation_retention,
             maintenance_interval: self.maintenance_interval,
-            ..CoreConfig::default()
+            watch_buffer: self.watch_buffer,
         }
     }
 
