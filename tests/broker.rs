@@ -227,6 +227,7 @@ async fn token_mode() {
     assert_eq!(t, Err(DenyReason::TokenRevoked));
 }
 
+#[allow(clippy::too_many_arguments)] // mirrors the RPC's fields one to one
 async fn authorize(
     ts: &TestServer,
     broker: &Key,

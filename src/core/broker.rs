@@ -128,6 +128,23 @@ impl Grant {
     }
 }
 
+/// One AuthorizeTopic question: who (credentials or session handle) wants to do what, where.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicRequest<'a> {
+    /// The MQTT client id.
+    pub client_id: &'a str,
+    /// The MQTT username; ignored when `session_handle` is not empty.
+    pub username: &'a str,
+    /// The MQTT password; ignored when `session_handle` is not empty.
+    pub password: &'a str,
+    /// The handle from AuthenticateConnect, or empty.
+    pub session_handle: &'a str,
+    /// Publish or subscribe.
+    pub action: TopicAction,
+    /// A topic name (publish) or filter (subscribe).
+    pub topic: &'a str,
+}
+
 /// The answer to AuthenticateConnect.
 #[derive(Debug, Clone)]
 pub enum ConnectDecision {
@@ -225,30 +242,21 @@ impl Core {
     ///
     /// # Errors
     /// Only storage failures; every denial is `Ok(Err(reason))`.
-    pub fn authorize_topic(
-        &self,
-        caller: &Caller,
-        client_id: &str,
-        username: &str,
-        password: &str,
-        session_handle: &str,
-        action: TopicAction,
-        topic_str: &str,
-    ) -> Result<Decision<()>> {
-        let session = if session_handle.is_empty() {
-            match self.verify_credentials(caller, client_id, username, password)? {
+    pub fn authorize_topic(&self, caller: &Caller, req: TopicRequest<'_>) -> Result<Decision<()>> {
+        let session = if req.session_handle.is_empty() {
+            match self.verify_credentials(caller, req.client_id, req.username, req.password)? {
                 Ok(s) => s,
                 Err(reason) => return Ok(Err(reason)),
             }
         } else {
-            match self.unseal(session_handle) {
-                Some(s) if s.client_id == client_id => s,
+            match self.unseal(req.session_handle) {
+                Some(s) if s.client_id == req.client_id => s,
                 _ => return Ok(Err(DenyReason::InvalidSession)),
             }
         };
         Ok(self
             .resolve(caller, &session)?
-            .and_then(|g| g.check(action, topic_str)))
+            .and_then(|g| g.check(req.action, req.topic)))
     }
 
     /// Parses the username and password and checks the password; no liveness checks yet.
@@ -326,7 +334,7 @@ impl Core {
         password: &str,
     ) -> Decision<Vec<SessionToken>> {
         let parts: Vec<&str> = password.split('|').collect();
-        if parts.len() % 2 != 0 || parts.is_empty() || parts.len() > 6 {
+        if !parts.len().is_multiple_of(2) || parts.is_empty() || parts.len() > 6 {
             return Err(DenyReason::MalformedPassword);
         }
         let mut seen = 0u32;

@@ -26,7 +26,7 @@ use std::{
 };
 
 pub use access_key::{AccessKeyInfo, Caller, NewAccessKey};
-pub use broker::{ConnectDecision, DenyReason, Grant, TopicAction};
+pub use broker::{ConnectDecision, DenyReason, Grant, TopicAction, TopicRequest};
 pub use device::{DeviceCredential, DevicePage};
 pub use error::{Error, Field, Result};
 pub use keyring::Keyring;

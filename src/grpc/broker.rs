@@ -6,7 +6,10 @@ use tonic::{Request, Response, Status};
 
 use super::open;
 use crate::{
-    core::{broker::AuthMode, ConnectDecision, Core, DenyReason, Error, Grant, TopicAction},
+    core::{
+        broker::AuthMode, ConnectDecision, Core, DenyReason, Error, Grant, TopicAction,
+        TopicRequest,
+    },
     proto::{self, broker_auth_service_server::BrokerAuthService},
 };
 
@@ -110,12 +113,14 @@ impl BrokerAuthService for BrokerAuthGrpc {
             .0
             .authorize_topic(
                 &ctx.caller,
-                &req.client_id,
-                &req.username,
-                &req.password,
-                &req.session_handle,
-                action,
-                &req.topic,
+                TopicRequest {
+                    client_id: &req.client_id,
+                    username: &req.username,
+                    password: &req.password,
+                    session_handle: &req.session_handle,
+                    action,
+                    topic: &req.topic,
+                },
             )
             .map_err(|e| ctx.err(e))?;
         Ok(ctx.respond(proto::AuthorizeTopicResponse {
