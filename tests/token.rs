@@ -570,3 +570,72 @@ async fn health_and_reflection_are_served() {
         );
     }
 }
+
+#[tokio::test]
+async fn keyring_rotation_keeps_live_tokens_and_secrets_working() {
+    let mut ts = TestServer::start().await;
+    let root = ts.root.clone();
+    let old = ts
+        .tokens(&root)
+        .apply_token(apply(&["a"], &[TokenAction::Read], now_ms() + HOUR))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    assert!(old.starts_with("1."));
+    let device = ts
+        .devices(&root)
+        .register_device_credential(mqtt_tokend::proto::RegisterDeviceCredentialRequest {
+            instance_id: INSTANCE.into(),
+            client_id: "GID_rot@@@d1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .device_credential
+        .unwrap();
+    ts.stop().await;
+    let id = mqtt_tokend::core::Keyring::rotate(&ts.config.keyring, now_ms()).unwrap();
+    assert_eq!(id, 2);
+    ts.restart().await;
+    // The root key (derived with key 1) still authenticates, old tokens stay valid, new ones
+    // use key 2, and the device secret is unchanged.
+    let mut c = ts.tokens(&root);
+    assert!(
+        c.query_token(query(&old))
+            .await
+            .unwrap()
+            .into_inner()
+            .token_status
+    );
+    let new = c
+        .apply_token(apply(&["a"], &[TokenAction::Read], now_ms() + HOUR))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    assert!(new.starts_with("2."));
+    assert!(
+        c.query_token(query(&new))
+            .await
+            .unwrap()
+            .into_inner()
+            .token_status
+    );
+    let again = ts
+        .devices(&root)
+        .get_device_credential(mqtt_tokend::proto::GetDeviceCredentialRequest {
+            instance_id: INSTANCE.into(),
+            client_id: "GID_rot@@@d1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .device_credential
+        .unwrap();
+    assert_eq!(
+        again.device_access_key_secret,
+        device.device_access_key_secret
+    );
+    ts.stop().await;
+}
