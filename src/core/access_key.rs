@@ -10,6 +10,7 @@ use std::{
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use subtle::ConstantTimeEq;
 
+use super::revocation::Draft;
 use super::{
     keyring::{random_bytes, Keyring},
     now_ms, Core, Error, Field, RevocationKind, RootKey,
@@ -369,19 +370,22 @@ impl Core {
             .record
             .instance_ids
             .iter()
-            .map(|instance| super::revocation::Draft {
-                kind: RevocationKind::AccessKeyDeleted,
-                instance_id: if instance == ALL_INSTANCES {
-                    String::new()
+            .map(|instance| {
+                // A key allowed everywhere revokes on every instance: empty instance id.
+                let instance = if instance == ALL_INSTANCES {
+                    ""
                 } else {
-                    instance.clone()
-                },
-                token_fingerprint: String::new(),
-                client_id: String::new(),
-                key_id: access_key_id.to_owned(),
-                reason: "DeleteAccessKey".into(),
-                expire_ms: 0,
-                revoke_ms: now,
+                    instance
+                };
+                Draft {
+                    key_id: access_key_id.to_owned(),
+                    ..Draft::new(
+                        RevocationKind::AccessKeyDeleted,
+                        instance,
+                        "DeleteAccessKey",
+                        now,
+                    )
+                }
             })
             .collect();
         self.commit(|_| {

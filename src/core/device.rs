@@ -6,6 +6,7 @@
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
+use super::revocation::Draft;
 use super::{
     access_key::check_instance_id, keyring::random_bytes, now_ms, Caller, Core, Error, Field,
     Operation, Result, RevocationKind,
@@ -113,13 +114,16 @@ fn new_device_key_id() -> String {
 }
 
 impl Core {
-    fn credential(&self, record: DeviceRecord) -> Result<DeviceCredential> {
-        let secret = self
-            .keyring
+    fn device_secret(&self, record: &DeviceRecord) -> Result<String> {
+        self.keyring
             .device_secret(record.keyring_id, &record.device_key_id)
             .ok_or_else(|| {
                 Error::internal("device credential derived from a key missing from the keyring")
-            })?;
+            })
+    }
+
+    fn credential(&self, record: DeviceRecord) -> Result<DeviceCredential> {
+        let secret = self.device_secret(&record)?;
         Ok(DeviceCredential {
             client_id: record.client_id,
             instance_id: record.instance_id,
@@ -151,12 +155,7 @@ impl Core {
         let Some(record) = self.store.device_by_key(device_key_id)? else {
             return Ok(None);
         };
-        let secret = self
-            .keyring
-            .device_secret(record.keyring_id, &record.device_key_id)
-            .ok_or_else(|| {
-                Error::internal("device credential derived from a key missing from the keyring")
-            })?;
+        let secret = self.device_secret(&record)?;
         Ok(Some((record, secret)))
     }
 
@@ -257,15 +256,15 @@ impl Core {
                 let old = std::mem::replace(&mut record.device_key_id, new_device_key_id());
                 record.update_ms = now;
                 record.keyring_id = keyring_id;
-                let draft = super::revocation::Draft {
-                    kind: RevocationKind::DeviceCredentialRefreshed,
-                    instance_id: instance_id.to_owned(),
-                    token_fingerprint: String::new(),
+                let draft = Draft {
                     client_id: client_id.to_owned(),
                     key_id: old.clone(),
-                    reason: "RefreshDeviceCredential".into(),
-                    expire_ms: 0,
-                    revoke_ms: now,
+                    ..Draft::new(
+                        RevocationKind::DeviceCredentialRefreshed,
+                        instance_id,
+                        "RefreshDeviceCredential",
+                        now,
+                    )
                 };
                 let op = Op::PutDevice {
                     record: record.clone(),
@@ -298,15 +297,15 @@ impl Core {
             let record = store
                 .device(instance_id, client_id)?
                 .ok_or(Error::DeviceCredentialNotFound)?;
-            let draft = super::revocation::Draft {
-                kind: RevocationKind::DeviceCredentialUnregistered,
-                instance_id: instance_id.to_owned(),
-                token_fingerprint: String::new(),
+            let draft = Draft {
                 client_id: client_id.to_owned(),
                 key_id: record.device_key_id.clone(),
-                reason: "UnRegisterDeviceCredential".into(),
-                expire_ms: 0,
-                revoke_ms: now_ms(),
+                ..Draft::new(
+                    RevocationKind::DeviceCredentialUnregistered,
+                    instance_id,
+                    "UnRegisterDeviceCredential",
+                    now_ms(),
+                )
             };
             Ok((vec![Op::DeleteDevice(record)], vec![draft], ()))
         })

@@ -46,6 +46,26 @@ pub(crate) struct Draft {
 }
 
 impl Draft {
+    /// A revocation of `kind` on `instance_id` at `revoke_ms`, with no expiry and no
+    /// identifiers yet; callers fill in what the kind needs.
+    pub(crate) fn new(
+        kind: RevocationKind,
+        instance_id: &str,
+        reason: &str,
+        revoke_ms: i64,
+    ) -> Self {
+        Self {
+            kind,
+            instance_id: instance_id.to_owned(),
+            token_fingerprint: String::new(),
+            client_id: String::new(),
+            key_id: String::new(),
+            reason: reason.to_owned(),
+            expire_ms: 0,
+            revoke_ms,
+        }
+    }
+
     fn into_record(self, revision: u64) -> RevocationRecord {
         RevocationRecord {
             revision,

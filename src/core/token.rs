@@ -11,6 +11,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use super::revocation::Draft;
 use super::{
     access_key::check_instance_id, keyring::random_bytes, now_ms, topic, Caller, Core, Error,
     Field, Operation, Result, RevocationKind,
@@ -277,15 +278,10 @@ impl Core {
                     return Ok((vec![], vec![], ()));
                 }
                 record.revoke_ms = now;
-                let draft = super::revocation::Draft {
-                    kind: RevocationKind::TokenRevoked,
-                    instance_id: instance,
+                let draft = Draft {
                     token_fingerprint: fingerprint,
-                    client_id: String::new(),
-                    key_id: String::new(),
-                    reason: "RevokeToken".into(),
                     expire_ms: record.expire_ms,
-                    revoke_ms: now,
+                    ..Draft::new(RevocationKind::TokenRevoked, &instance, "RevokeToken", now)
                 };
                 Ok((vec![Op::PutToken(verified.id, record)], vec![draft], ()))
             })
