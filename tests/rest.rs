@@ -13,6 +13,8 @@ const INSTANCE: &str = "post-cn-rest";
 const OTHER: &str = "post-cn-elsewhere";
 const HOUR: i64 = 3600 * 1000;
 
+type Params<'a> = Vec<(&'a str, &'a str)>;
+
 /// `YYYY-MM-DDThh:mm:ssZ` for a millisecond epoch (civil-from-days, proleptic Gregorian).
 fn timestamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -374,7 +376,7 @@ async fn bad_parameters_are_invalid_parameter_codes() {
     let key = ts.create_key(&[INSTANCE]).await;
     let rest = Rest::new(&ts);
     let expire = (now_ms() + HOUR).to_string();
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<(&str, Params<'_>, &str)> = vec![
         (
             "ApplyToken",
             vec![
