@@ -32,6 +32,16 @@ pub enum AppError {
         /// The cause.
         source: crate::store::StoreError,
     },
+    /// The keyring is not the one the data directory was created with.
+    #[error("the keyring {path} does not match the data directory {dir} (key {key}): every token and secret would be invalid; point --keyring at the right file")]
+    KeyringMismatch {
+        /// The keyring file.
+        path: PathBuf,
+        /// The data directory.
+        dir: PathBuf,
+        /// Which check failed.
+        key: String,
+    },
     /// The core failed to start.
     #[error("starting the core: {0}")]
     Core(#[from] crate::core::Error),
@@ -112,6 +122,46 @@ fn write_root_key(path: &std::path::Path, root: &RootKey) -> Result<(), AppError
     write_private_bytes(path, &json).map_err(io(format!("writing {}", path.display())))
 }
 
+/// Compares the keyring with the check values stored at first start (storing those missing).
+fn check_keyring(
+    store: &SledStore,
+    keyring: &Keyring,
+    config: &ServeConfig,
+) -> Result<(), AppError> {
+    let store_err = |source| AppError::Store {
+        dir: config.data_dir.clone(),
+        source,
+    };
+    let mut missing = Vec::new();
+    for (name, value) in keyring.check_values() {
+        match store.meta(&name).map_err(store_err)? {
+            Some(stored) if stored == value => {}
+            Some(_) => {
+                return Err(AppError::KeyringMismatch {
+                    path: config.keyring.clone(),
+                    dir: config.data_dir.clone(),
+                    key: name,
+                })
+            }
+            None => missing.push(crate::store::Op::PutMeta(name, value)),
+        }
+    }
+    if !missing.is_empty() {
+        // No check value at all, yet access keys exist: a new keyring on an old database.
+        let all_missing = missing.len() == keyring.check_values().len();
+        if all_missing && !store.access_keys().map_err(store_err)?.is_empty() {
+            return Err(AppError::KeyringMismatch {
+                path: config.keyring.clone(),
+                dir: config.data_dir.clone(),
+                key: "no check value stored, yet access keys exist".into(),
+            });
+        }
+        store.apply(missing).map_err(store_err)?;
+        store.flush().map_err(store_err)?;
+    }
+    Ok(())
+}
+
 /// Makes every file this process creates private (0600 files, 0700 directories), so the
 /// database files sled creates later (snapshots, blobs) are never world-readable.
 fn private_umask() {
@@ -142,13 +192,20 @@ impl Server {
                 })?,
             );
         let weak_store = Arc::downgrade(&store);
+        check_keyring(store.as_ref(), &keyring, &config)?;
         let (core, root) = Core::open(store.clone() as Arc<dyn Store>, keyring, config.core())?;
         drop(store);
+        let path = config.root_key_path();
         if let Some(root) = root {
-            let path = config.root_key_path();
             write_root_key(&path, &root)?;
             core.flush().await?;
             tracing::info!(path = %path.display(), access_key_id = %root.access_key_id, "created the root access key");
+        } else if !path.exists() {
+            // The secret is derived from the keyring, so a lost file can be written again.
+            if let Some(root) = core.root_key() {
+                write_root_key(&path, &root)?;
+                tracing::warn!(path = %path.display(), access_key_id = %root.access_key_id, "the root key file was missing; wrote it again");
+            }
         }
 
         let grpc_listener = TcpListener::bind(config.grpc_addr)

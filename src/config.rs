@@ -82,7 +82,7 @@ pub struct ServeConfig {
     )]
     pub max_devices_per_instance: u64,
     /// Interval of progress messages on idle revocation watch streams.
-    #[arg(long, env = "MQTT_TOKEND_WATCH_PROGRESS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MQTT_TOKEND_WATCH_PROGRESS_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub watch_progress_interval: Duration,
     /// Revocation events a watcher may fall behind the live broadcast before it switches to
     /// catching up from storage (it is never dropped).
@@ -93,7 +93,7 @@ pub struct ServeConfig {
     #[arg(long, env = "MQTT_TOKEND_REVOCATION_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub revocation_retention: Duration,
     /// How often expired tokens are swept and the revocation log compacted.
-    #[arg(long, env = "MQTT_TOKEND_MAINTENANCE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MQTT_TOKEND_MAINTENANCE_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
     pub maintenance_interval: Duration,
     /// How long shutdown waits for in-flight calls before closing.
     #[arg(long, env = "MQTT_TOKEND_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -106,6 +106,14 @@ pub struct ServeConfig {
 /// A listen address that can be turned off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     if s.eq_ignore_ascii_case("off") {

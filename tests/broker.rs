@@ -555,3 +555,30 @@ async fn signature_mode_and_broker_key_scope() {
         Err(DenyReason::UnknownAccessKey)
     );
 }
+
+#[tokio::test]
+async fn oversized_credentials_are_denied_cheaply() {
+    let ts = TestServer::start().await;
+    let user = format!("Token|{}|{INSTANCE}", ts.root.id);
+    let pipes = "|".repeat(60_000);
+    assert_eq!(
+        denied(&connect(&ts, &ts.root, CLIENT, &user, &pipes).await),
+        DenyReason::MalformedPassword
+    );
+    let long_user = format!("Token|{}|{}", ts.root.id, "i".repeat(60_000));
+    assert_eq!(
+        denied(&connect(&ts, &ts.root, CLIENT, &long_user, "R|x").await),
+        DenyReason::MalformedUsername
+    );
+    // Past the broker service's 64 KiB message limit the call is refused outright.
+    let err = ts
+        .broker(&ts.root)
+        .authenticate_connect(AuthenticateConnectRequest {
+            client_id: CLIENT.into(),
+            username: user,
+            password: "x".repeat(100_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange);
+}

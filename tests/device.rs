@@ -320,3 +320,54 @@ async fn listing_pages_through_thousands_in_order() {
         assert_eq!(code_of(&err), code);
     }
 }
+
+#[tokio::test]
+async fn deep_pages_and_cursors_are_cheap_and_consistent() {
+    let ts = TestServer::start().await;
+    let mut d = ts.devices(&ts.root);
+    for i in 0..5 {
+        d.register_device_credential(register(&format!("GID_deep@@@d{i}")))
+            .await
+            .unwrap();
+    }
+    // A neighbouring group and tokens after the group's keys must not be scanned into.
+    d.register_device_credential(register("GID_deeq@@@x"))
+        .await
+        .unwrap();
+    let list = |page_no: u32, next_token: &str| ListDeviceCredentialClientIdRequest {
+        instance_id: INSTANCE.into(),
+        group_id: "GID_deep".into(),
+        page_no,
+        page_size: 2,
+        next_token: next_token.into(),
+    };
+    let started = std::time::Instant::now();
+    let page = d
+        .list_device_credential_client_id(list(u32::MAX, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.client_id_list.is_empty() && page.next_token.is_empty());
+    assert_eq!(page.total, 5);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // The cursor wins over the page number.
+    let first = d
+        .list_device_credential_client_id(list(1, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.client_id_list, ["GID_deep@@@d0", "GID_deep@@@d1"]);
+    let second = d
+        .list_device_credential_client_id(list(3, &first.next_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.client_id_list, ["GID_deep@@@d2", "GID_deep@@@d3"]);
+    let third = d
+        .list_device_credential_client_id(list(1, &second.next_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(third.client_id_list, ["GID_deep@@@d4"]);
+    assert!(third.next_token.is_empty());
+}

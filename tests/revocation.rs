@@ -413,3 +413,106 @@ async fn hundreds_of_watchers_receive_every_event_in_order() {
         assert_eq!(r.await.unwrap(), expected);
     }
 }
+
+#[tokio::test]
+async fn device_and_access_key_events_carry_what_to_drop() {
+    let ts = TestServer::start().await;
+    let root = ts.root.clone();
+    let scoped = ts.create_key(&[A]).await;
+    let everywhere = ts.create_key(&["*"]).await;
+    let mut w = ts.revocations(&root);
+    let mut all = watch(&mut w, StartMode::Now, 0, &[]).await;
+    let mut ws = ts.revocations(&scoped);
+    let mut mine = watch(&mut ws, StartMode::Now, 0, &[]).await;
+
+    let mut d = ts.devices(&root);
+    let reg = |c: &str| RegisterDeviceCredentialRequest {
+        instance_id: A.into(),
+        client_id: c.into(),
+    };
+    let first = d
+        .register_device_credential(reg("GID_evt@@@d1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .device_credential
+        .unwrap();
+    let refreshed = d
+        .refresh_device_credential(mqtt_tokend::proto::RefreshDeviceCredentialRequest {
+            instance_id: A.into(),
+            client_id: "GID_evt@@@d1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .device_credential
+        .unwrap();
+    d.un_register_device_credential(UnRegisterDeviceCredentialRequest {
+        instance_id: A.into(),
+        client_id: "GID_evt@@@d1".into(),
+    })
+    .await
+    .unwrap();
+    ts.access_keys(&root)
+        .delete_access_key(mqtt_tokend::proto::DeleteAccessKeyRequest {
+            access_key_id: everywhere.id.clone(),
+        })
+        .await
+        .unwrap();
+
+    let e = next_event(&mut all).await;
+    assert_eq!(
+        (e.revision, e.kind),
+        (1, RevocationKind::DeviceCredentialRefreshed as i32)
+    );
+    assert_eq!(
+        (
+            e.client_id.as_str(),
+            e.key_id.as_str(),
+            e.instance_id.as_str()
+        ),
+        ("GID_evt@@@d1", first.device_access_key_id.as_str(), A)
+    );
+    assert_eq!(e.expire_time, 0);
+    let e = next_event(&mut all).await;
+    assert_eq!(
+        (e.revision, e.kind),
+        (2, RevocationKind::DeviceCredentialUnregistered as i32)
+    );
+    assert_eq!(e.key_id, refreshed.device_access_key_id);
+    let e = next_event(&mut all).await;
+    assert_eq!(
+        (e.revision, e.kind),
+        (3, RevocationKind::AccessKeyDeleted as i32)
+    );
+    assert_eq!(
+        (e.key_id.as_str(), e.instance_id.as_str()),
+        (everywhere.id.as_str(), "")
+    );
+
+    // The scoped key sees its instance's events but not the deletion of a key beyond its scope.
+    assert_eq!(next_event(&mut mine).await.revision, 1);
+    assert_eq!(next_event(&mut mine).await.revision, 2);
+    // Deleting the scoped key ends its own stream.
+    ts.access_keys(&root)
+        .delete_access_key(mqtt_tokend::proto::DeleteAccessKeyRequest {
+            access_key_id: scoped.id.clone(),
+        })
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, async {
+        loop {
+            match mine.message().await {
+                Ok(Some(m)) => assert!(
+                    !matches!(m.message, Some(Message::Event(_))),
+                    "unexpected event {m:?}"
+                ),
+                Ok(None) => panic!("stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}

@@ -639,3 +639,29 @@ async fn keyring_rotation_keeps_live_tokens_and_secrets_working() {
     );
     ts.stop().await;
 }
+
+#[tokio::test]
+async fn wrong_keyring_refuses_to_start_and_lost_root_file_is_rewritten() {
+    let mut ts = TestServer::start().await;
+    ts.stop().await;
+    // A lost root key file is written again, with the same key, from the keyring.
+    std::fs::remove_file(ts.config.root_key_path()).unwrap();
+    ts.restart().await;
+    let again = common::read_root_key(&ts.config.root_key_path());
+    assert_eq!(
+        (again.id.as_str(), again.secret.as_str()),
+        (ts.root.id.as_str(), ts.root.secret.as_str())
+    );
+    ts.stop().await;
+    // Another keyring must not silently invalidate everything.
+    let mut wrong = ts.config.clone();
+    wrong.keyring = ts.dir.path().join("other-keyring.json");
+    let err = mqtt_tokend::app::Server::start(wrong).await.unwrap_err();
+    assert!(
+        matches!(err, mqtt_tokend::app::AppError::KeyringMismatch { .. }),
+        "{err}"
+    );
+    // The right one still works.
+    ts.restart().await;
+    ts.stop().await;
+}

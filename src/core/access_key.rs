@@ -237,6 +237,19 @@ impl Core {
             .ok_or(Error::AccessKeyNotFound)
     }
 
+    /// The root access key with its (derived) secret, so a lost root key file can be
+    /// written again from the keyring.
+    pub fn root_key(&self) -> Option<RootKey> {
+        self.access_keys
+            .all()
+            .into_iter()
+            .find(Caller::is_root)
+            .map(|c| RootKey {
+                access_key_id: c.access_key_id().to_owned(),
+                access_key_secret: c.secret().to_owned(),
+            })
+    }
+
     pub(super) fn ensure_root_key(&self) -> Result<Option<RootKey>, Error> {
         if self.access_keys.all().iter().any(Caller::is_root) {
             return Ok(None);
@@ -355,40 +368,44 @@ impl Core {
         access_key_id: &str,
     ) -> Result<(), Error> {
         require_root(caller)?;
-        let target = self
-            .access_keys
-            .get(access_key_id)
-            .ok_or(Error::AccessKeyIdNotFound)?;
-        if target.is_root() {
-            return Err(Error::PermissionCheckFailed(
-                "the root access key cannot be deleted",
-            ));
-        }
-        let now = now_ms();
-        let drafts = target
-            .0
-            .record
-            .instance_ids
-            .iter()
-            .map(|instance| {
-                // A key allowed everywhere revokes on every instance: empty instance id.
-                let instance = if instance == ALL_INSTANCES {
-                    ""
-                } else {
-                    instance
-                };
-                Draft {
-                    key_id: access_key_id.to_owned(),
-                    ..Draft::new(
-                        RevocationKind::AccessKeyDeleted,
-                        instance,
-                        "DeleteAccessKey",
-                        now,
-                    )
-                }
-            })
-            .collect();
         self.commit(|_| {
+            // Under the writer lock, so two concurrent deletes emit one set of events. The key
+            // leaves memory before the flush and the publish: a broker acting on the event
+            // must find it gone, and denying early is safe.
+            let target = self
+                .access_keys
+                .get(access_key_id)
+                .ok_or(Error::AccessKeyIdNotFound)?;
+            if target.is_root() {
+                return Err(Error::PermissionCheckFailed(
+                    "the root access key cannot be deleted",
+                ));
+            }
+            self.access_keys.remove(access_key_id);
+            let now = now_ms();
+            let drafts = target
+                .0
+                .record
+                .instance_ids
+                .iter()
+                .map(|instance| {
+                    // A key allowed everywhere revokes on every instance: empty instance id.
+                    let instance = if instance == ALL_INSTANCES {
+                        ""
+                    } else {
+                        instance
+                    };
+                    Draft {
+                        key_id: access_key_id.to_owned(),
+                        ..Draft::new(
+                            RevocationKind::AccessKeyDeleted,
+                            instance,
+                            "DeleteAccessKey",
+                            now,
+                        )
+                    }
+                })
+                .collect();
             Ok((
                 vec![Op::DeleteAccessKey(access_key_id.to_owned())],
                 drafts,
@@ -396,7 +413,6 @@ impl Core {
             ))
         })
         .await?;
-        self.access_keys.remove(access_key_id);
         Ok(())
     }
 }

@@ -187,6 +187,11 @@ struct SessionToken {
     fingerprint: String,
 }
 
+/// Longest MQTT username accepted: `Mode|KeyId|InstanceId` fits in far less.
+const MAX_USERNAME_LEN: usize = 512;
+/// Longest MQTT password accepted: three typed tokens fit in far less.
+const MAX_PASSWORD_LEN: usize = 1024;
+
 const TAG_R: u32 = 1;
 const TAG_W: u32 = 2;
 
@@ -267,6 +272,14 @@ impl Core {
         username: &str,
         password: &str,
     ) -> Result<Decision<Session>> {
+        // MQTT allows 64 KiB fields; real credentials are far shorter. Refuse long ones
+        // before any work so a hostile CONNECT costs nothing.
+        if username.len() > MAX_USERNAME_LEN {
+            return Ok(Err(DenyReason::MalformedUsername));
+        }
+        if password.len() > MAX_PASSWORD_LEN {
+            return Ok(Err(DenyReason::MalformedPassword));
+        }
         let mut fields = username.split('|');
         let (Some(mode), Some(key_id), Some(instance_id), None) =
             (fields.next(), fields.next(), fields.next(), fields.next())
@@ -333,7 +346,8 @@ impl Core {
         instance_id: &str,
         password: &str,
     ) -> Decision<Vec<SessionToken>> {
-        let parts: Vec<&str> = password.split('|').collect();
+        // At most three type|token pairs; `take` bounds the work whatever the input.
+        let parts: Vec<&str> = password.split('|').take(7).collect();
         if !parts.len().is_multiple_of(2) || parts.is_empty() || parts.len() > 6 {
             return Err(DenyReason::MalformedPassword);
         }

@@ -357,6 +357,17 @@ impl Core {
         )?;
         let size = page_size as usize;
         let skip = (page_no as usize - 1).saturating_mul(size);
+        let total = self.store.group_count(instance_id, group_id)?;
+        if after.is_none() && skip as u64 >= total {
+            // Past the last page: answer without scanning.
+            return Ok(DevicePage {
+                client_ids: Vec::new(),
+                next_token: String::new(),
+                page_no,
+                page_size,
+                total,
+            });
+        }
         let mut client_ids = self.store.device_client_ids(
             instance_id,
             group_id,
@@ -375,7 +386,7 @@ impl Core {
             next_token,
             page_no,
             page_size,
-            total: self.store.group_count(instance_id, group_id)?,
+            total,
         })
     }
 }

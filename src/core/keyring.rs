@@ -64,6 +64,7 @@ enum Purpose {
     SessionMac,
     AccessKeySecret,
     DeviceSecret,
+    Check,
 }
 
 impl Purpose {
@@ -73,6 +74,7 @@ impl Purpose {
             Purpose::SessionMac => b"mqtt-tokend/session-mac/v1",
             Purpose::AccessKeySecret => b"mqtt-tokend/access-key-secret/v1\0",
             Purpose::DeviceSecret => b"mqtt-tokend/device-secret/v1\0",
+            Purpose::Check => b"mqtt-tokend/keyring-check/v1",
         }
     }
 }
@@ -204,6 +206,19 @@ impl Keyring {
             keys,
             session_mac,
         })
+    }
+
+    /// One check value per key, `(name, value)`: stored in the database at first start and
+    /// compared at every start, so a server pointed at the wrong keyring refuses to run
+    /// instead of silently invalidating every token and secret.
+    pub fn check_values(&self) -> Vec<(String, Vec<u8>)> {
+        self.keys
+            .iter()
+            .map(|(id, key)| {
+                let value = derive(&key.secret, Purpose::Check, b"");
+                (format!("keyring-check/{id}"), value[..16].to_vec())
+            })
+            .collect()
     }
 
     /// The id of the key new secrets are derived with.

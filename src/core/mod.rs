@@ -87,8 +87,8 @@ pub struct Core {
     config: CoreConfig,
     access_keys: access_key::AccessKeys,
     limiter: limits::Limiter,
-    durability: durability::GroupCommit,
-    revocations: revocation::RevocationLog,
+    durability: Arc<durability::GroupCommit>,
+    revocations: Arc<revocation::RevocationLog>,
     /// Serializes writes that read before they write (device credentials, revocations, access
     /// keys). Held only around a synchronous `Store::apply`, never across an await.
     writer: Mutex<()>,
@@ -126,8 +126,8 @@ impl Core {
         let records = store.access_keys()?;
         let bounds = store.revision_bounds()?;
         let core = Arc::new(Self {
-            durability: durability::GroupCommit::start(store.clone()),
-            revocations: revocation::RevocationLog::new(bounds, config.watch_buffer),
+            durability: Arc::new(durability::GroupCommit::start(store.clone())),
+            revocations: Arc::new(revocation::RevocationLog::new(bounds, config.watch_buffer)),
             access_keys: access_key::AccessKeys::load(&keyring, records),
             limiter: limits::Limiter::new(config.rate_limits.clone()),
             store,

@@ -19,6 +19,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::{now_ms, Caller, Core, Error, Field, Result};
 use crate::store::{Op, RevisionBounds, RevocationRecord, Store};
 
+/// Most instance ids one watch may filter on.
+const MAX_WATCH_INSTANCES: usize = 100;
+
 /// What was revoked. The values are the API's `RevocationKind` numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevocationKind {
@@ -197,10 +200,20 @@ impl Core {
                 .extend(records);
             (value, if wrote { rev } else { 0 })
         };
-        self.durability.wait().await?;
-        if last_rev > 0 {
-            self.revocations.publish_up_to(last_rev);
+        if last_rev == 0 {
+            self.durability.wait().await?;
+            return Ok((value, 0));
         }
+        // The revocation is applied: its event must reach watchers even if this request is
+        // cancelled now (client deadline, disconnect), so wait and publish in a task of its own.
+        let durability = self.durability.clone();
+        let log = self.revocations.clone();
+        let publish = tokio::spawn(async move {
+            durability.wait().await?;
+            log.publish_up_to(last_rev);
+            Ok::<_, Error>(())
+        });
+        publish.await.map_err(Error::internal)??;
         Ok((value, last_rev))
     }
 
@@ -245,10 +258,12 @@ impl Core {
         if below > bounds.oldest {
             {
                 let _w = self.lock_writer();
+                // Raise the bound before deleting, so a watcher that finds a hole always
+                // reads an `oldest` above it.
+                self.revocations.set_oldest(below);
                 self.store.apply(vec![Op::CompactRevocationsBelow(below)])?;
             }
             self.durability.wait().await?;
-            self.revocations.set_oldest(below);
             tracing::debug!(oldest = below, "compacted the revocation log");
         }
         Ok(below)
@@ -266,6 +281,12 @@ impl Core {
         start: WatchStart,
         instance_ids: Vec<String>,
     ) -> Result<mpsc::Receiver<Result<WatchItem>>> {
+        if instance_ids.len() > MAX_WATCH_INSTANCES {
+            return Err(Error::invalid(
+                Field::InstanceIds,
+                format!("at most {MAX_WATCH_INSTANCES} instance ids"),
+            ));
+        }
         for id in &instance_ids {
             caller.check_instance(id)?;
         }
@@ -318,8 +339,9 @@ struct Filter {
 impl Filter {
     fn admits(&self, rec: &RevocationRecord) -> bool {
         let visible = if rec.instance_id.is_empty() {
-            // Events of keys allowed on every instance concern every instance.
-            true
+            // Events of keys allowed on every instance: only for callers that see every
+            // instance, so a scoped key learns nothing about keys beyond its scope.
+            self.caller.allowed_on_all()
         } else {
             self.caller.allowed_on(&rec.instance_id)
         };
@@ -348,32 +370,56 @@ enum Stop {
 
 impl Watcher {
     async fn send(&self, item: Result<WatchItem>) -> std::result::Result<(), Stop> {
-        self.tx.send(item).await.map_err(|_| Stop::Closed)
+        // A deleted key's stream ends: from the moment of deletion it may see nothing more.
+        let item = match item {
+            Ok(_)
+                if self
+                    .core
+                    .access_key(self.filter.caller.access_key_id())
+                    .is_err() =>
+            {
+                Err(Error::AccessKeyNotFound)
+            }
+            other => other,
+        };
+        let end = item.is_err();
+        self.tx.send(item).await.map_err(|_| Stop::Closed)?;
+        if end {
+            return Err(Stop::Closed);
+        }
+        Ok(())
     }
 
-    /// Sends every stored event from `self.next` up to `until` (inclusive).
-    async fn catch_up(&mut self, until: u64, only_live: bool) -> std::result::Result<(), Stop> {
+    /// Ends the stream with `err`.
+    async fn fail(&self, err: Error) -> std::result::Result<(), Stop> {
+        self.send(Err(err)).await
+    }
+
+    /// Sends every stored event from `self.next` up to `until` (inclusive). In a snapshot,
+    /// events of credentials that have already expired are skipped, and a compaction racing
+    /// the snapshot moves it forward instead of failing it (a snapshot is how brokers resync).
+    async fn catch_up(&mut self, until: u64, snapshot: bool) -> std::result::Result<(), Stop> {
         let now = now_ms();
         while self.next <= until {
             let batch = match self.core.store.revocations(self.next, 512) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "watch catch-up read failed");
-                    self.send(Err(Error::internal(e))).await?;
-                    return Err(Stop::Closed);
+                    return self.fail(Error::internal(e)).await;
                 }
             };
             match batch.first() {
                 Some(first) if first.revision == self.next => {}
+                Some(first) if snapshot && first.revision > self.next => self.next = first.revision,
                 _ => {
                     // Compacted under our feet: the broker must resync.
                     let oldest = self.core.revocations.bounds().oldest;
-                    self.send(Err(Error::RevisionCompacted {
-                        requested: self.next,
-                        oldest,
-                    }))
-                    .await?;
-                    return Err(Stop::Closed);
+                    return self
+                        .fail(Error::RevisionCompacted {
+                            requested: self.next,
+                            oldest,
+                        })
+                        .await;
                 }
             }
             for rec in batch {
@@ -381,7 +427,7 @@ impl Watcher {
                     return Ok(());
                 }
                 self.next = rec.revision + 1;
-                let relevant = !only_live || rec.expire_ms == 0 || rec.expire_ms > now;
+                let relevant = !snapshot || rec.expire_ms == 0 || rec.expire_ms > now;
                 if relevant && self.filter.admits(&rec) {
                     self.send(Ok(WatchItem::Event(Arc::new(rec)))).await?;
                 }
@@ -393,61 +439,68 @@ impl Watcher {
     async fn run(
         mut self,
         mut live: broadcast::Receiver<Arc<RevocationRecord>>,
-        mut durable: watch::Receiver<RevisionBounds>,
+        durable: watch::Receiver<RevisionBounds>,
     ) {
-        let _ = self.run_inner(&mut live, &mut durable).await;
+        let _ = self.run_inner(&mut live, &durable).await;
     }
 
+    /// Storage until caught up with the durable revision, then the live broadcast; back to
+    /// storage whenever the broadcast lagged or skipped a revision. Every durable bump follows
+    /// a broadcast of the same events, so an idle watcher only needs the broadcast.
     async fn run_inner(
         &mut self,
         live: &mut broadcast::Receiver<Arc<RevocationRecord>>,
-        durable: &mut watch::Receiver<RevisionBounds>,
+        durable: &watch::Receiver<RevisionBounds>,
     ) -> std::result::Result<(), Stop> {
         let mut shutdown = self.core.shutdown.subscribe();
         if self.snapshot {
-            let until = durable.borrow_and_update().last;
+            let until = durable.borrow().last;
             self.catch_up(until, true).await?;
             self.next = self.next.max(until + 1);
             self.send(Ok(WatchItem::SnapshotEnd(until))).await?;
         }
+        let mut behind = true;
+        let mut next_progress = tokio::time::Instant::now() + self.progress_every;
         loop {
-            // Storage first: everything durable that we have not sent yet.
-            let until = durable.borrow_and_update().last;
-            if self.next <= until {
+            // A deleted key's stream ends: it may no longer see anything.
+            if self
+                .core
+                .access_key(self.filter.caller.access_key_id())
+                .is_err()
+            {
+                return self.fail(Error::AccessKeyNotFound).await;
+            }
+            if behind {
+                let until = durable.borrow().last;
                 self.catch_up(until, false).await?;
+                behind = false;
                 continue;
             }
             tokio::select! {
+                // Live events first: they are already in memory.
+                biased;
                 received = live.recv() => match received {
+                    Ok(event) if event.revision < self.next => {} // sent during catch-up
+                    Ok(event) if event.revision > self.next => behind = true, // a gap
                     Ok(event) => {
-                        if event.revision < self.next {
-                            continue; // already sent during catch-up
-                        }
-                        if event.revision > self.next {
-                            continue; // a gap: the durable bound covers it, catch up from storage
-                        }
                         self.next += 1;
                         if self.filter.admits(&event) {
                             self.send(Ok(WatchItem::Event(event))).await?;
+                            next_progress = tokio::time::Instant::now() + self.progress_every;
                         }
                     }
-                    // Fell behind the in-memory buffer: the loop catches up from storage.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // Fell behind the in-memory buffer: catch up from storage.
+                    Err(broadcast::error::RecvError::Lagged(_)) => behind = true,
                     Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
                 },
-                changed = durable.changed() => {
-                    if changed.is_err() {
-                        return Err(Stop::Closed);
-                    }
-                }
-                _ = tokio::time::sleep(self.progress_every) => {
+                _ = tokio::time::sleep_until(next_progress) => {
                     self.send(Ok(WatchItem::Progress(self.next - 1))).await?;
+                    next_progress = tokio::time::Instant::now() + self.progress_every;
                 }
                 _ = self.tx.closed() => return Err(Stop::Closed),
                 _ = async { shutdown.wait_for(|down| *down).await.map(|_| ()) } => {
                     // Brokers resume from their last revision once the server is back.
-                    self.send(Err(Error::ServiceUnavailable)).await?;
-                    return Err(Stop::Closed);
+                    return self.fail(Error::ServiceUnavailable).await;
                 }
             }
         }

@@ -27,9 +27,11 @@ pub use device::DeviceCredentialGrpc;
 pub use revocation::RevocationGrpc;
 pub use token::TokenGrpc;
 
-/// Largest request message accepted, in bytes: 100 resources of the longest topic allowed
+/// Largest ApplyToken request accepted, in bytes: 100 resources of the longest topic allowed
 /// fit, anything larger is abuse.
-pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_TOKEN_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Largest request of every other service, in bytes: their fields are short identifiers.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Per-request context: the id and the authenticated caller.
 pub(crate) struct Ctx {
@@ -125,7 +127,7 @@ impl Services {
         use proto::*;
         Self {
             token: token_service_server::TokenServiceServer::new(TokenGrpc(core.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(MAX_TOKEN_MESSAGE_BYTES),
             access_key: access_key_service_server::AccessKeyServiceServer::new(AccessKeyGrpc(
                 core.clone(),
             ))

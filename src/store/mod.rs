@@ -62,6 +62,8 @@ pub enum Op {
     DeleteDevice(DeviceRecord),
     /// Append an event to the revocation log; its revision must be `last + 1`.
     AppendRevocation(RevocationRecord),
+    /// Set a named metadata value.
+    PutMeta(String, Vec<u8>),
     /// Drop every revocation below this revision.
     CompactRevocationsBelow(u64),
 }
@@ -101,6 +103,8 @@ pub trait Store: Send + Sync + 'static {
     fn revision_bounds(&self) -> StoreResult<RevisionBounds>;
     /// Applies the operations atomically: all or none.
     fn apply(&self, ops: Vec<Op>) -> StoreResult<()>;
+    /// A named metadata value.
+    fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Makes every applied write durable. Blocking; the core calls it from a blocking thread
     /// and shares one call among concurrent writers.
     fn flush(&self) -> StoreResult<()>;

@@ -8,6 +8,7 @@
 //! - `d/<instance>\0<client id>` -> DeviceRecord; `k/<device key id>` -> `<instance>\0<client id>`
 //! - `c/<instance>` -> u64 be (credentials in the instance); `g/<instance>\0<group>` -> u64 be
 //! - `r/<revision:be8>` -> RevocationRecord; `m/last_rev`, `m/oldest_rev` -> u64 be
+//! - `m/x/<name>` -> bytes: named metadata (keyring check values)
 
 use std::path::Path;
 
@@ -97,6 +98,10 @@ fn group_count_key(instance_id: &str, group_id: &str) -> Vec<u8> {
 
 fn group_of(client_id: &str) -> &str {
     client_id.split("@@@").next().unwrap_or(client_id)
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    [b"m/x/", name.as_bytes()].concat()
 }
 
 fn revision_key(revision: u64) -> Vec<u8> {
@@ -213,16 +218,17 @@ impl Store for SledStore {
     ) -> StoreResult<Vec<String>> {
         let prefix = group_prefix(instance_id, group_id);
         let strip = device_key(instance_id, "").len();
-        let iter = match after {
+        // Both scans stay inside the group's prefix, so a huge `skip` ends at the group's end.
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match after {
             Some(after) => {
                 let mut start = device_key(instance_id, after);
                 start.push(0); // strictly after
-                self.db.range(start..)
+                Box::new(self.db.range(start..))
             }
-            None => self.db.range(prefix.clone()..),
+            None => Box::new(self.db.scan_prefix(prefix.clone()).skip(skip)),
         };
         let mut out = Vec::with_capacity(limit);
-        for item in iter.skip(if after.is_some() { 0 } else { skip }) {
+        for item in iter {
             let (key, _) = item?;
             if !key.starts_with(&prefix) || out.len() == limit {
                 break;
@@ -316,6 +322,7 @@ impl Store for SledStore {
                     batch.insert(LAST_REV, &rec.revision.to_be_bytes());
                     batch.insert(revision_key(rec.revision), rec.encode_to_vec());
                 }
+                Op::PutMeta(name, value) => batch.insert(meta_key(&name), value),
                 Op::CompactRevocationsBelow(below) => {
                     let oldest = self.revision_bounds()?.oldest;
                     for rev in oldest..below {
@@ -327,6 +334,10 @@ impl Store for SledStore {
         }
         self.db.apply_batch(batch)?;
         Ok(())
+    }
+
+    fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.db.get(meta_key(name))?.map(|v| v.to_vec()))
     }
 
     fn flush(&self) -> StoreResult<()> {
