@@ -224,3 +224,23 @@ pub enum KeyringCommand {
         keyring: PathBuf,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_intervals_are_refused_and_off_disables_http() {
+        for flag in ["--maintenance-interval", "--watch-progress-interval"] {
+            let err = Cli::try_parse_from(["mqtt-tokend", "serve", flag, "0s"]).unwrap_err();
+            assert!(err.to_string().contains("greater than zero"), "{err}");
+        }
+        let cli = Cli::try_parse_from(["mqtt-tokend", "serve", "--http-addr", "off"]).unwrap();
+        let Command::Serve(config) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(config.http_addr, OptionalAddr(None));
+        assert_eq!(config.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
+        assert_eq!(config.rate_revoke_token, 5);
+    }
+}
