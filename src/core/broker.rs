@@ -225,6 +225,7 @@ impl Core {
     ///
     /// # Errors
     /// Only storage failures; every denial is `Ok(Err(reason))`.
+    #[allow(clippy::too_many_arguments)] // one per field of AuthorizeTopicRequest
     pub fn authorize_topic(
         &self,
         caller: &Caller,
@@ -326,7 +327,7 @@ impl Core {
         password: &str,
     ) -> Decision<Vec<SessionToken>> {
         let parts: Vec<&str> = password.split('|').collect();
-        if parts.len() % 2 != 0 || parts.is_empty() || parts.len() > 6 {
+        if !parts.len().is_multiple_of(2) || parts.is_empty() || parts.len() > 6 {
             return Err(DenyReason::MalformedPassword);
         }
         let mut seen = 0u32;
