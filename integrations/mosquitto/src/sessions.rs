@@ -1,0 +1,473 @@
+//! The grant cache: one entry per connected client, decided locally for every publish,
+//! subscribe and delivery, plus the queue of clients to kick (revoked or expired).
+//!
+//! Guarantees: a revoked or expired session is denied every topic action at once, even before
+//! the broker thread kicks it; a kick names a session (client id + generation), so a client that
+//! reconnected with a fresh credential in the meantime is never kicked by a stale event; a
+//! revocation that arrives while a CONNECT for the same credential is in flight is remembered
+//! for [`RECENT_WINDOW`] and refuses that CONNECT.
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use mqtt_tokend::{
+    core::topic,
+    proto::{self, AuthMode, RevocationKind},
+};
+
+/// How long a revocation is remembered to catch a CONNECT that raced it.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(60);
+/// Most revocations remembered for that purpose.
+const RECENT_MAX: usize = 10_000;
+
+/// What a client may do, as the service granted it at CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// How it authenticated.
+    pub mode: AuthMode,
+    /// Its instance.
+    pub instance_id: String,
+    /// Filters it may publish to.
+    pub publish: Vec<String>,
+    /// Filters it may subscribe to.
+    pub subscribe: Vec<String>,
+    /// End of the grant, ms since the Unix epoch; 0 = none.
+    pub expire_ms: i64,
+    /// Fingerprints of the tokens it used.
+    pub fingerprints: Vec<String>,
+    /// Access key or device access key id it rests on.
+    pub key_id: String,
+}
+
+impl From<proto::Grant> for Grant {
+    fn from(g: proto::Grant) -> Self {
+        Self {
+            mode: g.mode(),
+            instance_id: g.instance_id,
+            publish: g.publish,
+            subscribe: g.subscribe,
+            expire_ms: g.expire_time,
+            fingerprints: g.token_fingerprints,
+            key_id: g.key_id,
+        }
+    }
+}
+
+/// The kind of access Mosquitto asks about (`MOSQ_ACL_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Delivery of a message to this client (it is the subscriber).
+    Read,
+    /// This client publishes.
+    Write,
+    /// This client subscribes to a filter.
+    Subscribe,
+    /// This client unsubscribes: always allowed.
+    Unsubscribe,
+}
+
+impl Grant {
+    /// Whether the grant allows `access` on `topic` (a name, or a filter for subscribe).
+    pub fn allows(&self, access: Access, topic: &str) -> bool {
+        match access {
+            Access::Write => {
+                topic::validate_name(topic).is_ok()
+                    && self.publish.iter().any(|f| topic::matches(f, topic))
+            }
+            Access::Read => self.subscribe.iter().any(|f| topic::matches(f, topic)),
+            Access::Subscribe => {
+                let filter = strip_shared(topic);
+                topic::validate_filter(filter).is_ok()
+                    && self.subscribe.iter().any(|g| topic::covers(g, filter))
+            }
+            Access::Unsubscribe => true,
+        }
+    }
+}
+
+/// `$share/<group>/<filter>` subscribes to `<filter>`; the grant is checked against that.
+fn strip_shared(filter: &str) -> &str {
+    filter
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(filter, |(_, f)| f)
+}
+
+/// One revocation event from the watch stream, in the plugin's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// What was revoked.
+    pub kind: RevocationKind,
+    /// Its instance; empty = any.
+    pub instance_id: String,
+    /// Token fingerprint, for token revocations.
+    pub fingerprint: String,
+    /// Key id, for device credential and access key events.
+    pub key_id: String,
+}
+
+impl From<&proto::RevocationEvent> for Revocation {
+    fn from(e: &proto::RevocationEvent) -> Self {
+        Self {
+            kind: e.kind(),
+            instance_id: e.instance_id.clone(),
+            fingerprint: e.token_fingerprint.clone(),
+            key_id: e.key_id.clone(),
+        }
+    }
+}
+
+impl Revocation {
+    /// Does this revocation end a session holding `grant`?
+    pub fn hits(&self, grant: &Grant) -> bool {
+        if !self.instance_id.is_empty() && self.instance_id != grant.instance_id {
+            return false;
+        }
+        match self.kind {
+            RevocationKind::TokenRevoked => {
+                !self.fingerprint.is_empty() && grant.fingerprints.contains(&self.fingerprint)
+            }
+            RevocationKind::DeviceCredentialRefreshed
+            | RevocationKind::DeviceCredentialUnregistered => {
+                grant.mode == AuthMode::DeviceCredential && grant.key_id == self.key_id
+            }
+            // Token and Signature usernames both name an access key, and the service stops
+            // accepting either once the key is gone.
+            RevocationKind::AccessKeyDeleted => {
+                matches!(grant.mode, AuthMode::Token | AuthMode::Signature)
+                    && grant.key_id == self.key_id
+            }
+            RevocationKind::Unspecified => false,
+        }
+    }
+}
+
+/// Why a grant was not cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A revocation seen in the last [`RECENT_WINDOW`] covers it.
+    RecentlyRevoked,
+    /// It has already expired.
+    Expired,
+}
+
+struct Session {
+    /// Distinguishes this session from earlier ones with the same client id.
+    generation: u64,
+    /// The broker's `struct mosquitto *`, as an address: the connection this grant belongs to.
+    connection: usize,
+    grant: Grant,
+    /// Set by a revocation; the session is denied everything until it is kicked.
+    revoked: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, Session>,
+    /// (expire_ms, generation, client id) of sessions with an expiry.
+    expiries: BTreeSet<(i64, u64, String)>,
+    /// Sessions to kick on the next broker tick.
+    kicks: Vec<(String, u64)>,
+    recent: VecDeque<(Instant, Revocation)>,
+    next_generation: u64,
+}
+
+/// The grant cache. Shared by the broker thread and the watch task.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Inner>,
+}
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves the maps consistent before it can panic (no user code
+        // runs under the lock), so a poisoned lock is safe to keep using.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Caches the grant of a client that just authenticated on `connection`, replacing any
+    /// earlier session with the same client id (Mosquitto takes the old connection over).
+    ///
+    /// # Errors
+    /// The grant is already expired, or was revoked while the CONNECT was being checked.
+    pub fn insert(
+        &self,
+        client_id: &str,
+        connection: usize,
+        grant: Grant,
+        now_ms: i64,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        let mut inner = self.lock();
+        prune_recent(&mut inner.recent, now);
+        if inner.recent.iter().any(|(_, r)| r.hits(&grant)) {
+            return Err(Refused::RecentlyRevoked);
+        }
+        if grant.expire_ms != 0 && grant.expire_ms <= now_ms {
+            return Err(Refused::Expired);
+        }
+        inner.next_generation += 1;
+        let generation = inner.next_generation;
+        if grant.expire_ms != 0 {
+            inner
+                .expiries
+                .insert((grant.expire_ms, generation, client_id.to_owned()));
+        }
+        let session = Session {
+            generation,
+            connection,
+            grant,
+            revoked: false,
+        };
+        if let Some(old) = inner.sessions.insert(client_id.to_owned(), session) {
+            forget_expiry(&mut inner, client_id, &old);
+        }
+        Ok(())
+    }
+
+    /// Drops the session of `client_id` if it belongs to `connection` (a taken-over
+    /// connection's disconnect must not drop its successor's grant).
+    pub fn remove(&self, client_id: &str, connection: usize) {
+        let mut inner = self.lock();
+        if inner
+            .sessions
+            .get(client_id)
+            .is_some_and(|s| s.connection == connection)
+        {
+            if let Some(old) = inner.sessions.remove(client_id) {
+                forget_expiry(&mut inner, client_id, &old);
+            }
+        }
+    }
+
+    /// Whether the client on `connection` may do `access` on `topic`. Unknown, revoked,
+    /// expired or taken-over sessions may do nothing.
+    pub fn allows(
+        &self,
+        client_id: &str,
+        connection: usize,
+        access: Access,
+        topic: &str,
+        now_ms: i64,
+    ) -> bool {
+        let inner = self.lock();
+        let Some(s) = inner.sessions.get(client_id) else {
+            return false;
+        };
+        s.connection == connection
+            && !s.revoked
+            && (s.grant.expire_ms == 0 || now_ms < s.grant.expire_ms)
+            && s.grant.allows(access, topic)
+    }
+
+    /// Applies a revocation: every session it hits is denied from now on and queued for a
+    /// kick. Returns how many sessions it hit.
+    pub fn revoke(&self, revocation: Revocation, now: Instant) -> usize {
+        let mut inner = self.lock();
+        let mut hit = Vec::new();
+        for (client_id, s) in inner.sessions.iter_mut() {
+            if !s.revoked && revocation.hits(&s.grant) {
+                s.revoked = true;
+                hit.push((client_id.clone(), s.generation));
+            }
+        }
+        let n = hit.len();
+        inner.kicks.extend(hit);
+        prune_recent(&mut inner.recent, now);
+        if inner.recent.len() >= RECENT_MAX {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back((now, revocation));
+        n
+    }
+
+    /// Client ids to kick now: revoked sessions and sessions whose grant expired at or before
+    /// `now_ms`. They leave the cache.
+    pub fn take_due(&self, now_ms: i64) -> Vec<String> {
+        let mut inner = self.lock();
+        let mut due = std::mem::take(&mut inner.kicks);
+        while let Some(first) = inner.expiries.first() {
+            if first.0 > now_ms {
+                break;
+            }
+            if let Some((_, generation, client_id)) = inner.expiries.pop_first() {
+                due.push((client_id, generation));
+            }
+        }
+        let mut out = Vec::with_capacity(due.len());
+        for (client_id, generation) in due {
+            if inner
+                .sessions
+                .get(&client_id)
+                .is_some_and(|s| s.generation == generation)
+            {
+                if let Some(old) = inner.sessions.remove(&client_id) {
+                    forget_expiry(&mut inner, &client_id, &old);
+                }
+                out.push(client_id);
+            }
+        }
+        out
+    }
+
+    /// Number of cached sessions.
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// True if no session is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn forget_expiry(inner: &mut Inner, client_id: &str, old: &Session) {
+    if old.grant.expire_ms != 0 {
+        inner
+            .expiries
+            .remove(&(old.grant.expire_ms, old.generation, client_id.to_owned()));
+    }
+}
+
+fn prune_recent(recent: &mut VecDeque<(Instant, Revocation)>, now: Instant) {
+    while recent
+        .front()
+        .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RECENT_WINDOW)
+    {
+        recent.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_grant(fp: &str, expire_ms: i64) -> Grant {
+        Grant {
+            mode: AuthMode::Token,
+            instance_id: "i".into(),
+            publish: vec!["a/b".into()],
+            subscribe: vec!["a/#".into()],
+            expire_ms,
+            fingerprints: vec![fp.into()],
+            key_id: "AK".into(),
+        }
+    }
+
+    fn device_grant(key: &str) -> Grant {
+        Grant {
+            mode: AuthMode::DeviceCredential,
+            instance_id: "i".into(),
+            publish: vec!["#".into()],
+            subscribe: vec!["#".into()],
+            expire_ms: 0,
+            fingerprints: vec![],
+            key_id: key.into(),
+        }
+    }
+
+    fn token_revoked(fp: &str) -> Revocation {
+        Revocation {
+            kind: RevocationKind::TokenRevoked,
+            instance_id: "i".into(),
+            fingerprint: fp.into(),
+            key_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn grant_uses_the_shared_matcher() {
+        let g = token_grant("f", 0);
+        assert!(g.allows(Access::Write, "a/b"));
+        assert!(!g.allows(Access::Write, "a/c"));
+        assert!(!g.allows(Access::Write, "a/+"));
+        assert!(g.allows(Access::Subscribe, "a/+/c"));
+        assert!(g.allows(Access::Subscribe, "$share/g/a/#"));
+        assert!(!g.allows(Access::Subscribe, "#"));
+        assert!(!g.allows(Access::Subscribe, "a/#/x"));
+        assert!(g.allows(Access::Read, "a/x/y"));
+        assert!(!g.allows(Access::Read, "b"));
+        let all = device_grant("DK");
+        assert!(!all.allows(Access::Read, "$SYS/broker/uptime"));
+        assert!(!all.allows(Access::Subscribe, "$SYS/#"));
+    }
+
+    #[test]
+    fn revocation_kicks_exactly_the_holder() {
+        let s = Sessions::default();
+        let now = Instant::now();
+        s.insert("c1", 1, token_grant("f1", 0), 0, now).unwrap();
+        s.insert("c2", 2, token_grant("f2", 0), 0, now).unwrap();
+        s.insert("d1", 3, device_grant("DK1"), 0, now).unwrap();
+        assert_eq!(s.revoke(token_revoked("f1"), now), 1);
+        assert!(!s.allows("c1", 1, Access::Write, "a/b", 0));
+        assert!(s.allows("c2", 2, Access::Write, "a/b", 0));
+        assert_eq!(s.take_due(0), vec!["c1".to_string()]);
+        let dev = Revocation {
+            kind: RevocationKind::DeviceCredentialRefreshed,
+            instance_id: "i".into(),
+            fingerprint: String::new(),
+            key_id: "DK1".into(),
+        };
+        assert_eq!(s.revoke(dev, now), 1);
+        assert_eq!(s.take_due(0), vec!["d1".to_string()]);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn reconnect_is_not_kicked_by_a_stale_event_nor_dropped_by_old_disconnect() {
+        let s = Sessions::default();
+        let now = Instant::now();
+        s.insert("c", 1, token_grant("old", 0), 0, now).unwrap();
+        s.revoke(token_revoked("old"), now);
+        // The client reconnects with a new token before the tick drains the kick.
+        s.insert("c", 2, token_grant("new", 0), 0, now).unwrap();
+        assert!(s.take_due(0).is_empty());
+        s.remove("c", 1);
+        assert!(s.allows("c", 2, Access::Write, "a/b", 0));
+        assert!(!s.allows("c", 1, Access::Write, "a/b", 0));
+    }
+
+    #[test]
+    fn a_connect_racing_its_revocation_is_refused() {
+        let s = Sessions::default();
+        let now = Instant::now();
+        s.revoke(token_revoked("f"), now);
+        assert_eq!(
+            s.insert("c", 1, token_grant("f", 0), 0, now),
+            Err(Refused::RecentlyRevoked)
+        );
+        let later = now + RECENT_WINDOW + Duration::from_secs(1);
+        assert_eq!(s.insert("c", 1, token_grant("f", 0), 0, later), Ok(()));
+    }
+
+    #[test]
+    fn expiry_kicks_at_the_expiry_time() {
+        let s = Sessions::default();
+        let now = Instant::now();
+        s.insert("c", 1, token_grant("f", 1000), 0, now).unwrap();
+        assert!(s.allows("c", 1, Access::Write, "a/b", 999));
+        assert!(s.take_due(999).is_empty());
+        assert!(!s.allows("c", 1, Access::Write, "a/b", 1000));
+        assert_eq!(s.take_due(1000), vec!["c".to_string()]);
+        assert_eq!(
+            s.insert("c", 1, token_grant("f", 1000), 1000, now),
+            Err(Refused::Expired)
+        );
+    }
+
+    #[test]
+    fn access_key_deletion_hits_token_and_signature_not_devices() {
+        let r = Revocation {
+            kind: RevocationKind::AccessKeyDeleted,
+            instance_id: String::new(),
+            fingerprint: String::new(),
+            key_id: "AK".into(),
+        };
+        assert!(r.hits(&token_grant("f", 0)));
+        assert!(!r.hits(&device_grant("AK")));
+    }
+}

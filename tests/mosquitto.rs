@@ -1,0 +1,562 @@
+//! End to end with a real Mosquitto 2.0 and the plugin from `integrations/mosquitto`: a real
+//! mqtt-tokend (the TestServer harness), a real broker process on a free loopback port, and a
+//! real MQTT client (rumqttc). Skips only when `mosquitto` is not installed and `CI` is unset;
+//! in CI a missing broker fails the test (`scripts/install-mosquitto.sh` installs it).
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc as std_mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use common::{Key, TestServer};
+use mqtt_tokend::{
+    core::broker::mqtt_password,
+    proto::{
+        ApplyTokenRequest, RefreshDeviceCredentialRequest, RegisterDeviceCredentialRequest,
+        RevokeTokenRequest, TokenAction, UnRegisterDeviceCredentialRequest,
+    },
+};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use tokio::sync::mpsc;
+
+const INSTANCE: &str = "post-cn-mosq";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// `None` (after saying why) when the test must skip.
+fn mosquitto_binary() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin")])
+            .map(|d| d.join("mosquitto"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the mosquitto binary is missing: run scripts/install-mosquitto.sh"
+        );
+        eprintln!("SKIPPED: mosquitto is not installed (scripts/install-mosquitto.sh installs it)");
+    }
+    found
+}
+
+/// Builds the plugin with the same profile as this test and returns the `.so`.
+fn build_plugin() -> PathBuf {
+    // target/<profile>/deps/mosquitto-<hash>  ->  target/<profile>
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "mqtt-tokend-mosquitto"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "building the plugin failed");
+    let so = profile_dir.join("libmqtt_tokend_mosquitto.so");
+    assert!(so.is_file(), "{} missing", so.display());
+    so
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// A running `mosquitto -c` with the plugin; killed on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    state_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start(binary: &Path, plugin: &Path, service: SocketAddr, key: &Key) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_addr().port();
+        let state_file = dir.path().join("revision");
+        // Running as root, Mosquitto would switch to the `mosquitto` user, which cannot read
+        // the temporary directory.
+        let user = if std::env::var("USER").is_ok_and(|u| u == "root")
+            || std::fs::metadata("/proc/self").is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid() == 0
+            }) {
+            "user root\n"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n\
+             log_dest stderr\nlog_type all\n{user}\
+             plugin {plugin}\n\
+             plugin_opt_service_addr http://{service}\n\
+             plugin_opt_access_key_id {id}\n\
+             plugin_opt_access_key_secret {secret}\n\
+             plugin_opt_instance_id {INSTANCE}\n\
+             plugin_opt_timeout_ms 2000\n\
+             plugin_opt_state_file {state}\n\
+             {wake}",
+            plugin = plugin.display(),
+            id = key.id,
+            secret = key.secret,
+            state = state_file.display(),
+            // KICK_BENCH_NO_WAKE=1 measures the broker's idle tick alone (up to 100 ms).
+            wake = if std::env::var_os("KICK_BENCH_NO_WAKE").is_some() {
+                String::new()
+            } else {
+                format!("plugin_opt_wake_addr 127.0.0.1:{port}\n")
+            },
+        );
+        let conf_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).expect("write conf");
+        let mut child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mosquitto");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std_mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(" running") => break,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "mosquitto did not start:\n{}",
+                    log.lock().unwrap().join("\n")
+                ),
+            }
+        }
+        Self {
+            child,
+            port,
+            log,
+            state_file,
+            _dir: dir,
+        }
+    }
+
+    fn dump_log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- mosquitto log ---\n{}", self.dump_log());
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Ev {
+    Publish(String),
+    SubAck(Vec<SubscribeReasonCode>),
+    Closed(String),
+}
+
+/// A connected MQTT client whose event loop runs in a task.
+struct Mqtt {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Ev>,
+}
+
+async fn mqtt(port: u16, client_id: &str, username: &str, password: &str) -> Result<Mqtt, String> {
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_credentials(username, password);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, eventloop.poll()).await {
+            Err(_) => return Err("no CONNACK".into()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) => {}
+        }
+    }
+    let (tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let ev = match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => Ev::Publish(p.topic),
+                Ok(Event::Incoming(Packet::SubAck(s))) => Ev::SubAck(s.return_codes),
+                Ok(_) => continue,
+                Err(e) => {
+                    let _ = tx.send(Ev::Closed(e.to_string()));
+                    return;
+                }
+            };
+            if tx.send(ev).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Mqtt { client, events })
+}
+
+impl Mqtt {
+    async fn next(&mut self) -> Ev {
+        tokio::time::timeout(WAIT, self.events.recv())
+            .await
+            .expect("an MQTT event in time")
+            .expect("event loop alive")
+    }
+
+    /// Subscribes and returns the SUBACK codes; proves the connection is alive.
+    async fn subscribe(&mut self, filter: &str) -> Vec<SubscribeReasonCode> {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("queue subscribe");
+        loop {
+            match self.next().await {
+                Ev::SubAck(codes) => return codes,
+                Ev::Closed(e) => panic!("connection closed while subscribing: {e}"),
+                Ev::Publish(_) => {}
+            }
+        }
+    }
+
+    async fn assert_alive(&mut self) {
+        let codes = self.subscribe("alive/check").await;
+        assert_eq!(codes.len(), 1);
+    }
+
+    async fn assert_kicked(&mut self) {
+        loop {
+            match self.next().await {
+                Ev::Closed(_) => return,
+                Ev::Publish(_) | Ev::SubAck(_) => {}
+            }
+        }
+    }
+
+    async fn publish(&self, topic: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, b"x".to_vec())
+            .await
+            .expect("queue publish");
+    }
+}
+
+fn ok(codes: &[SubscribeReasonCode]) -> bool {
+    codes.len() == 1 && matches!(codes[0], SubscribeReasonCode::Success(_))
+}
+
+struct Setup {
+    ts: TestServer,
+    broker: Broker,
+    app: Key,
+}
+
+async fn setup(binary: &Path) -> Setup {
+    let plugin = tokio::task::spawn_blocking(build_plugin)
+        .await
+        .expect("build");
+    let grpc = free_addr();
+    let ts = TestServer::start_with(|c| c.grpc_addr = grpc).await;
+    let plugin_key = ts.create_key(&[INSTANCE]).await;
+    let app = ts.create_key(&[INSTANCE]).await;
+    let broker = Broker::start(binary, &plugin, grpc, &plugin_key);
+    Setup { ts, broker, app }
+}
+
+impl Setup {
+    async fn token(&self, resources: &[&str]) -> String {
+        self.ts
+            .tokens(&self.app)
+            .apply_token(ApplyTokenRequest {
+                instance_id: INSTANCE.into(),
+                actions: vec![TokenAction::Read as i32, TokenAction::Write as i32],
+                resources: resources.iter().map(|s| s.to_string()).collect(),
+                expire_time: common::now_ms() + 3600 * 1000,
+            })
+            .await
+            .expect("apply token")
+            .into_inner()
+            .token
+    }
+
+    async fn revoke(&self, token: &str) {
+        self.ts
+            .tokens(&self.app)
+            .revoke_token(RevokeTokenRequest {
+                instance_id: INSTANCE.into(),
+                token: token.into(),
+            })
+            .await
+            .expect("revoke");
+    }
+
+    fn token_user(&self) -> String {
+        format!("Token|{}|{INSTANCE}", self.app.id)
+    }
+
+    async fn token_client(&self, client_id: &str, token: &str) -> Result<Mqtt, String> {
+        mqtt(
+            self.broker.port,
+            client_id,
+            &self.token_user(),
+            &format!("RW|{token}"),
+        )
+        .await
+    }
+
+    /// Registers a device credential and returns (username, password).
+    async fn device(&self, client_id: &str) -> (String, String) {
+        let cred = self
+            .ts
+            .devices(&self.app)
+            .register_device_credential(RegisterDeviceCredentialRequest {
+                instance_id: INSTANCE.into(),
+                client_id: client_id.into(),
+            })
+            .await
+            .expect("register")
+            .into_inner()
+            .device_credential
+            .expect("credential");
+        (
+            format!("DeviceCredential|{}|{INSTANCE}", cred.device_access_key_id),
+            mqtt_password(&cred.device_access_key_secret, client_id),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_enforces_connect_topics_and_revocations() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let mut s = setup(&binary).await;
+    let port = s.broker.port;
+
+    // Token mode: valid connects; wrong, forged and malformed are refused.
+    let t_a = s.token(&["dev/a/#"]).await;
+    let t_b = s.token(&["dev/b/#"]).await;
+    let mut a = s
+        .token_client("GID_test@@@a", &t_a)
+        .await
+        .expect("valid token connects");
+    let mut forged = t_a.clone();
+    let last = forged.pop().expect("non-empty token");
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert!(
+        s.token_client("GID_test@@@x", &forged).await.is_err(),
+        "forged token"
+    );
+    assert!(
+        s.token_client("GID_test@@@x", "garbage").await.is_err(),
+        "wrong token"
+    );
+    assert!(
+        mqtt(port, "GID_test@@@x", "nobody", "x").await.is_err(),
+        "bad username"
+    );
+
+    // Signature mode: a subscriber to everything (its grant is `#`).
+    let sig_id = "GID_test@@@sig";
+    let sig_user = format!("Signature|{}|{INSTANCE}", s.app.id);
+    assert!(
+        mqtt(port, sig_id, &sig_user, &mqtt_password("wrong", sig_id))
+            .await
+            .is_err()
+    );
+    let mut sig = mqtt(
+        port,
+        sig_id,
+        &sig_user,
+        &mqtt_password(&s.app.secret, sig_id),
+    )
+    .await
+    .expect("signature connects");
+    assert!(ok(&sig.subscribe("#").await));
+
+    // Publish: the denied one is sent first; in-order QoS 1 delivery means it would arrive
+    // first if it were not dropped.
+    a.publish("other/x").await;
+    a.publish("dev/a/x").await;
+    match sig.next().await {
+        Ev::Publish(topic) => assert_eq!(topic, "dev/a/x", "ungranted publish was delivered"),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+
+    // Subscribe: inside the grant succeeds, outside fails, containment is MQTT's.
+    assert!(ok(&a.subscribe("dev/a/+").await));
+    assert!(ok(&a.subscribe("dev/a/#").await));
+    assert!(!ok(&a.subscribe("dev/#").await));
+    assert!(!ok(&a.subscribe("other/#").await));
+    assert!(!ok(&a.subscribe("#").await));
+
+    // Device credential mode.
+    let (d1_user, d1_pass) = s.device("GID_test@@@d1").await;
+    let (d2_user, d2_pass) = s.device("GID_test@@@d2").await;
+    assert!(mqtt(
+        port,
+        "GID_test@@@d1",
+        &d1_user,
+        &mqtt_password("wrong", "GID_test@@@d1")
+    )
+    .await
+    .is_err());
+    assert!(
+        mqtt(port, "GID_test@@@d2", &d1_user, &d1_pass)
+            .await
+            .is_err(),
+        "other client id"
+    );
+    let mut d1 = mqtt(port, "GID_test@@@d1", &d1_user, &d1_pass)
+        .await
+        .expect("device connects");
+    let mut d2 = mqtt(port, "GID_test@@@d2", &d2_user, &d2_pass)
+        .await
+        .expect("device connects");
+    let mut b = s
+        .token_client("GID_test@@@b", &t_b)
+        .await
+        .expect("b connects");
+
+    // RevokeToken kicks exactly A.
+    s.revoke(&t_a).await;
+    a.assert_kicked().await;
+    b.assert_alive().await;
+    d1.assert_alive().await;
+    assert!(
+        s.token_client("GID_test@@@a", &t_a).await.is_err(),
+        "revoked token"
+    );
+
+    // RefreshDeviceCredential kicks exactly D1.
+    s.ts.devices(&s.app)
+        .refresh_device_credential(RefreshDeviceCredentialRequest {
+            instance_id: INSTANCE.into(),
+            client_id: "GID_test@@@d1".into(),
+        })
+        .await
+        .expect("refresh");
+    d1.assert_kicked().await;
+    d2.assert_alive().await;
+    b.assert_alive().await;
+    assert!(
+        mqtt(port, "GID_test@@@d1", &d1_user, &d1_pass)
+            .await
+            .is_err(),
+        "refreshed away"
+    );
+
+    // UnRegisterDeviceCredential kicks exactly D2.
+    s.ts.devices(&s.app)
+        .un_register_device_credential(UnRegisterDeviceCredentialRequest {
+            instance_id: INSTANCE.into(),
+            client_id: "GID_test@@@d2".into(),
+        })
+        .await
+        .expect("unregister");
+    d2.assert_kicked().await;
+    b.assert_alive().await;
+    sig.assert_alive().await;
+
+    // Service down: new CONNECTs are refused, existing sessions keep their grants.
+    let grpc = s.ts.config.grpc_addr;
+    s.ts.stop().await;
+    let t_c = {
+        // Tokens cannot be applied while the service is down; this one is made afterwards.
+        String::from("not-yet")
+    };
+    assert!(
+        s.token_client("GID_test@@@c", &t_c).await.is_err(),
+        "fail closed"
+    );
+    b.publish("dev/b/1").await;
+    match sig.next().await {
+        Ev::Publish(topic) => assert_eq!(topic, "dev/b/1"),
+        other => panic!("expected a delivery while the service is down, got {other:?}"),
+    }
+    b.assert_alive().await;
+
+    // A revocation the plugin cannot see live: made while the service listens elsewhere.
+    s.ts.config.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    s.ts.restart().await;
+    s.revoke(&t_b).await;
+    s.ts.stop().await;
+    s.ts.config.grpc_addr = grpc;
+    s.ts.restart().await;
+    // The plugin reconnects, resumes from its persisted revision and kicks B.
+    b.assert_kicked().await;
+    sig.assert_alive().await;
+    let t_c = s.token(&["dev/c/#"]).await;
+    let mut c = s
+        .token_client("GID_test@@@c", &t_c)
+        .await
+        .expect("service back: connects");
+    c.assert_alive().await;
+    let rev: u64 = std::fs::read_to_string(&s.broker.state_file)
+        .expect("state file written")
+        .trim()
+        .parse()
+        .expect("a revision");
+    assert!(rev >= 4, "state file holds the last revision, got {rev}");
+}
+
+/// Kick latency: from RevokeToken returning to the client seeing the disconnect, 100 tries.
+/// `cargo test --release --test mosquitto -- --ignored --nocapture kick_latency`
+/// (set `KICK_BENCH_NO_WAKE=1` to run without `plugin_opt_wake_addr`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; prints figures"]
+async fn kick_latency() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let s = setup(&binary).await;
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    for i in 0..100 {
+        let token = s.token(&["bench/#"]).await;
+        let mut c = s
+            .token_client(&format!("GID_bench@@@{i}"), &token)
+            .await
+            .expect("connects");
+        s.revoke(&token).await;
+        let rpc_done = Instant::now();
+        c.assert_kicked().await;
+        hist.record(rpc_done.elapsed().as_micros() as u64)
+            .expect("record");
+    }
+    println!(
+        "kick latency over {} tries: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        hist.len(),
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0
+    );
+}
