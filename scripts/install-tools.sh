@@ -20,13 +20,4 @@ if [ ! -x target/tools/grpcurl ]; then
 fi
 
 # Debian packages for the end-to-end tests (Mosquitto broker and plugin headers).
-need=()
-command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
-[ -f /usr/include/mosquitto_plugin.h ] || need+=(mosquitto-dev)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  fi
-fi
+sh scripts/install-mosquitto.sh >/dev/null
