@@ -87,7 +87,7 @@ pub struct Core {
     config: CoreConfig,
     access_keys: access_key::AccessKeys,
     limiter: limits::Limiter,
-    durability: Arc<durability::GroupCommit>,
+    durability: durability::GroupCommit,
     revocations: Arc<revocation::RevocationLog>,
     /// Serializes writes that read before they write (device credentials, revocations, access
     /// keys). Held only around a synchronous `Store::apply`, never across an await.
@@ -125,9 +125,16 @@ impl Core {
     ) -> Result<(Arc<Self>, Option<RootKey>)> {
         let records = store.access_keys()?;
         let bounds = store.revision_bounds()?;
+        let revocations = Arc::new(revocation::RevocationLog::new(bounds, config.watch_buffer));
+        let (before, after) = (revocations.clone(), revocations.clone());
+        let durability = durability::GroupCommit::start(
+            store.clone(),
+            move || before.last_applied(),
+            move |durable| after.publish_up_to(durable),
+        );
         let core = Arc::new(Self {
-            durability: Arc::new(durability::GroupCommit::start(store.clone())),
-            revocations: Arc::new(revocation::RevocationLog::new(bounds, config.watch_buffer)),
+            durability,
+            revocations,
             access_keys: access_key::AccessKeys::load(&keyring, records),
             limiter: limits::Limiter::new(config.rate_limits.clone()),
             store,

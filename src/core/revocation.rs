@@ -133,8 +133,13 @@ impl RevocationLog {
         }
     }
 
+    /// The last revision applied to the store (durable or not).
+    pub(crate) fn last_applied(&self) -> u64 {
+        *self.last_applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Publishes every pending event up to `revision`, which the caller knows is durable.
-    fn publish_up_to(&self, revision: u64) {
+    pub(crate) fn publish_up_to(&self, revision: u64) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let mut published = None;
         while pending
@@ -200,20 +205,9 @@ impl Core {
                 .extend(records);
             (value, if wrote { rev } else { 0 })
         };
-        if last_rev == 0 {
-            self.durability.wait().await?;
-            return Ok((value, 0));
-        }
-        // The revocation is applied: its event must reach watchers even if this request is
-        // cancelled now (client deadline, disconnect), so wait and publish in a task of its own.
-        let durability = self.durability.clone();
-        let log = self.revocations.clone();
-        let publish = tokio::spawn(async move {
-            durability.wait().await?;
-            log.publish_up_to(last_rev);
-            Ok::<_, Error>(())
-        });
-        publish.await.map_err(Error::internal)??;
+        // The flusher publishes every event its flush made durable (see `GroupCommit`), so
+        // the event goes out even if this request is cancelled while it waits.
+        self.durability.wait().await?;
         Ok((value, last_rev))
     }
 

@@ -114,11 +114,25 @@ impl SledStore {
     /// # Errors
     /// The directory cannot be created or the database is locked by another process or damaged.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(256 * 1024 * 1024)
-            .open()?;
-        Ok(Self { db })
+            .cache_capacity(256 * 1024 * 1024);
+        // sled's background threads can hold the directory lock for a moment after the last
+        // handle is dropped (an in-process restart); wait briefly rather than fail. Another
+        // process holding it still fails, after the same bounded wait.
+        let mut attempts = 0;
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(Self { db }),
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn get_u64(&self, key: &[u8]) -> StoreResult<u64> {
