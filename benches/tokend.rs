@@ -817,6 +817,59 @@ fn op_etcd_delete(pool: Pool) -> Op {
     })
 }
 
+/// Puts `n` keys (no lease) with 64 calls in flight (untimed set-up for the delete cells).
+async fn etcd_mint(endpoint: &str, n: usize) -> Vec<String> {
+    let chans = channels(endpoint, 4).await;
+    let out = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let left = Arc::new(AtomicUsize::new(n));
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let mut c = KvClient::new(chans[w % chans.len()].clone());
+        let (out, left) = (out.clone(), left.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Ok(i) =
+                left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1))
+            {
+                let key = etcd_key(i as u64);
+                c.put(PutRequest {
+                    key: key.clone(),
+                    value: vec![b'v'; ETCD_VALUE_LEN],
+                    ..Default::default()
+                })
+                .await
+                .expect("set-up etcd Put");
+                let key = String::from_utf8(key).unwrap_or_default();
+                out.lock().unwrap_or_else(|p| p.into_inner()).push(key);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("etcd mint task");
+    }
+    let v = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+    v
+}
+
+/// Tops `pool` up to `need` items with `mint` before a delete cell.
+async fn top_up<F, Fut>(pool: &Pool, need: usize, mint: F)
+where
+    F: FnOnce(usize) -> Fut,
+    Fut: Future<Output = Vec<String>>,
+{
+    let have = pool_len(pool);
+    if have < need {
+        eprintln!("  (minting {} items for the next delete cell)", need - have);
+        let more = mint(need - have).await;
+        pool.lock().unwrap_or_else(|p| p.into_inner()).extend(more);
+    }
+}
+
+/// How many items a delete cell at `ops_per_s` consumes, with a margin, capped.
+fn need_for(opts: &Opts, ops_per_s: f64) -> usize {
+    let secs = (opts.warmup + opts.measure).as_secs_f64();
+    ((ops_per_s * secs * 1.3) as usize).clamp(1_000, 40_000)
+}
+
 async fn etcd_lease(endpoint: &str) -> i64 {
     let ch = connect(endpoint).await;
     LeaseClient::new(ch)
@@ -1165,6 +1218,9 @@ async fn run(opts: Opts) {
         }
         if opts.wants("etcd-delete") || opts.wants("revoke") {
             for c in CONCURRENCY {
+                // Deletes run faster than leased puts: estimate from the unleased set-up rate.
+                let guess = if c == 1 { 2_000.0 } else { 8_000.0 };
+                top_up(&pool, need_for(&opts, guess), |n| etcd_mint(&etcd, n)).await;
                 let cell = run_cell(&opts, &etcd, c, op_etcd_delete(pool.clone())).await;
                 report.etcd.insert(("delete", c), cell.ops_per_s);
                 report.add(ETCD, "etcd DeleteRange", c, cell, Peer::Delete);
@@ -1246,14 +1302,18 @@ async fn run(opts: Opts) {
         }
     }
     let pool: Pool = Arc::new(Mutex::new(Vec::new()));
+    let mut apply_rate = BTreeMap::new();
     if opts.wants("apply") || opts.wants("revoke") {
         for c in CONCURRENCY {
             let cell = run_cell(&opts, &ep, c, op_apply(&b, Some(pool.clone()))).await;
+            apply_rate.insert(c, cell.ops_per_s);
             report.add(MAIN, "ApplyToken (durable)", c, cell, Peer::Put);
         }
     }
     if opts.wants("revoke") {
         for c in CONCURRENCY {
+            let guess = apply_rate.get(&c).copied().unwrap_or(8_000.0);
+            top_up(&pool, need_for(&opts, guess), |n| mint(&ep, &b, n)).await;
             let cell = run_cell(&opts, &ep, c, op_revoke(&b, pool.clone())).await;
             report.add(MAIN, "RevokeToken (durable)", c, cell, Peer::Delete);
         }
