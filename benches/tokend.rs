@@ -115,6 +115,7 @@ impl Opts {
         let mut args = std::env::args().skip(1);
         let (mut quick, mut big, mut only) = (false, false, None);
         let mut big_tokens = 1_000_000;
+        let (mut rounds, mut watchers) = (None, None);
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--quick" => quick = true,
@@ -123,6 +124,12 @@ impl Opts {
                     only = args
                         .next()
                         .map(|s| s.split(',').map(|p| p.trim().to_lowercase()).collect())
+                }
+                "--rounds" => rounds = args.next().and_then(|s| s.parse().ok()),
+                "--watchers" => {
+                    watchers = args
+                        .next()
+                        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
                 }
                 "--big-tokens" => {
                     big_tokens = args
@@ -151,8 +158,8 @@ impl Opts {
             } else {
                 Duration::from_secs(3)
             },
-            fanout_rounds: if quick { 10 } else { 30 },
-            watchers: vec![1_000, 10_000],
+            fanout_rounds: rounds.unwrap_or(if quick { 10 } else { 30 }),
+            watchers: watchers.unwrap_or_else(|| vec![1_000, 10_000]),
             big_tokens,
             etcd,
         }
@@ -181,6 +188,10 @@ struct Cell {
     first_error: Option<String>,
     /// Set when the op ran out of work before the window ended.
     cut_short: Option<Duration>,
+    /// Server CPU time per call (user + system), when the server's pid is known.
+    server_cpu_us_per_op: Option<f64>,
+    /// Server CPU use over the window, in cores.
+    server_cores: Option<f64>,
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -213,8 +224,8 @@ async fn channels(endpoint: &str, n: usize) -> Vec<Channel> {
 }
 
 /// Runs `op` from `concurrency` tasks for warm-up + measurement and summarizes the window.
-async fn run_cell(opts: &Opts, endpoint: &str, concurrency: usize, op: Op) -> Cell {
-    let chans = channels(endpoint, concurrency.div_ceil(PER_CHANNEL)).await;
+async fn run_cell(opts: &Opts, target: &Target, concurrency: usize, op: Op) -> Cell {
+    let chans = channels(&target.endpoint, concurrency.div_ceil(PER_CHANNEL)).await;
     let start = Instant::now();
     let window_start = start + opts.warmup;
     let deadline = window_start + opts.measure;
@@ -261,6 +272,16 @@ async fn run_cell(opts: &Opts, endpoint: &str, concurrency: usize, op: Op) -> Ce
             (hist, count, errors, first_error)
         }));
     }
+    // The server's CPU time over the window, from /proc (clock ticks).
+    let cpu = match target.pid {
+        Some(pid) => {
+            tokio::time::sleep_until(window_start.into()).await;
+            let before = cpu_ticks(pid);
+            tokio::time::sleep_until(deadline.into()).await;
+            before.zip(cpu_ticks(pid)).map(|(a, b)| b.saturating_sub(a))
+        }
+        None => None,
+    };
     let mut hist = new_hist();
     let (mut count, mut errors, mut first_error) = (0u64, 0u64, None);
     for t in tasks {
@@ -292,7 +313,40 @@ async fn run_cell(opts: &Opts, endpoint: &str, concurrency: usize, op: Op) -> Ce
         errors,
         first_error,
         cut_short,
+        server_cpu_us_per_op: match (cpu, cut_short) {
+            (Some(ticks), None) if count > 0 => Some(ticks as f64 * 1e6 / clk_tck() / count as f64),
+            _ => None,
+        },
+        server_cores: match (cpu, cut_short) {
+            (Some(ticks), None) => Some(ticks as f64 / clk_tck() / opts.measure.as_secs_f64()),
+            _ => None,
+        },
     }
+}
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Where a cell sends its calls, and the server process whose CPU time it reads.
+struct Target {
+    endpoint: String,
+    pid: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,11 +374,13 @@ struct Report {
 impl Report {
     fn add(&mut self, section: &str, name: &str, c: usize, cell: Cell, peer: Peer) {
         eprintln!(
-            "  {name:<46} c={c:<3} {:>9.0} ops/s  p50 {:>8.1} us  p99 {:>8.1} us  p999 {:>8.1} us{}",
+            "  {name:<46} c={c:<3} {:>9.0} ops/s  p50 {:>8.1} us  p99 {:>8.1} us  p999 {:>8.1} us  srv {:>6.1} us/op {:>4.2} cores{}",
             cell.ops_per_s,
             cell.p50_us,
             cell.p99_us,
             cell.p999_us,
+            cell.server_cpu_us_per_op.unwrap_or(f64::NAN),
+            cell.server_cores.unwrap_or(f64::NAN),
             if cell.errors > 0 {
                 format!("  ERRORS {} ({:?})", cell.errors, cell.first_error)
             } else {
@@ -368,8 +424,8 @@ impl Report {
                 println!();
                 println!("### {section}");
                 println!();
-                println!("| operation | in flight | ops/s | p50 µs | p99 µs | p99.9 µs | × floor | × etcd |");
-                println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+                println!("| operation | in flight | ops/s | p50 µs | p99 µs | p99.9 µs | × floor | × etcd | server CPU µs/op | server cores |");
+                println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             }
             let etcd_key = match peer {
                 Peer::Health => "health",
@@ -378,14 +434,20 @@ impl Report {
                 Peer::Delete => "delete",
             };
             let etcd = self.etcd.get(&(etcd_key, *c)).copied();
+            let opt = |v: Option<f64>, digits: usize| match v {
+                Some(v) => format!("{v:.digits$}"),
+                None => "–".into(),
+            };
             println!(
-                "| {name} | {c} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
+                "| {name} | {c} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
                 cell.ops_per_s,
                 cell.p50_us,
                 cell.p99_us,
                 cell.p999_us,
                 Self::ratio(cell.ops_per_s, self.floor.get(c).copied()),
                 Self::ratio(cell.ops_per_s, etcd),
+                opt(cell.server_cpu_us_per_op, 1),
+                opt(cell.server_cores, 2),
             );
         }
         for e in &self.extra {
@@ -472,6 +534,7 @@ impl Tokend {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let ready = t0.elapsed();
+        eprintln!("  mqtt-tokend pid {} on {endpoint}", child.id());
         let raw = std::fs::read(data_dir.join("root-access-key.json")).expect("root key file");
         let root: RootKeyFile = serde_json::from_slice(&raw).expect("root key json");
         (
@@ -1186,15 +1249,23 @@ async fn run(opts: Opts) {
         ready.as_secs_f64() * 1000.0
     ));
     let ep = server.endpoint.clone();
+    let ep_t = Target {
+        endpoint: ep.clone(),
+        pid: Some(server.child.id()),
+    };
     let b = server.bearer();
     const MAIN: &str = "Unary calls, empty store";
 
     // etcd's own cells come first so every tokend row can show its ratio.
     if let Some(etcd) = opts.etcd.clone() {
+        let etcd_t = Target {
+            endpoint: etcd.clone(),
+            pid: std::env::var("ETCD_PID").ok().and_then(|p| p.parse().ok()),
+        };
         const ETCD: &str = "etcd 3.4 (same client code)";
         if opts.wants("etcd-health") || opts.wants("floor") {
             for c in CONCURRENCY {
-                let cell = run_cell(&opts, &etcd, c, op_health()).await;
+                let cell = run_cell(&opts, &etcd_t, c, op_health()).await;
                 report.etcd.insert(("health", c), cell.ops_per_s);
                 report.add(ETCD, "etcd Health/Check", c, cell, Peer::Health);
             }
@@ -1204,14 +1275,14 @@ async fn run(opts: Opts) {
         if opts.wants("etcd-range") || opts.wants("query") {
             let key = etcd_put_keys(&etcd, "tokens/query-", 1).await.remove(0);
             for c in CONCURRENCY {
-                let cell = run_cell(&opts, &etcd, c, op_etcd_range(key.clone())).await;
+                let cell = run_cell(&opts, &etcd_t, c, op_etcd_range(key.clone())).await;
                 report.etcd.insert(("range", c), cell.ops_per_s);
                 report.add(ETCD, "etcd Range (serializable)", c, cell, Peer::Range);
             }
         }
         if opts.wants("etcd-put") || opts.wants("apply") || opts.wants("revoke") {
             for c in CONCURRENCY {
-                let cell = run_cell(&opts, &etcd, c, op_etcd_put(lease, pool.clone())).await;
+                let cell = run_cell(&opts, &etcd_t, c, op_etcd_put(lease, pool.clone())).await;
                 report.etcd.insert(("put", c), cell.ops_per_s);
                 report.add(ETCD, "etcd Put with lease", c, cell, Peer::Put);
             }
@@ -1221,7 +1292,7 @@ async fn run(opts: Opts) {
                 // Deletes run faster than leased puts: estimate from the unleased set-up rate.
                 let guess = if c == 1 { 2_000.0 } else { 8_000.0 };
                 top_up(&pool, need_for(&opts, guess), |n| etcd_mint(&etcd, n)).await;
-                let cell = run_cell(&opts, &etcd, c, op_etcd_delete(pool.clone())).await;
+                let cell = run_cell(&opts, &etcd_t, c, op_etcd_delete(pool.clone())).await;
                 report.etcd.insert(("delete", c), cell.ops_per_s);
                 report.add(ETCD, "etcd DeleteRange", c, cell, Peer::Delete);
             }
@@ -1230,7 +1301,7 @@ async fn run(opts: Opts) {
 
     if opts.wants("floor") {
         for c in CONCURRENCY {
-            let cell = run_cell(&opts, &ep, c, op_health()).await;
+            let cell = run_cell(&opts, &ep_t, c, op_health()).await;
             report.floor.insert(c, cell.ops_per_s);
             report.add(MAIN, "floor: Health/Check (tokend)", c, cell, Peer::Health);
         }
@@ -1242,7 +1313,7 @@ async fn run(opts: Opts) {
     if opts.wants("query") {
         let sample = Arc::new(vec![token.clone()]);
         for c in CONCURRENCY {
-            let cell = run_cell(&opts, &ep, c, op_query(&b, sample.clone())).await;
+            let cell = run_cell(&opts, &ep_t, c, op_query(&b, sample.clone())).await;
             report.add(MAIN, "QueryToken", c, cell, Peer::Range);
         }
     }
@@ -1251,7 +1322,7 @@ async fn run(opts: Opts) {
     if opts.wants("connect-token") || opts.wants("authenticateconnect") {
         for c in CONCURRENCY {
             let op = op_connect(&b, token_user.clone(), token_pass.clone());
-            let cell = run_cell(&opts, &ep, c, op).await;
+            let cell = run_cell(&opts, &ep_t, c, op).await;
             report.add(MAIN, "AuthenticateConnect (token)", c, cell, Peer::Range);
         }
     }
@@ -1269,7 +1340,7 @@ async fn run(opts: Opts) {
         let user = format!("DeviceCredential|{}|{INSTANCE}", cred.device_access_key_id);
         let pass = mqtt_password(&cred.device_access_key_secret, CLIENT_ID);
         for c in CONCURRENCY {
-            let cell = run_cell(&opts, &ep, c, op_connect(&b, user.clone(), pass.clone())).await;
+            let cell = run_cell(&opts, &ep_t, c, op_connect(&b, user.clone(), pass.clone())).await;
             report.add(
                 MAIN,
                 "AuthenticateConnect (device credential)",
@@ -1291,7 +1362,7 @@ async fn run(opts: Opts) {
             .into_inner()
             .session_handle;
         for c in CONCURRENCY {
-            let cell = run_cell(&opts, &ep, c, op_authorize(&b, handle.clone())).await;
+            let cell = run_cell(&opts, &ep_t, c, op_authorize(&b, handle.clone())).await;
             report.add(
                 MAIN,
                 "AuthorizeTopic (session handle)",
@@ -1305,7 +1376,7 @@ async fn run(opts: Opts) {
     let mut apply_rate = BTreeMap::new();
     if opts.wants("apply") || opts.wants("revoke") {
         for c in CONCURRENCY {
-            let cell = run_cell(&opts, &ep, c, op_apply(&b, Some(pool.clone()))).await;
+            let cell = run_cell(&opts, &ep_t, c, op_apply(&b, Some(pool.clone()))).await;
             apply_rate.insert(c, cell.ops_per_s);
             report.add(MAIN, "ApplyToken (durable)", c, cell, Peer::Put);
         }
@@ -1314,7 +1385,7 @@ async fn run(opts: Opts) {
         for c in CONCURRENCY {
             let guess = apply_rate.get(&c).copied().unwrap_or(8_000.0);
             top_up(&pool, need_for(&opts, guess), |n| mint(&ep, &b, n)).await;
-            let cell = run_cell(&opts, &ep, c, op_revoke(&b, pool.clone())).await;
+            let cell = run_cell(&opts, &ep_t, c, op_revoke(&b, pool.clone())).await;
             report.add(MAIN, "RevokeToken (durable)", c, cell, Peer::Delete);
         }
         let left = pool_len(&pool);
@@ -1385,6 +1456,10 @@ async fn big(opts: &Opts, report: &mut Report) {
     let size = dir_size(&tmp.path().join("data"));
     let (server, restart) = Tokend::start(tmp.path()).await;
     let ep = server.endpoint.clone();
+    let ep_t = Target {
+        endpoint: ep.clone(),
+        pid: Some(server.child.id()),
+    };
     let b = server.bearer();
     let (rss0, _) = server.rss_mib();
     let sample = Arc::new(sample);
@@ -1394,7 +1469,7 @@ async fn big(opts: &Opts, report: &mut Report) {
         format!("Unary calls with {n} live tokens")
     };
     for c in CONCURRENCY {
-        let cell = run_cell(opts, &ep, c, op_query(&b, sample.clone())).await;
+        let cell = run_cell(opts, &ep_t, c, op_query(&b, sample.clone())).await;
         report.add(
             &section,
             "QueryToken (random live token)",
@@ -1404,7 +1479,7 @@ async fn big(opts: &Opts, report: &mut Report) {
         );
     }
     for c in CONCURRENCY {
-        let cell = run_cell(opts, &ep, c, op_apply(&b, None)).await;
+        let cell = run_cell(opts, &ep_t, c, op_apply(&b, None)).await;
         report.add(&section, "ApplyToken (durable)", c, cell, Peer::Put);
     }
     let (rss, hwm) = server.rss_mib();

@@ -49,4 +49,4 @@ curl -fsS "http://127.0.0.1:$CLIENT_PORT/health" >/dev/null || { echo "etcd did 
 echo "etcd $(etcd --version | head -1 | awk '{print $3}') on 127.0.0.1:$CLIENT_PORT (data in $ETCD_DIR)" >&2
 
 mkdir -p target
-ETCD_ENDPOINT="127.0.0.1:$CLIENT_PORT" cargo bench --bench tokend -- "$@" | tee target/bench-results.md
+ETCD_ENDPOINT="127.0.0.1:$CLIENT_PORT" ETCD_PID="$ETCD_PID" cargo bench --bench tokend -- "$@" | tee target/bench-results.md
