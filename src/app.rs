@@ -2,7 +2,6 @@
 //! background tasks, and graceful shutdown.
 
 use std::{
-    future::Future,
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Weak},
@@ -325,10 +324,8 @@ impl Server {
 struct SharedShutdown(tokio::sync::watch::Receiver<bool>);
 
 impl SharedShutdown {
-    fn wait(mut self) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let _ = self.0.wait_for(|down| *down).await;
-        }
+    async fn wait(mut self) {
+        let _ = self.0.wait_for(|down| *down).await;
     }
 }
 

@@ -225,6 +225,8 @@ impl Core {
     ///
     /// # Errors
     /// Only storage failures; every denial is `Ok(Err(reason))`.
+    // The arguments are the AuthorizeTopic request's fields, one for one.
+    #[allow(clippy::too_many_arguments)]
     pub fn authorize_topic(
         &self,
         caller: &Caller,
@@ -326,7 +328,7 @@ impl Core {
         password: &str,
     ) -> Decision<Vec<SessionToken>> {
         let parts: Vec<&str> = password.split('|').collect();
-        if parts.len() % 2 != 0 || parts.is_empty() || parts.len() > 6 {
+        if !parts.len().is_multiple_of(2) || parts.is_empty() || parts.len() > 6 {
             return Err(DenyReason::MalformedPassword);
         }
         let mut seen = 0u32;

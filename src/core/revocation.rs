@@ -306,7 +306,7 @@ impl Filter {
         visible
             && (self.instances.is_empty()
                 || rec.instance_id.is_empty()
-                || self.instances.iter().any(|i| *i == rec.instance_id))
+                || self.instances.contains(&rec.instance_id))
     }
 }
 
