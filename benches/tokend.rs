@@ -486,8 +486,23 @@ impl Tokend {
     async fn start(dir: &Path) -> (Self, Duration) {
         let endpoint = format!("127.0.0.1:{}", free_port());
         let data_dir = dir.join("data");
+        // sled releases its directory lock from a background thread a moment after the last
+        // handle drops (after the in-process preload), so a start that exits early is retried.
+        for attempt in 0.. {
+            if let Some(started) = Self::try_start(dir, &endpoint, &data_dir).await {
+                return started;
+            }
+            assert!(attempt < 40, "mqtt-tokend keeps exiting at start");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    async fn try_start(dir: &Path, endpoint: &str, data_dir: &Path) -> Option<(Self, Duration)> {
+        let endpoint = endpoint.to_owned();
+        let data_dir = data_dir.to_owned();
         let t0 = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_mqtt-tokend"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-tokend"))
             .args(["serve", "--grpc-addr", &endpoint, "--http-addr", "off"])
             .arg("--data-dir")
             .arg(&data_dir)
@@ -515,6 +530,10 @@ impl Tokend {
             if t0.elapsed() > Duration::from_secs(120) {
                 panic!("mqtt-tokend did not become ready in 120 s");
             }
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("  mqtt-tokend exited at start ({status}); retrying");
+                return None;
+            }
             if let Ok(ch) = Channel::from_shared(format!("http://{endpoint}"))
                 .expect("uri")
                 .connect()
@@ -537,7 +556,7 @@ impl Tokend {
         eprintln!("  mqtt-tokend pid {} on {endpoint}", child.id());
         let raw = std::fs::read(data_dir.join("root-access-key.json")).expect("root key file");
         let root: RootKeyFile = serde_json::from_slice(&raw).expect("root key json");
-        (
+        Some((
             Self {
                 child,
                 endpoint,
@@ -545,7 +564,7 @@ impl Tokend {
                 root,
             },
             ready,
-        )
+        ))
     }
 
     fn bearer(&self) -> Bearer {
