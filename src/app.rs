@@ -9,7 +9,7 @@ use std::{
 };
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::{
     config::ServeConfig,
@@ -253,8 +253,11 @@ impl Server {
                 .add_service(services.device)
                 .add_service(services.broker)
                 .add_service(services.revocation)
+                // tonic ignores `tcp_nodelay` for a caller-supplied incoming stream, so set it
+                // on the incoming itself: without it Nagle + delayed ACK add ~40 ms to
+                // responses written in more than one segment.
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(grpc_listener),
+                    TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                     grpc_shutdown.wait(),
                 )
                 .await?;
