@@ -469,6 +469,8 @@ impl Report {
 struct Tokend {
     child: Child,
     endpoint: String,
+    /// The REST shim's address.
+    http_endpoint: String,
     data_dir: PathBuf,
     root: RootKeyFile,
 }
@@ -500,10 +502,17 @@ impl Tokend {
 
     async fn try_start(dir: &Path, endpoint: &str, data_dir: &Path) -> Option<(Self, Duration)> {
         let endpoint = endpoint.to_owned();
+        let http_endpoint = format!("127.0.0.1:{}", free_port());
         let data_dir = data_dir.to_owned();
         let t0 = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-tokend"))
-            .args(["serve", "--grpc-addr", &endpoint, "--http-addr", "off"])
+            .args([
+                "serve",
+                "--grpc-addr",
+                &endpoint,
+                "--http-addr",
+                &http_endpoint,
+            ])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--keyring")
@@ -560,6 +569,7 @@ impl Tokend {
             Self {
                 child,
                 endpoint,
+                http_endpoint,
                 data_dir,
                 root,
             },
@@ -717,6 +727,106 @@ fn op_apply(b: &Bearer, pool: Option<Pool>) -> Op {
                 }
                 Ok(())
             })
+        })
+    })
+}
+
+/// One V3-signed Action call to the REST shim, as the current official SDK sends it: POST
+/// `/?<params>`, empty body, every `x-acs-*` header and `host` signed.
+async fn rest_v3_call(
+    http: &reqwest::Client,
+    endpoint: &str,
+    key: &RootKeyFile,
+    action: &str,
+    query: Vec<(String, String)>,
+) -> Result<serde_json::Value, String> {
+    use mqtt_tokend::rest::signature;
+    let empty = signature::sha256_hex(b"");
+    let headers = vec![
+        ("host".to_string(), endpoint.to_string()),
+        ("x-acs-action".into(), action.into()),
+        ("x-acs-content-sha256".into(), empty.clone()),
+        (
+            "x-acs-date".into(),
+            signature::format_timestamp_ms(mqtt_tokend::core::now_ms()),
+        ),
+        (
+            "x-acs-signature-nonce".into(),
+            mqtt_tokend::core::new_request_id(),
+        ),
+        ("x-acs-version".into(), "2020-04-20".into()),
+    ];
+    let authorization = signature::v3_authorization(
+        &key.access_key_id,
+        &key.access_key_secret,
+        "POST",
+        &query,
+        &headers,
+        &empty,
+    );
+    let url = format!(
+        "http://{endpoint}/?{}",
+        query
+            .iter()
+            .map(|(k, v)| format!(
+                "{}={}",
+                signature::percent_encode(k),
+                signature::percent_encode(v)
+            ))
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let mut req = http.post(url).header("authorization", authorization);
+    for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+fn op_rest_query(
+    http: reqwest::Client,
+    endpoint: String,
+    key: Arc<RootKeyFile>,
+    token: String,
+) -> Op {
+    Arc::new(move |_, _| {
+        let (http, endpoint, key) = (http.clone(), endpoint.clone(), key.clone());
+        let query = vec![
+            ("InstanceId".to_string(), INSTANCE.to_string()),
+            ("Token".to_string(), token.clone()),
+        ];
+        Box::pin(async move {
+            match rest_v3_call(&http, &endpoint, &key, "QueryToken", query).await {
+                Ok(v) if v["TokenStatus"] == serde_json::Value::Bool(true) => OpResult::Ok,
+                Ok(v) => OpResult::Err(format!("unexpected body {v}")),
+                Err(e) => OpResult::Err(e),
+            }
+        })
+    })
+}
+
+fn op_rest_apply(http: reqwest::Client, endpoint: String, key: Arc<RootKeyFile>) -> Op {
+    Arc::new(move |_, _| {
+        let (http, endpoint, key) = (http.clone(), endpoint.clone(), key.clone());
+        let req = apply_request();
+        let query = vec![
+            ("Actions".to_string(), "R,W".to_string()),
+            ("ExpireTime".to_string(), req.expire_time.to_string()),
+            ("InstanceId".to_string(), INSTANCE.to_string()),
+            ("Resources".to_string(), req.resources.join(",")),
+        ];
+        Box::pin(async move {
+            match rest_v3_call(&http, &endpoint, &key, "ApplyToken", query).await {
+                Ok(v) if v["Token"].is_string() => OpResult::Ok,
+                Ok(v) => OpResult::Err(format!("unexpected body {v}")),
+                Err(e) => OpResult::Err(e),
+            }
         })
     })
 }
@@ -1388,6 +1498,39 @@ async fn run(opts: Opts) {
                 c,
                 cell,
                 Peer::Range,
+            );
+        }
+    }
+    if opts.wants("rest") {
+        // Plain HTTP/1.1 keep-alive connections from a pool, as the SDKs use.
+        let http = reqwest::Client::new();
+        let key = Arc::new(RootKeyFile {
+            access_key_id: server.root.access_key_id.clone(),
+            access_key_secret: server.root.access_key_secret.clone(),
+        });
+        let rest_t = Target {
+            endpoint: ep.clone(),
+            pid: Some(server.child.id()),
+        };
+        for c in CONCURRENCY {
+            let op = op_rest_query(
+                http.clone(),
+                server.http_endpoint.clone(),
+                key.clone(),
+                token.clone(),
+            );
+            let cell = run_cell(&opts, &rest_t, c, op).await;
+            report.add(MAIN, "REST V3-signed QueryToken", c, cell, Peer::Range);
+        }
+        for c in CONCURRENCY {
+            let op = op_rest_apply(http.clone(), server.http_endpoint.clone(), key.clone());
+            let cell = run_cell(&opts, &rest_t, c, op).await;
+            report.add(
+                MAIN,
+                "REST V3-signed ApplyToken (durable)",
+                c,
+                cell,
+                Peer::Put,
             );
         }
     }

@@ -368,6 +368,49 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Formats milliseconds since the Unix epoch as `YYYY-MM-DDThh:mm:ssZ` (UTC): the
+/// `Timestamp` / `x-acs-date` a client sends. The inverse of [`parse_timestamp_ms`] to the second.
+pub fn format_timestamp_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (H. Hinnant's algorithm), the inverse of `days_from_civil`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Client side of V3: the `Authorization` header value for a request in which every header
+/// of `headers` (lowercase names, including `host` and the `x-acs-*` ones) is signed.
+pub fn v3_authorization(
+    access_key_id: &str,
+    access_key_secret: &str,
+    method: &str,
+    query: &[(String, String)],
+    headers: &[(String, String)],
+    payload_sha256_hex: &str,
+) -> String {
+    let mut signed: Vec<String> = headers.iter().map(|(k, _)| k.clone()).collect();
+    signed.sort();
+    let canonical = v3_canonical_request(method, "/", query, headers, &signed, payload_sha256_hex);
+    let signature = v3_signature(access_key_secret, &v3_string_to_sign(&canonical));
+    format!(
+        "ACS3-HMAC-SHA256 Credential={access_key_id},SignedHeaders={},Signature={signature}",
+        signed.join(";")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1041,5 +1084,54 @@ mod tests {
             }
         }
         assert_eq!(days_from_civil(1970, 1, 1), 0);
+    }
+
+    #[test]
+    fn format_timestamp_round_trips() {
+        for ms in [0, 951_782_400_000, 1_767_225_600_000, 4_102_444_799_000] {
+            let text = format_timestamp_ms(ms);
+            assert_eq!(parse_timestamp_ms(&text), Some(ms), "{text}");
+        }
+        assert_eq!(
+            format_timestamp_ms(1_767_225_600_000),
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(format_timestamp_ms(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn v3_authorization_matches_the_fixed_vector() {
+        // The facts-file vector (§11) again, through the client-side helper.
+        let query: Vec<(String, String)> = [
+            ("Actions", "R,W"),
+            ("ExpireTime", "1767229260000"),
+            ("InstanceId", "mqtt-test"),
+            ("Resources", "TopicA/+,TopicB/#"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let empty = sha256_hex(b"");
+        let headers: Vec<(String, String)> = [
+            ("host", "onsmqtt.cn-hangzhou.aliyuncs.com"),
+            ("x-acs-action", "ApplyToken"),
+            ("x-acs-content-sha256", empty.as_str()),
+            ("x-acs-date", "2026-01-01T00:00:00Z"),
+            ("x-acs-signature-nonce", "nonce-1"),
+            ("x-acs-version", "2020-04-20"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let auth = v3_authorization("testid", "testsecret", "POST", &query, &headers, &empty);
+        assert!(
+            auth.ends_with(
+                "Signature=4a132530395732dffefa0e05c76e64a141506076c2b89e5a536cc0d3475dfe4a"
+            ),
+            "{auth}"
+        );
+        assert!(
+            auth.starts_with("ACS3-HMAC-SHA256 Credential=testid,SignedHeaders=host;x-acs-action;")
+        );
     }
 }
