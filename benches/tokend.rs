@@ -37,9 +37,9 @@ use mqtt_tokend::{
         device_credential_service_client::DeviceCredentialServiceClient,
         revocation_service_client::RevocationServiceClient,
         token_service_client::TokenServiceClient, watch_revocations_response, ApplyTokenRequest,
-        AuthenticateConnectRequest, AuthorizeTopicRequest, QueryTokenRequest,
-        RegisterDeviceCredentialRequest, RevokeTokenRequest, StartMode, TokenAction, TopicAction,
-        WatchRevocationsRequest,
+        AuthenticateConnectRequest, AuthorizeTopicRequest, GetDeviceCredentialRequest,
+        ListDeviceCredentialClientIdRequest, QueryTokenRequest, RegisterDeviceCredentialRequest,
+        RevokeTokenRequest, StartMode, TokenAction, TopicAction, WatchRevocationsRequest,
     },
 };
 use tokio::sync::Notify;
@@ -107,6 +107,8 @@ struct Opts {
     fanout_rounds: usize,
     watchers: Vec<usize>,
     big_tokens: usize,
+    /// Device credentials to preload for the listing cells (0 = skip them).
+    devices: usize,
     etcd: Option<String>,
 }
 
@@ -115,6 +117,7 @@ impl Opts {
         let mut args = std::env::args().skip(1);
         let (mut quick, mut big, mut only) = (false, false, None);
         let mut big_tokens = 1_000_000;
+        let mut devices = 0;
         let (mut rounds, mut watchers) = (None, None);
         while let Some(a) = args.next() {
             match a.as_str() {
@@ -136,6 +139,12 @@ impl Opts {
                         .next()
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(big_tokens)
+                }
+                "--devices" => {
+                    devices = args
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(1_000_000)
                 }
                 // cargo bench passes --bench; libtest-style filters are not used.
                 _ => {}
@@ -161,6 +170,7 @@ impl Opts {
             fanout_rounds: rounds.unwrap_or(if quick { 10 } else { 30 }),
             watchers: watchers.unwrap_or_else(|| vec![1_000, 10_000]),
             big_tokens,
+            devices,
             etcd,
         }
     }
@@ -1606,6 +1616,9 @@ async fn run(opts: Opts) {
     if opts.big {
         big(&opts, &mut report).await;
     }
+    if opts.devices > 0 {
+        devices(&opts, &mut report).await;
+    }
     report.print(&opts);
 }
 
@@ -1654,5 +1667,173 @@ async fn big(opts: &Opts, report: &mut Report) {
         n as f64 / took.as_secs_f64(),
         size as f64 / 1048576.0,
         restart.as_secs_f64()
+    ));
+}
+
+/// Client id of the i-th preloaded device: one group, ids in key order.
+fn device_client_id(i: usize) -> String {
+    format!("GID_bench@@@d{i:07}")
+}
+
+/// Registers `n` device credentials in one group, in-process through `Core::register_device`
+/// (the same validation, writer lock and durable group commit as the RPC).
+async fn preload_devices(dir: &Path, n: usize) -> Duration {
+    let mut config = ServeConfig::with_dirs(dir.join("data"), dir.join("keyring.json"));
+    config.rate_device_credential = 0;
+    config.http_addr = mqtt_tokend::config::OptionalAddr(None);
+    config.max_devices_per_instance = n as u64 + 1;
+    let server = Server::start(config.clone())
+        .await
+        .expect("in-process server");
+    let raw = std::fs::read(config.root_key_path()).expect("root key file");
+    let root: RootKeyFile = serde_json::from_slice(&raw).expect("root key json");
+    let core = server.core().clone();
+    let caller = core
+        .authenticate(&root.access_key_id, &root.access_key_secret)
+        .expect("root key authenticates");
+    let t0 = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..256 {
+        let (core, caller, next) = (core.clone(), caller.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                core.register_device(&caller, INSTANCE, &device_client_id(i))
+                    .await
+                    .expect("preload register_device");
+                if i % 100_000 == 0 {
+                    eprintln!(
+                        "  preload devices: {i}, {:.0} s",
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("preload task");
+    }
+    let took = t0.elapsed();
+    drop(core);
+    server.shutdown().await.expect("in-process shutdown");
+    took
+}
+
+fn op_list(b: &Bearer, page_no: u32, next_token: String) -> Op {
+    let b = b.clone();
+    Arc::new(move |ch, _| {
+        let mut c = DeviceCredentialServiceClient::with_interceptor(ch.clone(), b.clone());
+        let req = ListDeviceCredentialClientIdRequest {
+            instance_id: INSTANCE.into(),
+            group_id: "GID_bench".into(),
+            page_no,
+            page_size: 100,
+            next_token: next_token.clone(),
+        };
+        Box::pin(async move {
+            ok_or(c.list_device_credential_client_id(req).await, |r| {
+                let r = r.into_inner();
+                if r.client_id_list.len() == 100 {
+                    Ok(())
+                } else {
+                    Err(format!("page of {}", r.client_id_list.len()))
+                }
+            })
+        })
+    })
+}
+
+fn op_get_device(b: &Bearer, n: usize) -> Op {
+    let b = b.clone();
+    Arc::new(move |ch, seq| {
+        let mut c = DeviceCredentialServiceClient::with_interceptor(ch.clone(), b.clone());
+        let i = (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as usize % n;
+        let req = GetDeviceCredentialRequest {
+            instance_id: INSTANCE.into(),
+            client_id: device_client_id(i),
+        };
+        Box::pin(async move { ok_or(c.get_device_credential(req).await, |_| Ok(())) })
+    })
+}
+
+/// ListDeviceCredentialClientId and GetDeviceCredential with `opts.devices` credentials in one
+/// group of one instance (issue 3: listing must stay fast at 1,000,000).
+async fn devices(opts: &Opts, report: &mut Report) {
+    let n = opts.devices;
+    eprintln!("  preloading {n} device credentials in-process ...");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let took = preload_devices(tmp.path(), n).await;
+    let size = dir_size(&tmp.path().join("data"));
+    let (server, restart) = Tokend::start(tmp.path()).await;
+    let ep_t = Target {
+        endpoint: server.endpoint.clone(),
+        pid: Some(server.child.id()),
+    };
+    let b = server.bearer();
+    let section = format!("Device credentials: {n} in one group");
+    // A cursor from the middle of the group, fetched once through the API.
+    let mid_page = (n / 200).max(1) as u32;
+    let ch = connect(&server.endpoint).await;
+    let t0 = Instant::now();
+    let mid = DeviceCredentialServiceClient::with_interceptor(ch, b.clone())
+        .list_device_credential_client_id(ListDeviceCredentialClientIdRequest {
+            instance_id: INSTANCE.into(),
+            group_id: "GID_bench".into(),
+            page_no: mid_page,
+            page_size: 100,
+            next_token: String::new(),
+        })
+        .await
+        .expect("list mid page")
+        .into_inner();
+    let deep_page_once = t0.elapsed();
+    assert_eq!(mid.total, n as u64);
+    for c in [1, 16] {
+        let cell = run_cell(opts, &ep_t, c, op_list(&b, 1, String::new())).await;
+        report.add(&section, "List, first page (100)", c, cell, Peer::Range);
+        let cell = run_cell(opts, &ep_t, c, op_list(&b, 1, mid.next_token.clone())).await;
+        report.add(
+            &section,
+            "List, mid-group page by NextToken",
+            c,
+            cell,
+            Peer::Range,
+        );
+    }
+    let cell = run_cell(opts, &ep_t, 1, op_list(&b, mid_page, String::new())).await;
+    report.add(
+        &section,
+        &format!(
+            "List, PageNo {mid_page} (skips {} entries)",
+            (mid_page as usize - 1) * 100
+        ),
+        1,
+        cell,
+        Peer::Range,
+    );
+    for c in CONCURRENCY {
+        let cell = run_cell(opts, &ep_t, c, op_get_device(&b, n)).await;
+        report.add(
+            &section,
+            "GetDeviceCredential (random device)",
+            c,
+            cell,
+            Peer::Range,
+        );
+    }
+    let (rss, _) = server.rss_mib();
+    server.stop();
+    report.extra.push(format!(
+        "\n{n} device credentials: preload {:.1} s in-process ({:.0}/s through Core::register_device, 256 tasks); \
+         store {:.0} MiB on disk; restart {:.2} s; first PageNo {mid_page} call {:.1} ms; RSS {rss:.0} MiB.",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        size as f64 / 1048576.0,
+        restart.as_secs_f64(),
+        deep_page_once.as_secs_f64() * 1000.0,
     ));
 }
