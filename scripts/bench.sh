@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmark (benches/tokend.rs) side by side with etcd and prints a markdown table.
 #
-#   scripts/bench.sh [--quick] [--only NAME[,NAME...]] [--big]
+#   scripts/bench.sh [--quick] [--only NAME[,NAME...]] [--big] [--devices N]
 #
 # Installs etcd (Debian's etcd-server) if it is missing, starts it on loopback with a temporary
 # data directory and free ports, runs `cargo bench --bench tokend` with ETCD_ENDPOINT set, stops
