@@ -165,6 +165,19 @@ impl Broker {
     fn dump_log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    /// Waits (bounded) until a broker log line contains `needle`. The log is read by another
+    /// thread, so a line may trail the event the client already saw.
+    async fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "no broker log line containing {needle:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Broker {
@@ -294,13 +307,19 @@ async fn setup(binary: &Path) -> Setup {
 
 impl Setup {
     async fn token(&self, resources: &[&str]) -> String {
+        self.token_until(resources, common::now_ms() + 3600 * 1000)
+            .await
+    }
+
+    /// An R,W token on `resources` that expires at `expire_ms` (at least 60 s ahead).
+    async fn token_until(&self, resources: &[&str], expire_ms: i64) -> String {
         self.ts
             .tokens(&self.app)
             .apply_token(ApplyTokenRequest {
                 instance_id: INSTANCE.into(),
                 actions: vec![TokenAction::Read as i32, TokenAction::Write as i32],
                 resources: resources.iter().map(|s| s.to_string()).collect(),
-                expire_time: common::now_ms() + 3600 * 1000,
+                expire_time: expire_ms,
             })
             .await
             .expect("apply token")
@@ -527,6 +546,83 @@ async fn mosquitto_enforces_connect_topics_and_revocations() {
         .parse()
         .expect("a revision");
     assert!(rev >= 4, "state file holds the last revision, got {rev}");
+}
+
+/// A token's grant ends at its expiry: the plugin kicks the client on the first broker tick
+/// after it (`MOSQ_EVT_TICK`), leaves a client with a long-lived token alone, and the service
+/// refuses the expired token on a new CONNECT. Tokens live at least 60 s, so this waits ~61 s;
+/// it has its own service and broker and runs in parallel with the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_kicks_at_token_expiry_and_refuses_expired_tokens() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let s = setup(&binary).await;
+    let expire_ms = common::now_ms() + 61_000;
+    let short = s.token_until(&["exp/x/#"], expire_ms).await;
+    let long = s.token(&["exp/y/#"]).await;
+    let mut x = s
+        .token_client("GID_test@@@expx", &short)
+        .await
+        .expect("an unexpired token connects");
+    let mut y = s
+        .token_client("GID_test@@@expy", &long)
+        .await
+        .expect("a long-lived token connects");
+    assert!(ok(&x.subscribe("exp/x/#").await));
+    assert!(ok(&y.subscribe("exp/y/#").await));
+
+    // Wait for X's disconnect: bounded by its expiry plus slack, failing if it comes early.
+    const SLACK_MS: i64 = 2_000;
+    let left = u64::try_from(expire_ms + SLACK_MS - common::now_ms()).unwrap_or(0);
+    let closed_ms = tokio::time::timeout(Duration::from_millis(left), async {
+        loop {
+            match x.events.recv().await {
+                Some(Ev::Closed(_)) | None => return common::now_ms(),
+                Some(Ev::Publish(_) | Ev::SubAck(_)) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("X was not disconnected within {SLACK_MS} ms of its expiry"));
+    assert!(
+        closed_ms >= expire_ms,
+        "X was disconnected {} ms before its expiry",
+        expire_ms - closed_ms
+    );
+    eprintln!(
+        "X disconnected {} ms after its token expired",
+        closed_ms - expire_ms
+    );
+    s.broker.wait_log("kicked GID_test@@@expx").await;
+
+    // Y, on a long-lived token, is untouched.
+    y.assert_alive().await;
+    y.publish("exp/y/1").await;
+    loop {
+        match y.next().await {
+            Ev::Publish(topic) => {
+                assert_eq!(topic, "exp/y/1");
+                break;
+            }
+            Ev::SubAck(_) => {}
+            Ev::Closed(e) => panic!("Y was disconnected: {e}"),
+        }
+    }
+
+    // A fresh CONNECT with the expired token is refused by the service (CONNACK not authorised).
+    let err = match s.token_client("GID_test@@@expx", &short).await {
+        Ok(_) => panic!("an expired token connected"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("NotAuthorized"),
+        "expected CONNACK not authorised, got {err}"
+    );
+    s.broker
+        .wait_log("CONNECT of GID_test@@@expx denied: TokenExpired")
+        .await;
+    y.assert_alive().await;
 }
 
 /// Kick latency: from RevokeToken returning to the client seeing the disconnect, 100 tries.
