@@ -124,8 +124,9 @@ impl SledStore {
         loop {
             match config.open() {
                 Ok(db) => return Ok(Self { db }),
+                // sled reports the lock failure as an `Other` I/O error with this text.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
+                    if e.to_string().contains("could not acquire lock") && attempts < 100 =>
                 {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
