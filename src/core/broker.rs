@@ -145,6 +145,14 @@ pub struct TopicRequest<'a> {
     pub topic: &'a str,
 }
 
+impl Grant {
+    /// Whether a message published on `topic` may be delivered to this client (a broker
+    /// checks deliveries to wildcard subscribers): some subscribe filter matches it.
+    pub fn allows_delivery(&self, topic_str: &str) -> bool {
+        self.subscribe.iter().any(|f| topic::matches(f, topic_str))
+    }
+}
+
 /// The answer to AuthenticateConnect.
 #[derive(Debug, Clone)]
 pub enum ConnectDecision {

@@ -44,6 +44,26 @@ fn reason(r: DenyReason) -> proto::DenyReason {
     }
 }
 
+/// The core grant a BrokerAuthService client received, or None if the mode is unknown.
+/// Brokers use it to decide topic actions with the service's own rules ([`Grant::check`]).
+pub fn grant_from_proto(g: proto::Grant) -> Option<Grant> {
+    let mode = match proto::AuthMode::try_from(g.mode).ok()? {
+        proto::AuthMode::Token => AuthMode::Token,
+        proto::AuthMode::DeviceCredential => AuthMode::DeviceCredential,
+        proto::AuthMode::Signature => AuthMode::Signature,
+        proto::AuthMode::Unspecified => return None,
+    };
+    Some(Grant {
+        mode,
+        instance_id: g.instance_id,
+        publish: g.publish,
+        subscribe: g.subscribe,
+        expire_time: g.expire_time,
+        token_fingerprints: g.token_fingerprints,
+        key_id: g.key_id,
+    })
+}
+
 fn grant(g: Grant) -> proto::Grant {
     proto::Grant {
         mode: mode(g.mode) as i32,

@@ -22,7 +22,7 @@ use crate::{
 };
 
 pub use access_key::AccessKeyGrpc;
-pub use broker::BrokerAuthGrpc;
+pub use broker::{grant_from_proto, BrokerAuthGrpc};
 pub use device::DeviceCredentialGrpc;
 pub use revocation::RevocationGrpc;
 pub use token::TokenGrpc;

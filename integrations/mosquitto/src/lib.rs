@@ -236,7 +236,9 @@ impl Plugin {
         let Some(grant) = response.grant else {
             return Verdict::Deny("service allowed without a grant".into());
         };
-        let grant = Grant::from(grant);
+        let Some(grant) = mqtt_tokend::grpc::grant_from_proto(grant) else {
+            return Verdict::Deny("service allowed with an unknown mode".into());
+        };
         if let Some(instance) = &self.config.instance_id {
             if &grant.instance_id != instance {
                 return Verdict::Deny(format!("instance {} is not served here", grant.instance_id));

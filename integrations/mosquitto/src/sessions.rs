@@ -14,8 +14,8 @@ use std::{
 };
 
 use mqtt_tokend::{
-    core::topic,
-    proto::{self, AuthMode, RevocationKind},
+    core::{broker::AuthMode, TopicAction},
+    proto::{self, RevocationKind},
 };
 
 /// How long a revocation is remembered to catch a CONNECT that raced it.
@@ -23,38 +23,9 @@ pub const RECENT_WINDOW: Duration = Duration::from_secs(60);
 /// Most revocations remembered for that purpose.
 const RECENT_MAX: usize = 10_000;
 
-/// What a client may do, as the service granted it at CONNECT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// How it authenticated.
-    pub mode: AuthMode,
-    /// Its instance.
-    pub instance_id: String,
-    /// Filters it may publish to.
-    pub publish: Vec<String>,
-    /// Filters it may subscribe to.
-    pub subscribe: Vec<String>,
-    /// End of the grant, ms since the Unix epoch; 0 = none.
-    pub expire_ms: i64,
-    /// Fingerprints of the tokens it used.
-    pub fingerprints: Vec<String>,
-    /// Access key or device access key id it rests on.
-    pub key_id: String,
-}
-
-impl From<proto::Grant> for Grant {
-    fn from(g: proto::Grant) -> Self {
-        Self {
-            mode: g.mode(),
-            instance_id: g.instance_id,
-            publish: g.publish,
-            subscribe: g.subscribe,
-            expire_ms: g.expire_time,
-            fingerprints: g.token_fingerprints,
-            key_id: g.key_id,
-        }
-    }
-}
+/// What a client may do, as the service granted it at CONNECT: the service's own type, so the
+/// plugin decides with the service's rules.
+pub use mqtt_tokend::core::Grant;
 
 /// The kind of access Mosquitto asks about (`MOSQ_ACL_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,22 +40,16 @@ pub enum Access {
     Unsubscribe,
 }
 
-impl Grant {
-    /// Whether the grant allows `access` on `topic` (a name, or a filter for subscribe).
-    pub fn allows(&self, access: Access, topic: &str) -> bool {
-        match access {
-            Access::Write => {
-                topic::validate_name(topic).is_ok()
-                    && self.publish.iter().any(|f| topic::matches(f, topic))
-            }
-            Access::Read => self.subscribe.iter().any(|f| topic::matches(f, topic)),
-            Access::Subscribe => {
-                let filter = strip_shared(topic);
-                topic::validate_filter(filter).is_ok()
-                    && self.subscribe.iter().any(|g| topic::covers(g, filter))
-            }
-            Access::Unsubscribe => true,
-        }
+/// Whether `grant` allows `access` on `topic` (a name, or a filter for subscribe), by the
+/// service's own rules (`Grant::check`, `Grant::allows_delivery`).
+pub fn allows(grant: &Grant, access: Access, topic: &str) -> bool {
+    match access {
+        Access::Write => grant.check(TopicAction::Publish, topic).is_ok(),
+        Access::Read => grant.allows_delivery(topic),
+        Access::Subscribe => grant
+            .check(TopicAction::Subscribe, strip_shared(topic))
+            .is_ok(),
+        Access::Unsubscribe => true,
     }
 }
 
@@ -128,7 +93,7 @@ impl Revocation {
         }
         match self.kind {
             RevocationKind::TokenRevoked => {
-                !self.fingerprint.is_empty() && grant.fingerprints.contains(&self.fingerprint)
+                !self.fingerprint.is_empty() && grant.token_fingerprints.contains(&self.fingerprint)
             }
             RevocationKind::DeviceCredentialRefreshed
             | RevocationKind::DeviceCredentialUnregistered => {
@@ -206,15 +171,15 @@ impl Sessions {
         if inner.recent.iter().any(|(_, r)| r.hits(&grant)) {
             return Err(Refused::RecentlyRevoked);
         }
-        if grant.expire_ms != 0 && grant.expire_ms <= now_ms {
+        if grant.expire_time != 0 && grant.expire_time <= now_ms {
             return Err(Refused::Expired);
         }
         inner.next_generation += 1;
         let generation = inner.next_generation;
-        if grant.expire_ms != 0 {
+        if grant.expire_time != 0 {
             inner
                 .expiries
-                .insert((grant.expire_ms, generation, client_id.to_owned()));
+                .insert((grant.expire_time, generation, client_id.to_owned()));
         }
         let session = Session {
             generation,
@@ -259,8 +224,8 @@ impl Sessions {
         };
         s.connection == connection
             && !s.revoked
-            && (s.grant.expire_ms == 0 || now_ms < s.grant.expire_ms)
-            && s.grant.allows(access, topic)
+            && (s.grant.expire_time == 0 || now_ms < s.grant.expire_time)
+            && allows(&s.grant, access, topic)
     }
 
     /// Applies a revocation: every session it hits is denied from now on and queued for a
@@ -325,10 +290,10 @@ impl Sessions {
 }
 
 fn forget_expiry(inner: &mut Inner, client_id: &str, old: &Session) {
-    if old.grant.expire_ms != 0 {
+    if old.grant.expire_time != 0 {
         inner
             .expiries
-            .remove(&(old.grant.expire_ms, old.generation, client_id.to_owned()));
+            .remove(&(old.grant.expire_time, old.generation, client_id.to_owned()));
     }
 }
 
@@ -351,8 +316,8 @@ mod tests {
             instance_id: "i".into(),
             publish: vec!["a/b".into()],
             subscribe: vec!["a/#".into()],
-            expire_ms,
-            fingerprints: vec![fp.into()],
+            expire_time: expire_ms,
+            token_fingerprints: vec![fp.into()],
             key_id: "AK".into(),
         }
     }
@@ -363,8 +328,8 @@ mod tests {
             instance_id: "i".into(),
             publish: vec!["#".into()],
             subscribe: vec!["#".into()],
-            expire_ms: 0,
-            fingerprints: vec![],
+            expire_time: 0,
+            token_fingerprints: vec![],
             key_id: key.into(),
         }
     }
@@ -381,18 +346,18 @@ mod tests {
     #[test]
     fn grant_uses_the_shared_matcher() {
         let g = token_grant("f", 0);
-        assert!(g.allows(Access::Write, "a/b"));
-        assert!(!g.allows(Access::Write, "a/c"));
-        assert!(!g.allows(Access::Write, "a/+"));
-        assert!(g.allows(Access::Subscribe, "a/+/c"));
-        assert!(g.allows(Access::Subscribe, "$share/g/a/#"));
-        assert!(!g.allows(Access::Subscribe, "#"));
-        assert!(!g.allows(Access::Subscribe, "a/#/x"));
-        assert!(g.allows(Access::Read, "a/x/y"));
-        assert!(!g.allows(Access::Read, "b"));
+        assert!(allows(&g, Access::Write, "a/b"));
+        assert!(!allows(&g, Access::Write, "a/c"));
+        assert!(!allows(&g, Access::Write, "a/+"));
+        assert!(allows(&g, Access::Subscribe, "a/+/c"));
+        assert!(allows(&g, Access::Subscribe, "$share/g/a/#"));
+        assert!(!allows(&g, Access::Subscribe, "#"));
+        assert!(!allows(&g, Access::Subscribe, "a/#/x"));
+        assert!(allows(&g, Access::Read, "a/x/y"));
+        assert!(!allows(&g, Access::Read, "b"));
         let all = device_grant("DK");
-        assert!(!all.allows(Access::Read, "$SYS/broker/uptime"));
-        assert!(!all.allows(Access::Subscribe, "$SYS/#"));
+        assert!(!allows(&all, Access::Read, "$SYS/broker/uptime"));
+        assert!(!allows(&all, Access::Subscribe, "$SYS/#"));
     }
 
     #[test]
