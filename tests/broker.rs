@@ -213,18 +213,28 @@ async fn token_mode() {
         .unwrap();
     let resp = connect(&ts, &broker, CLIENT, &user, &format!("R|{r}|W|{w}")).await;
     assert_eq!(denied(&resp), DenyReason::TokenRevoked);
-    let t = authorize(
+    let t = by_handle(
         &ts,
         &broker,
         CLIENT,
-        "",
-        "",
         &handle,
         TopicAction::Publish,
         "cars/vin0001/telemetry",
     )
     .await;
     assert_eq!(t, Err(DenyReason::TokenRevoked));
+}
+
+/// AuthorizeTopic with a session handle instead of the username and password.
+async fn by_handle(
+    ts: &TestServer,
+    broker: &Key,
+    client_id: &str,
+    handle: &str,
+    action: TopicAction,
+    topic: &str,
+) -> Result<(), DenyReason> {
+    authorize(ts, broker, client_id, "", "", handle, action, topic).await
 }
 
 #[allow(clippy::too_many_arguments)] // mirrors the RPC's fields one to one
@@ -299,27 +309,15 @@ async fn topic_authorisation_table() {
         // With the credentials and with the session handle: the same answer.
         let by_password =
             authorize(&ts, &broker, CLIENT, &user, &password, "", *action, topic).await;
-        let by_handle = authorize(
-            &ts,
-            &broker,
-            CLIENT,
-            "",
-            "",
-            &ok.session_handle,
-            *action,
-            topic,
-        )
-        .await;
+        let handled = by_handle(&ts, &broker, CLIENT, &ok.session_handle, *action, topic).await;
         assert_eq!(by_password, *expected, "{action:?} {topic}");
-        assert_eq!(by_handle, *expected, "{action:?} {topic} (handle)");
+        assert_eq!(handled, *expected, "{action:?} {topic} (handle)");
     }
     // A handle is bound to its client id and cannot be forged.
-    let other = authorize(
+    let other = by_handle(
         &ts,
         &broker,
         "GID_car@@@other",
-        "",
-        "",
         &ok.session_handle,
         P,
         "a/b/c",
@@ -330,7 +328,7 @@ async fn topic_authorisation_table() {
     forged.insert(3, 'A');
     for bad in [forged.as_str(), "x.y", "...", "🦀"] {
         assert_eq!(
-            authorize(&ts, &broker, CLIENT, "", "", bad, P, "a/b/c").await,
+            by_handle(&ts, &broker, CLIENT, bad, P, "a/b/c").await,
             Err(DenyReason::InvalidSession)
         );
     }
@@ -476,12 +474,10 @@ async fn device_credential_mode() {
         DenyReason::CredentialNotFound
     );
     assert_eq!(
-        authorize(
+        by_handle(
             &ts,
             &broker,
             CLIENT,
-            "",
-            "",
             &ok.session_handle,
             TopicAction::Publish,
             "a"
@@ -541,12 +537,10 @@ async fn signature_mode_and_broker_key_scope() {
         .await
         .unwrap();
     assert_eq!(
-        authorize(
+        by_handle(
             &ts,
             &broker,
             CLIENT,
-            "",
-            "",
             &ok.session_handle,
             TopicAction::Publish,
             "a"
