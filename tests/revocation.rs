@@ -6,13 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{code_of, now_ms, Authed, Key, TestServer};
+use common::{code_of, now_ms, Key, TestServer};
 use mqtt_tokend::proto::{
     revocation_service_client::RevocationServiceClient, watch_revocations_response::Message,
     ApplyTokenRequest, RegisterDeviceCredentialRequest, RevocationKind, RevokeTokenRequest,
     StartMode, TokenAction, UnRegisterDeviceCredentialRequest, WatchRevocationsRequest,
     WatchRevocationsResponse,
 };
+use mqtt_tokend_client::AuthChannel;
 use tonic::{Code, Streaming};
 
 const A: &str = "post-cn-a";
@@ -20,7 +21,7 @@ const B: &str = "post-cn-b";
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn watch(
-    c: &mut RevocationServiceClient<Authed>,
+    c: &mut RevocationServiceClient<AuthChannel>,
     mode: StartMode,
     rev: u64,
     instances: &[&str],
@@ -87,7 +88,7 @@ async fn revoke_one(ts: &TestServer, key: &Key, instance: &str) -> (u64, String)
 }
 
 fn fingerprint(token: &str) -> String {
-    mqtt_tokend::core::token::fingerprint(token)
+    mqtt_tokend_client::fingerprint(token)
 }
 
 #[tokio::test]
@@ -328,14 +329,8 @@ async fn slow_watcher_catches_up_while_others_stay_live() {
     let writers = {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..8 {
-            let c = ts.channel.clone();
-            let key = root.clone();
+            let mut t = ts.tokens(&root);
             set.spawn(async move {
-                let mut t =
-                    mqtt_tokend::proto::token_service_client::TokenServiceClient::with_interceptor(
-                        c,
-                        key.bearer(),
-                    );
                 for _ in 0..(n / 8) {
                     let token = t
                         .apply_token(ApplyTokenRequest {
@@ -385,12 +380,15 @@ async fn hundreds_of_watchers_receive_every_event_in_order() {
     let mut streams = vec![];
     for i in 0..watchers {
         // Spread watchers over a few connections, as brokers would.
-        let channel = if i % 3 == 0 {
-            common::connect(ts.server().grpc_addr()).await
+        let client = if i % 3 == 0 {
+            common::connect(ts.server().grpc_addr())
+                .await
+                .with_access_key(Some(&root))
+                .unwrap()
         } else {
-            ts.channel.clone()
+            ts.client(&root)
         };
-        let mut c = RevocationServiceClient::with_interceptor(channel, root.bearer());
+        let mut c = client.revocations();
         streams.push(watch(&mut c, StartMode::Now, 0, &[]).await);
     }
     let readers: Vec<_> = streams

@@ -4,9 +4,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use mqtt_tokend::{
-    app::{RootKeyFile, Server},
-    config::ServeConfig,
+use mqtt_tokend::{app::Server, config::ServeConfig};
+use mqtt_tokend_client::{
     proto::{
         access_key_service_client::AccessKeyServiceClient,
         broker_auth_service_client::BrokerAuthServiceClient,
@@ -14,45 +13,12 @@ use mqtt_tokend::{
         revocation_service_client::RevocationServiceClient,
         token_service_client::TokenServiceClient,
     },
+    AuthChannel, Client,
 };
-use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::interceptor::InterceptedService,
-    transport::Channel,
-    Request, Status,
-};
+use tonic::Status;
 
-/// Adds `authorization: Bearer id:secret` to every call.
-#[derive(Clone)]
-pub struct Bearer(pub Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            request.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type Authed = InterceptedService<Channel, Bearer>;
-
-/// An access key id and secret.
-#[derive(Clone, Debug)]
-pub struct Key {
-    pub id: String,
-    pub secret: String,
-}
-
-impl Key {
-    pub fn bearer(&self) -> Bearer {
-        Bearer(Some(
-            format!("Bearer {}:{}", self.id, self.secret)
-                .parse()
-                .expect("ascii key"),
-        ))
-    }
-}
+/// An access key id and secret (the client crate's).
+pub use mqtt_tokend_client::AccessKey as Key;
 
 /// A running server plus what a test needs to talk to it.
 pub struct TestServer {
@@ -60,7 +26,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub config: ServeConfig,
     pub root: Key,
-    pub channel: Channel,
+    /// A connection without a credential; [`TestServer::client`] adds one.
+    pub conn: Client,
 }
 
 /// Test configuration: no rate limits unless a test sets them.
@@ -87,13 +54,13 @@ impl TestServer {
         tweak(&mut config);
         let server = Server::start(config.clone()).await.expect("server starts");
         let root = read_root_key(&config.root_key_path());
-        let channel = connect(server.grpc_addr()).await;
+        let conn = connect(server.grpc_addr()).await;
         Self {
             server: Some(server),
             dir,
             config,
             root,
-            channel,
+            conn,
         }
     }
 
@@ -109,7 +76,7 @@ impl TestServer {
         let server = Server::start(self.config.clone())
             .await
             .expect("server restarts");
-        self.channel = connect(server.grpc_addr()).await;
+        self.conn = connect(server.grpc_addr()).await;
         self.server = Some(server);
     }
 
@@ -119,28 +86,29 @@ impl TestServer {
         }
     }
 
-    pub fn tokens(&self, key: &Key) -> TokenServiceClient<Authed> {
-        TokenServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    /// The server's connection, authenticating as `key`.
+    pub fn client(&self, key: &Key) -> Client {
+        self.conn.with_access_key(Some(key)).expect("ascii key")
     }
 
-    pub fn tokens_unauthenticated(&self, bearer: Bearer) -> TokenServiceClient<Authed> {
-        TokenServiceClient::with_interceptor(self.channel.clone(), bearer)
+    pub fn tokens(&self, key: &Key) -> TokenServiceClient<AuthChannel> {
+        self.client(key).tokens()
     }
 
-    pub fn access_keys(&self, key: &Key) -> AccessKeyServiceClient<Authed> {
-        AccessKeyServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    pub fn access_keys(&self, key: &Key) -> AccessKeyServiceClient<AuthChannel> {
+        self.client(key).access_keys()
     }
 
-    pub fn devices(&self, key: &Key) -> DeviceCredentialServiceClient<Authed> {
-        DeviceCredentialServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    pub fn devices(&self, key: &Key) -> DeviceCredentialServiceClient<AuthChannel> {
+        self.client(key).devices()
     }
 
-    pub fn broker(&self, key: &Key) -> BrokerAuthServiceClient<Authed> {
-        BrokerAuthServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    pub fn broker(&self, key: &Key) -> BrokerAuthServiceClient<AuthChannel> {
+        self.client(key).broker()
     }
 
-    pub fn revocations(&self, key: &Key) -> RevocationServiceClient<Authed> {
-        RevocationServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    pub fn revocations(&self, key: &Key) -> RevocationServiceClient<AuthChannel> {
+        self.client(key).revocations()
     }
 
     /// Creates an access key allowed on `instances` with the root key.
@@ -154,10 +122,7 @@ impl TestServer {
             .await
             .expect("create key")
             .into_inner();
-        Key {
-            id: r.access_key_id,
-            secret: r.access_key_secret,
-        }
+        Key::new(r.access_key_id, r.access_key_secret)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -166,18 +131,12 @@ impl TestServer {
 }
 
 pub fn read_root_key(path: &std::path::Path) -> Key {
-    let raw = std::fs::read(path).expect("root key file exists");
-    let key: RootKeyFile = serde_json::from_slice(&raw).expect("root key json");
-    Key {
-        id: key.access_key_id,
-        secret: key.access_key_secret,
-    }
+    Key::from_json_file(path).expect("root key file")
 }
 
-pub async fn connect(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
+/// A new connection without a credential.
+pub async fn connect(addr: std::net::SocketAddr) -> Client {
+    mqtt_tokend_client::connect(&format!("http://{addr}"), None)
         .await
         .expect("connect")
 }
