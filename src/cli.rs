@@ -57,7 +57,9 @@ async fn client(opts: &ClientOptions) -> Result<AccessKeyServiceClient<AuthChann
             source,
         },
         ConnectError::InvalidAccessKey => root_key_error("the key is not ASCII".into()),
-        other => CliError::Client(other),
+        e @ (ConnectError::NoEndpoint
+        | ConnectError::SeveralEndpoints { .. }
+        | ConnectError::InvalidEndpoint { .. }) => CliError::Client(e),
     })?;
     Ok(client.access_keys())
 }

@@ -80,7 +80,6 @@ impl AccessKey {
 
 /// Why a [`Client`] could not be made.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ConnectError {
     /// The configuration names no endpoint.
     #[error("no endpoint to connect to")]
