@@ -11,7 +11,9 @@ use mqtt_tokend_client::{
         broker_auth_service_client::BrokerAuthServiceClient,
         device_credential_service_client::DeviceCredentialServiceClient,
         revocation_service_client::RevocationServiceClient,
-        token_service_client::TokenServiceClient,
+        token_service_client::TokenServiceClient, ApplyTokenRequest,
+        RegisterDeviceCredentialRequest, RevokeTokenRequest, StartMode, TokenAction,
+        UnRegisterDeviceCredentialRequest, WatchRevocationsRequest,
     },
     AuthChannel, Client,
 };
@@ -134,11 +136,95 @@ pub fn read_root_key(path: &std::path::Path) -> Key {
     Key::from_json_file(path).expect("root key file")
 }
 
+/// A loopback address that was free a moment ago, for a server that must keep its address
+/// across restarts.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
 /// A new connection without a credential.
 pub async fn connect(addr: std::net::SocketAddr) -> Client {
     mqtt_tokend_client::connect(&format!("http://{addr}"), None)
         .await
         .expect("connect")
+}
+
+/// Mints and revokes one token on `instance`; returns (revision, token).
+pub async fn revoke_one(ts: &TestServer, key: &Key, instance: &str) -> (u64, String) {
+    let mut t = ts.tokens(key);
+    let token = t
+        .apply_token(ApplyTokenRequest {
+            instance_id: instance.into(),
+            actions: vec![TokenAction::Read as i32],
+            resources: vec!["a".into()],
+            expire_time: now_ms() + 3_600_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let rev = t
+        .revoke_token(RevokeTokenRequest {
+            instance_id: instance.into(),
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    (rev, token)
+}
+
+/// Configures a server that compacts revocations without an expiry at once.
+pub fn compact_at_once(config: &mut ServeConfig) {
+    config.revocation_retention = Duration::ZERO;
+    config.maintenance_interval = Duration::from_millis(50);
+}
+
+/// On a fresh server configured with [`compact_at_once`]: writes three device credential
+/// revocations (revisions 1..=3, compacted away) and one token revocation (4, kept until the
+/// token would expire, an hour), then waits until resuming from revision 1 fails and returns
+/// that error.
+pub async fn compacted_log(ts: &TestServer, key: &Key, instance: &str) -> Status {
+    let mut d = ts.devices(key);
+    for i in 0..3 {
+        let client_id = format!("GID_cmp@@@d{i}");
+        d.register_device_credential(RegisterDeviceCredentialRequest {
+            instance_id: instance.into(),
+            client_id: client_id.clone(),
+        })
+        .await
+        .unwrap();
+        d.un_register_device_credential(UnRegisterDeviceCredentialRequest {
+            instance_id: instance.into(),
+            client_id,
+        })
+        .await
+        .unwrap();
+    }
+    let (kept, _) = revoke_one(ts, key, instance).await;
+    assert_eq!(kept, 4);
+    let mut w = ts.revocations(key);
+    // Compaction runs on the maintenance timer and has no signal of its own: poll, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match w
+            .watch_revocations(WatchRevocationsRequest {
+                start_mode: StartMode::Revision as i32,
+                start_revision: 1,
+                instance_ids: vec![],
+            })
+            .await
+        {
+            Err(e) => return e,
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(_) => panic!("revisions 1..3 were never compacted"),
+        }
+    }
 }
 
 /// The Alibaba error code a status carries in its ErrorInfo reason.
