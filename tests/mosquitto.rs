@@ -7,7 +7,7 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{mpsc as std_mpsc, Arc, Mutex},
