@@ -9,9 +9,8 @@ use std::time::Duration;
 use common::{code_of, now_ms, revoke_one, TestServer};
 use mqtt_tokend::proto::{
     revocation_service_client::RevocationServiceClient, watch_revocations_response::Message,
-    ApplyTokenRequest, RegisterDeviceCredentialRequest, RevocationKind, RevokeTokenRequest,
-    StartMode, UnRegisterDeviceCredentialRequest, WatchRevocationsRequest,
-    WatchRevocationsResponse,
+    RegisterDeviceCredentialRequest, RevocationKind, StartMode, UnRegisterDeviceCredentialRequest,
+    WatchRevocationsRequest, WatchRevocationsResponse,
 };
 use mqtt_tokend_client::AuthChannel;
 use tonic::{Code, Streaming};
@@ -267,23 +266,7 @@ async fn slow_watcher_catches_up_while_others_stay_live() {
             let mut t = ts.tokens(&root);
             set.spawn(async move {
                 for _ in 0..(n / 8) {
-                    let token = t
-                        .apply_token(ApplyTokenRequest {
-                            instance_id: A.into(),
-                            actions: vec![1],
-                            resources: vec!["a".into()],
-                            expire_time: now_ms() + 3_600_000,
-                        })
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .token;
-                    t.revoke_token(RevokeTokenRequest {
-                        instance_id: A.into(),
-                        token,
-                    })
-                    .await
-                    .unwrap();
+                    common::revoke_with(&mut t, A).await;
                 }
             });
         }

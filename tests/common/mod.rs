@@ -153,7 +153,11 @@ pub async fn connect(addr: std::net::SocketAddr) -> Client {
 
 /// Mints and revokes one token on `instance`; returns (revision, token).
 pub async fn revoke_one(ts: &TestServer, key: &Key, instance: &str) -> (u64, String) {
-    let mut t = ts.tokens(key);
+    revoke_with(&mut ts.tokens(key), instance).await
+}
+
+/// [`revoke_one`] on a given client (for tasks that own theirs).
+pub async fn revoke_with(t: &mut TokenServiceClient<AuthChannel>, instance: &str) -> (u64, String) {
     let token = t
         .apply_token(ApplyTokenRequest {
             instance_id: instance.into(),
