@@ -9,6 +9,8 @@
 //! topic decisions), `topic` (MQTT topic validation and matching), `revocation` (the typed
 //! event), `convert` (proto <-> domain).
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod convert;
 pub mod follower;
