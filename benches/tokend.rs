@@ -33,22 +33,15 @@ use mqtt_tokend::{
     config::ServeConfig,
     core::{broker::mqtt_password, Actions, TokenRequest},
     proto::{
-        broker_auth_service_client::BrokerAuthServiceClient,
-        device_credential_service_client::DeviceCredentialServiceClient,
-        revocation_service_client::RevocationServiceClient,
-        token_service_client::TokenServiceClient, watch_revocations_response, ApplyTokenRequest,
-        AuthenticateConnectRequest, AuthorizeTopicRequest, GetDeviceCredentialRequest,
-        ListDeviceCredentialClientIdRequest, QueryTokenRequest, RegisterDeviceCredentialRequest,
-        RevokeTokenRequest, StartMode, TokenAction, TopicAction, WatchRevocationsRequest,
+        watch_revocations_response, ApplyTokenRequest, AuthenticateConnectRequest,
+        AuthorizeTopicRequest, GetDeviceCredentialRequest, ListDeviceCredentialClientIdRequest,
+        QueryTokenRequest, RegisterDeviceCredentialRequest, RevokeTokenRequest, StartMode,
+        TokenAction, TopicAction, WatchRevocationsRequest,
     },
 };
+use mqtt_tokend_client::{AccessKey, Client, ConnectError};
 use tokio::sync::Notify;
-use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::interceptor::InterceptedService,
-    transport::Channel,
-    Request, Status,
-};
+use tonic::Status;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
@@ -74,7 +67,7 @@ const WATCHERS_PER_CHANNEL: usize = 100;
 const ETCD_VALUE_LEN: usize = 120;
 
 type BoxFut = Pin<Box<dyn Future<Output = OpResult> + Send>>;
-type Op = Arc<dyn Fn(&Channel, u64) -> BoxFut + Send + Sync>;
+type Op = Arc<dyn Fn(&Client, u64) -> BoxFut + Send + Sync>;
 
 /// One call's outcome.
 enum OpResult {
@@ -209,33 +202,38 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-async fn connect(endpoint: &str) -> Channel {
+/// One connection to `endpoint`, authenticating as `key` (none for etcd and health); retried
+/// while the server is still starting.
+async fn connect(endpoint: &str, key: Option<&AccessKey>) -> Client {
     let uri = format!("http://{endpoint}");
     for _ in 0..200 {
-        if let Ok(ch) = Channel::from_shared(uri.clone())
-            .expect("valid uri")
-            .tcp_nodelay(true)
-            .connect()
-            .await
-        {
-            return ch;
+        match mqtt_tokend_client::connect(&uri, key).await {
+            Ok(client) => return client,
+            Err(ConnectError::Unreachable { .. }) => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            Err(e) => panic!("cannot connect to {endpoint}: {e}"),
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("cannot connect to {endpoint}");
 }
 
-async fn channels(endpoint: &str, n: usize) -> Vec<Channel> {
+async fn channels(endpoint: &str, key: Option<&AccessKey>, n: usize) -> Vec<Client> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        out.push(connect(endpoint).await);
+        out.push(connect(endpoint, key).await);
     }
     out
 }
 
 /// Runs `op` from `concurrency` tasks for warm-up + measurement and summarizes the window.
 async fn run_cell(opts: &Opts, target: &Target, concurrency: usize, op: Op) -> Cell {
-    let chans = channels(&target.endpoint, concurrency.div_ceil(PER_CHANNEL)).await;
+    let chans = channels(
+        &target.endpoint,
+        target.key.as_ref(),
+        concurrency.div_ceil(PER_CHANNEL),
+    )
+    .await;
     let start = Instant::now();
     let window_start = start + opts.warmup;
     let deadline = window_start + opts.measure;
@@ -357,6 +355,8 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 struct Target {
     endpoint: String,
     pid: Option<u32>,
+    /// The key the cell's connections authenticate as (none for etcd).
+    key: Option<AccessKey>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,12 +553,8 @@ impl Tokend {
                 eprintln!("  mqtt-tokend exited at start ({status}); retrying");
                 return None;
             }
-            if let Ok(ch) = Channel::from_shared(format!("http://{endpoint}"))
-                .expect("uri")
-                .connect()
-                .await
-            {
-                let ok = HealthClient::new(ch)
+            if let Ok(c) = mqtt_tokend_client::connect(&format!("http://{endpoint}"), None).await {
+                let ok = HealthClient::new(c.channel())
                     .check(HealthCheckRequest {
                         service: String::new(),
                     })
@@ -587,15 +583,18 @@ impl Tokend {
         ))
     }
 
-    fn bearer(&self) -> Bearer {
-        Bearer(
-            format!(
-                "Bearer {}:{}",
-                self.root.access_key_id, self.root.access_key_secret
-            )
-            .parse()
-            .expect("ascii key"),
-        )
+    /// The root key, which every gRPC cell authenticates as.
+    fn key(&self) -> AccessKey {
+        AccessKey::new(&self.root.access_key_id, &self.root.access_key_secret)
+    }
+
+    /// A target for the load cells: this server, as the root key.
+    fn target(&self) -> Target {
+        Target {
+            endpoint: self.endpoint.clone(),
+            pid: Some(self.child.id()),
+            key: Some(self.key()),
+        }
     }
 
     /// VmRSS and VmHWM of the server, in MiB.
@@ -638,29 +637,6 @@ fn dir_size(path: &Path) -> u64 {
     total
 }
 
-/// Adds `authorization: Bearer id:secret` to every call.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Authed = InterceptedService<Channel, Bearer>;
-
-fn tokens(ch: &Channel, b: &Bearer) -> TokenServiceClient<Authed> {
-    TokenServiceClient::with_interceptor(ch.clone(), b.clone())
-}
-
-fn broker(ch: &Channel, b: &Bearer) -> BrokerAuthServiceClient<Authed> {
-    BrokerAuthServiceClient::with_interceptor(ch.clone(), b.clone())
-}
-
 fn apply_request() -> ApplyTokenRequest {
     ApplyTokenRequest {
         instance_id: INSTANCE.into(),
@@ -687,7 +663,7 @@ fn pool_len(pool: &Pool) -> usize {
 
 fn op_health() -> Op {
     Arc::new(|ch, _| {
-        let mut c = HealthClient::new(ch.clone());
+        let mut c = HealthClient::new(ch.channel());
         Box::pin(async move {
             ok_or(
                 c.check(HealthCheckRequest {
@@ -703,10 +679,9 @@ fn op_health() -> Op {
     })
 }
 
-fn op_query(b: &Bearer, sample: Arc<Vec<String>>) -> Op {
-    let b = b.clone();
+fn op_query(sample: Arc<Vec<String>>) -> Op {
     Arc::new(move |ch, seq| {
-        let mut c = tokens(ch, &b);
+        let mut c = ch.tokens();
         // A cheap scramble so concurrent workers do not walk the sample in step.
         let i = (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as usize % sample.len();
         let req = QueryTokenRequest {
@@ -725,10 +700,9 @@ fn op_query(b: &Bearer, sample: Arc<Vec<String>>) -> Op {
     })
 }
 
-fn op_apply(b: &Bearer, pool: Option<Pool>) -> Op {
-    let b = b.clone();
+fn op_apply(pool: Option<Pool>) -> Op {
     Arc::new(move |ch, _| {
-        let mut c = tokens(ch, &b);
+        let mut c = ch.tokens();
         let pool = pool.clone();
         Box::pin(async move {
             ok_or(c.apply_token(apply_request()).await, |r| {
@@ -841,10 +815,9 @@ fn op_rest_apply(http: reqwest::Client, endpoint: String, key: Arc<RootKeyFile>)
     })
 }
 
-fn op_revoke(b: &Bearer, pool: Pool) -> Op {
-    let b = b.clone();
+fn op_revoke(pool: Pool) -> Op {
     Arc::new(move |ch, _| {
-        let mut c = tokens(ch, &b);
+        let mut c = ch.tokens();
         let token = pop(&pool);
         Box::pin(async move {
             let Some(token) = token else {
@@ -868,10 +841,9 @@ fn op_revoke(b: &Bearer, pool: Pool) -> Op {
     })
 }
 
-fn op_connect(b: &Bearer, username: String, password: String) -> Op {
-    let b = b.clone();
+fn op_connect(username: String, password: String) -> Op {
     Arc::new(move |ch, _| {
-        let mut c = broker(ch, &b);
+        let mut c = ch.broker();
         let req = AuthenticateConnectRequest {
             client_id: CLIENT_ID.into(),
             username: username.clone(),
@@ -890,10 +862,9 @@ fn op_connect(b: &Bearer, username: String, password: String) -> Op {
     })
 }
 
-fn op_authorize(b: &Bearer, handle: String) -> Op {
-    let b = b.clone();
+fn op_authorize(handle: String) -> Op {
     Arc::new(move |ch, _| {
-        let mut c = broker(ch, &b);
+        let mut c = ch.broker();
         let req = AuthorizeTopicRequest {
             client_id: CLIENT_ID.into(),
             username: String::new(),
@@ -916,13 +887,13 @@ fn op_authorize(b: &Bearer, handle: String) -> Op {
 }
 
 /// Mints `n` tokens with 64 calls in flight (untimed set-up).
-async fn mint(endpoint: &str, b: &Bearer, n: usize) -> Vec<String> {
-    let chans = channels(endpoint, 4).await;
+async fn mint(endpoint: &str, key: &AccessKey, n: usize) -> Vec<String> {
+    let chans = channels(endpoint, Some(key), 4).await;
     let out = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let left = Arc::new(AtomicUsize::new(n));
     let mut tasks = Vec::new();
     for w in 0..64 {
-        let mut c = tokens(&chans[w % chans.len()], b);
+        let mut c = chans[w % chans.len()].tokens();
         let (out, left) = (out.clone(), left.clone());
         tasks.push(tokio::spawn(async move {
             while left
@@ -955,7 +926,7 @@ fn etcd_key(seq: u64) -> Vec<u8> {
 
 fn op_etcd_range(key: Vec<u8>) -> Op {
     Arc::new(move |ch, _| {
-        let mut c = KvClient::new(ch.clone());
+        let mut c = KvClient::new(ch.channel());
         let req = RangeRequest {
             key: key.clone(),
             serializable: true,
@@ -975,7 +946,7 @@ fn op_etcd_range(key: Vec<u8>) -> Op {
 
 fn op_etcd_put(lease: i64, pool: Pool) -> Op {
     Arc::new(move |ch, seq| {
-        let mut c = KvClient::new(ch.clone());
+        let mut c = KvClient::new(ch.channel());
         let key = etcd_key(seq);
         let pool = pool.clone();
         let req = PutRequest {
@@ -995,7 +966,7 @@ fn op_etcd_put(lease: i64, pool: Pool) -> Op {
 
 fn op_etcd_delete(pool: Pool) -> Op {
     Arc::new(move |ch, _| {
-        let mut c = KvClient::new(ch.clone());
+        let mut c = KvClient::new(ch.channel());
         let key = pop(&pool);
         Box::pin(async move {
             let Some(key) = key else {
@@ -1021,12 +992,12 @@ fn op_etcd_delete(pool: Pool) -> Op {
 
 /// Puts `n` keys (no lease) with 64 calls in flight (untimed set-up for the delete cells).
 async fn etcd_mint(endpoint: &str, n: usize) -> Vec<String> {
-    let chans = channels(endpoint, 4).await;
+    let chans = channels(endpoint, None, 4).await;
     let out = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let left = Arc::new(AtomicUsize::new(n));
     let mut tasks = Vec::new();
     for w in 0..64 {
-        let mut c = KvClient::new(chans[w % chans.len()].clone());
+        let mut c = KvClient::new(chans[w % chans.len()].channel());
         let (out, left) = (out.clone(), left.clone());
         tasks.push(tokio::spawn(async move {
             while let Ok(i) =
@@ -1073,7 +1044,7 @@ fn need_for(opts: &Opts, ops_per_s: f64) -> usize {
 }
 
 async fn etcd_lease(endpoint: &str) -> i64 {
-    let ch = connect(endpoint).await;
+    let ch = connect(endpoint, None).await.channel();
     LeaseClient::new(ch)
         .lease_grant(LeaseGrantRequest { ttl: 3600, id: 0 })
         .await
@@ -1083,7 +1054,7 @@ async fn etcd_lease(endpoint: &str) -> i64 {
 }
 
 async fn etcd_put_keys(endpoint: &str, prefix: &str, n: usize) -> Vec<Vec<u8>> {
-    let ch = connect(endpoint).await;
+    let ch = connect(endpoint, None).await.channel();
     let mut keys = Vec::with_capacity(n);
     for i in 0..n {
         let key = format!("{prefix}{i:08}").into_bytes();
@@ -1146,10 +1117,15 @@ impl Arrivals {
     }
 }
 
-async fn fanout_tokend(endpoint: &str, b: &Bearer, watchers: usize, rounds: usize) -> FanoutResult {
+async fn fanout_tokend(
+    endpoint: &str,
+    key: &AccessKey,
+    watchers: usize,
+    rounds: usize,
+) -> FanoutResult {
     let setup = Instant::now();
-    let victims = mint(endpoint, b, rounds).await;
-    let chans = channels(endpoint, watchers.div_ceil(WATCHERS_PER_CHANNEL)).await;
+    let victims = mint(endpoint, key, rounds).await;
+    let chans = channels(endpoint, Some(key), watchers.div_ceil(WATCHERS_PER_CHANNEL)).await;
     let arrivals = Arc::new(Arrivals {
         received: AtomicUsize::new(0),
         target: watchers,
@@ -1158,10 +1134,7 @@ async fn fanout_tokend(endpoint: &str, b: &Bearer, watchers: usize, rounds: usiz
     let ready = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(watchers);
     for w in 0..watchers {
-        let mut c = RevocationServiceClient::with_interceptor(
-            chans[w / WATCHERS_PER_CHANNEL].clone(),
-            b.clone(),
-        );
+        let mut c = chans[w / WATCHERS_PER_CHANNEL].revocations();
         let (arrivals, ready) = (arrivals.clone(), ready.clone());
         tasks.push(tokio::spawn(async move {
             // The call returns once the server has subscribed this watcher (response headers).
@@ -1186,8 +1159,7 @@ async fn fanout_tokend(endpoint: &str, b: &Bearer, watchers: usize, rounds: usiz
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let setup = setup.elapsed();
-    let ch = connect(endpoint).await;
-    let mut client = tokens(&ch, b);
+    let mut client = connect(endpoint, Some(key)).await.tokens();
     let (mut times, mut failed) = (Vec::with_capacity(rounds), 0);
     for token in victims {
         arrivals.received.store(0, Ordering::Release);
@@ -1217,7 +1189,7 @@ async fn fanout_etcd(endpoint: &str, watchers: usize, rounds: usize) -> FanoutRe
     let victims = etcd_put_keys(endpoint, &prefix, rounds).await;
     let mut range_end = prefix.clone().into_bytes();
     *range_end.last_mut().expect("non-empty prefix") += 1;
-    let chans = channels(endpoint, watchers.div_ceil(WATCHERS_PER_CHANNEL)).await;
+    let chans = channels(endpoint, None, watchers.div_ceil(WATCHERS_PER_CHANNEL)).await;
     let arrivals = Arc::new(Arrivals {
         received: AtomicUsize::new(0),
         target: watchers,
@@ -1226,7 +1198,7 @@ async fn fanout_etcd(endpoint: &str, watchers: usize, rounds: usize) -> FanoutRe
     let ready = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(watchers);
     for w in 0..watchers {
-        let mut c = WatchClient::new(chans[w / WATCHERS_PER_CHANNEL].clone());
+        let mut c = WatchClient::new(chans[w / WATCHERS_PER_CHANNEL].channel());
         let (arrivals, ready) = (arrivals.clone(), ready.clone());
         let (key, range_end) = (prefix.clone().into_bytes(), range_end.clone());
         tasks.push(tokio::spawn(async move {
@@ -1261,8 +1233,7 @@ async fn fanout_etcd(endpoint: &str, watchers: usize, rounds: usize) -> FanoutRe
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let setup = setup.elapsed();
-    let ch = connect(endpoint).await;
-    let mut kv = KvClient::new(ch);
+    let mut kv = KvClient::new(connect(endpoint, None).await.channel());
     let (mut times, mut failed) = (Vec::with_capacity(rounds), 0);
     for key in victims {
         arrivals.received.store(0, Ordering::Release);
@@ -1421,11 +1392,8 @@ async fn run(opts: Opts) {
         ready.as_secs_f64() * 1000.0
     ));
     let ep = server.endpoint.clone();
-    let ep_t = Target {
-        endpoint: ep.clone(),
-        pid: Some(server.child.id()),
-    };
-    let b = server.bearer();
+    let ep_t = server.target();
+    let key = server.key();
     const MAIN: &str = "Unary calls, empty store";
 
     // etcd's own cells come first so every tokend row can show its ratio.
@@ -1433,6 +1401,7 @@ async fn run(opts: Opts) {
         let etcd_t = Target {
             endpoint: etcd.clone(),
             pid: std::env::var("ETCD_PID").ok().and_then(|p| p.parse().ok()),
+            key: None,
         };
         const ETCD: &str = "etcd 3.4 (same client code)";
         if opts.wants("etcd-health") || opts.wants("floor") {
@@ -1480,12 +1449,12 @@ async fn run(opts: Opts) {
     }
 
     // Set-up through the API: one live token, a device credential, a session handle.
-    let setup_ch = connect(&ep).await;
-    let token = mint(&ep, &b, 1).await.remove(0);
+    let setup = connect(&ep, Some(&key)).await;
+    let token = mint(&ep, &key, 1).await.remove(0);
     if opts.wants("query") {
         let sample = Arc::new(vec![token.clone()]);
         for c in CONCURRENCY {
-            let cell = run_cell(&opts, &ep_t, c, op_query(&b, sample.clone())).await;
+            let cell = run_cell(&opts, &ep_t, c, op_query(sample.clone())).await;
             report.add(MAIN, "QueryToken", c, cell, Peer::Range);
         }
     }
@@ -1493,13 +1462,14 @@ async fn run(opts: Opts) {
     let token_pass = format!("RW|{token}");
     if opts.wants("connect-token") || opts.wants("authenticateconnect") {
         for c in CONCURRENCY {
-            let op = op_connect(&b, token_user.clone(), token_pass.clone());
+            let op = op_connect(token_user.clone(), token_pass.clone());
             let cell = run_cell(&opts, &ep_t, c, op).await;
             report.add(MAIN, "AuthenticateConnect (token)", c, cell, Peer::Range);
         }
     }
     if opts.wants("connect-device") || opts.wants("authenticateconnect") {
-        let cred = DeviceCredentialServiceClient::with_interceptor(setup_ch.clone(), b.clone())
+        let cred = setup
+            .devices()
             .register_device_credential(RegisterDeviceCredentialRequest {
                 instance_id: INSTANCE.into(),
                 client_id: CLIENT_ID.into(),
@@ -1512,7 +1482,7 @@ async fn run(opts: Opts) {
         let user = format!("DeviceCredential|{}|{INSTANCE}", cred.device_access_key_id);
         let pass = mqtt_password(&cred.device_access_key_secret, CLIENT_ID);
         for c in CONCURRENCY {
-            let cell = run_cell(&opts, &ep_t, c, op_connect(&b, user.clone(), pass.clone())).await;
+            let cell = run_cell(&opts, &ep_t, c, op_connect(user.clone(), pass.clone())).await;
             report.add(
                 MAIN,
                 "AuthenticateConnect (device credential)",
@@ -1523,7 +1493,8 @@ async fn run(opts: Opts) {
         }
     }
     if opts.wants("authorize") {
-        let handle = broker(&setup_ch, &b)
+        let handle = setup
+            .broker()
             .authenticate_connect(AuthenticateConnectRequest {
                 client_id: CLIENT_ID.into(),
                 username: token_user.clone(),
@@ -1534,7 +1505,7 @@ async fn run(opts: Opts) {
             .into_inner()
             .session_handle;
         for c in CONCURRENCY {
-            let cell = run_cell(&opts, &ep_t, c, op_authorize(&b, handle.clone())).await;
+            let cell = run_cell(&opts, &ep_t, c, op_authorize(handle.clone())).await;
             report.add(
                 MAIN,
                 "AuthorizeTopic (session handle)",
@@ -1554,6 +1525,7 @@ async fn run(opts: Opts) {
         let rest_t = Target {
             endpoint: ep.clone(),
             pid: Some(server.child.id()),
+            key: None,
         };
         for c in CONCURRENCY {
             let op = op_rest_query(
@@ -1581,7 +1553,7 @@ async fn run(opts: Opts) {
     let mut apply_rate = BTreeMap::new();
     if opts.wants("apply") || opts.wants("revoke") {
         for c in CONCURRENCY {
-            let cell = run_cell(&opts, &ep_t, c, op_apply(&b, Some(pool.clone()))).await;
+            let cell = run_cell(&opts, &ep_t, c, op_apply(Some(pool.clone()))).await;
             apply_rate.insert(c, cell.ops_per_s);
             report.add(MAIN, "ApplyToken (durable)", c, cell, Peer::Put);
         }
@@ -1589,8 +1561,8 @@ async fn run(opts: Opts) {
     if opts.wants("revoke") {
         for c in CONCURRENCY {
             let guess = apply_rate.get(&c).copied().unwrap_or(8_000.0);
-            top_up(&pool, need_for(&opts, guess), |n| mint(&ep, &b, n)).await;
-            let cell = run_cell(&opts, &ep_t, c, op_revoke(&b, pool.clone())).await;
+            top_up(&pool, need_for(&opts, guess), |n| mint(&ep, &key, n)).await;
+            let cell = run_cell(&opts, &ep_t, c, op_revoke(pool.clone())).await;
             report.add(MAIN, "RevokeToken (durable)", c, cell, Peer::Delete);
         }
         let left = pool_len(&pool);
@@ -1622,7 +1594,7 @@ async fn run(opts: Opts) {
                 Some(e) => Some(fanout_etcd(e, n, opts.fanout_rounds).await),
                 None => None,
             };
-            let ours = fanout_tokend(&ep, &b, n, opts.fanout_rounds).await;
+            let ours = fanout_tokend(&ep, &key, n, opts.fanout_rounds).await;
             for (name, r) in [
                 ("mqtt-tokend WatchRevocations", Some(&ours)),
                 ("etcd Watch", etcd.as_ref()),
@@ -1663,12 +1635,7 @@ async fn big(opts: &Opts, report: &mut Report) {
     let (sample, took) = preload(tmp.path(), n).await;
     let size = dir_size(&tmp.path().join("data"));
     let (server, restart) = Tokend::start(tmp.path()).await;
-    let ep = server.endpoint.clone();
-    let ep_t = Target {
-        endpoint: ep.clone(),
-        pid: Some(server.child.id()),
-    };
-    let b = server.bearer();
+    let ep_t = server.target();
     let (rss0, _) = server.rss_mib();
     let sample = Arc::new(sample);
     let section = if n == 1_000_000 {
@@ -1677,7 +1644,7 @@ async fn big(opts: &Opts, report: &mut Report) {
         format!("Unary calls with {n} live tokens")
     };
     for c in CONCURRENCY {
-        let cell = run_cell(opts, &ep_t, c, op_query(&b, sample.clone())).await;
+        let cell = run_cell(opts, &ep_t, c, op_query(sample.clone())).await;
         report.add(
             &section,
             "QueryToken (random live token)",
@@ -1687,7 +1654,7 @@ async fn big(opts: &Opts, report: &mut Report) {
         );
     }
     for c in CONCURRENCY {
-        let cell = run_cell(opts, &ep_t, c, op_apply(&b, None)).await;
+        let cell = run_cell(opts, &ep_t, c, op_apply(None)).await;
         report.add(&section, "ApplyToken (durable)", c, cell, Peer::Put);
     }
     let (rss, hwm) = server.rss_mib();
@@ -1725,10 +1692,9 @@ async fn preload_devices(dir: &Path, n: usize) -> Duration {
     .await
 }
 
-fn op_list(b: &Bearer, page_no: u32, next_token: String) -> Op {
-    let b = b.clone();
+fn op_list(page_no: u32, next_token: String) -> Op {
     Arc::new(move |ch, _| {
-        let mut c = DeviceCredentialServiceClient::with_interceptor(ch.clone(), b.clone());
+        let mut c = ch.devices();
         let req = ListDeviceCredentialClientIdRequest {
             instance_id: INSTANCE.into(),
             group_id: "GID_bench".into(),
@@ -1749,10 +1715,9 @@ fn op_list(b: &Bearer, page_no: u32, next_token: String) -> Op {
     })
 }
 
-fn op_get_device(b: &Bearer, n: usize) -> Op {
-    let b = b.clone();
+fn op_get_device(n: usize) -> Op {
     Arc::new(move |ch, seq| {
-        let mut c = DeviceCredentialServiceClient::with_interceptor(ch.clone(), b.clone());
+        let mut c = ch.devices();
         let i = (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as usize % n;
         let req = GetDeviceCredentialRequest {
             instance_id: INSTANCE.into(),
@@ -1771,17 +1736,14 @@ async fn devices(opts: &Opts, report: &mut Report) {
     let took = preload_devices(tmp.path(), n).await;
     let size = dir_size(&tmp.path().join("data"));
     let (server, restart) = Tokend::start(tmp.path()).await;
-    let ep_t = Target {
-        endpoint: server.endpoint.clone(),
-        pid: Some(server.child.id()),
-    };
-    let b = server.bearer();
+    let ep_t = server.target();
     let section = format!("Device credentials: {n} in one group");
     // A cursor from the middle of the group, fetched once through the API.
     let mid_page = (n / 200).max(1) as u32;
-    let ch = connect(&server.endpoint).await;
+    let client = connect(&server.endpoint, Some(&server.key())).await;
     let t0 = Instant::now();
-    let mid = DeviceCredentialServiceClient::with_interceptor(ch, b.clone())
+    let mid = client
+        .devices()
         .list_device_credential_client_id(ListDeviceCredentialClientIdRequest {
             instance_id: INSTANCE.into(),
             group_id: "GID_bench".into(),
@@ -1795,9 +1757,9 @@ async fn devices(opts: &Opts, report: &mut Report) {
     let deep_page_once = t0.elapsed();
     assert_eq!(mid.total, n as u64);
     for c in [1, 16] {
-        let cell = run_cell(opts, &ep_t, c, op_list(&b, 1, String::new())).await;
+        let cell = run_cell(opts, &ep_t, c, op_list(1, String::new())).await;
         report.add(&section, "List, first page (100)", c, cell, Peer::Range);
-        let cell = run_cell(opts, &ep_t, c, op_list(&b, 1, mid.next_token.clone())).await;
+        let cell = run_cell(opts, &ep_t, c, op_list(1, mid.next_token.clone())).await;
         report.add(
             &section,
             "List, mid-group page by NextToken",
@@ -1806,7 +1768,7 @@ async fn devices(opts: &Opts, report: &mut Report) {
             Peer::Range,
         );
     }
-    let cell = run_cell(opts, &ep_t, 1, op_list(&b, mid_page, String::new())).await;
+    let cell = run_cell(opts, &ep_t, 1, op_list(mid_page, String::new())).await;
     report.add(
         &section,
         &format!(
@@ -1818,7 +1780,7 @@ async fn devices(opts: &Opts, report: &mut Report) {
         Peer::Range,
     );
     for c in CONCURRENCY {
-        let cell = run_cell(opts, &ep_t, c, op_get_device(&b, n)).await;
+        let cell = run_cell(opts, &ep_t, c, op_get_device(n)).await;
         report.add(
             &section,
             "GetDeviceCredential (random device)",

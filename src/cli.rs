@@ -1,10 +1,12 @@
 //! The management subcommands: thin gRPC clients of AccessKeyService (sled is single-process,
 //! so keys are managed through the running server), and offline keyring rotation.
 
-use tonic::{metadata::MetadataValue, transport::Channel, Request};
+use mqtt_tokend_client::{
+    connect, proto::access_key_service_client::AccessKeyServiceClient, AccessKey, AuthChannel,
+    ConnectError,
+};
 
 use crate::{
-    app::RootKeyFile,
     config::{AccessKeyCommand, ClientOptions, KeyringCommand},
     core::{now_ms, Keyring},
     proto,
@@ -29,6 +31,9 @@ pub enum CliError {
         /// The cause.
         source: tonic::transport::Error,
     },
+    /// The client could not be set up.
+    #[error(transparent)]
+    Client(ConnectError),
     /// The server refused the call.
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
@@ -37,50 +42,26 @@ pub enum CliError {
     Keyring(#[from] crate::core::keyring::KeyringError),
 }
 
-async fn client(
-    opts: &ClientOptions,
-) -> Result<
-    (
-        proto::access_key_service_client::AccessKeyServiceClient<Channel>,
-        MetadataValue<tonic::metadata::Ascii>,
-    ),
-    CliError,
-> {
-    let raw = std::fs::read(&opts.root_key_file).map_err(|e| CliError::RootKey {
+/// An AccessKeyService client authenticated with the root key file.
+async fn client(opts: &ClientOptions) -> Result<AccessKeyServiceClient<AuthChannel>, CliError> {
+    let root_key_error = |reason: String| CliError::RootKey {
         path: opts.root_key_file.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let key: RootKeyFile = serde_json::from_slice(&raw).map_err(|e| CliError::RootKey {
-        path: opts.root_key_file.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let bearer = format!("Bearer {}:{}", key.access_key_id, key.access_key_secret)
-        .parse()
-        .map_err(|_| CliError::RootKey {
-            path: opts.root_key_file.display().to_string(),
-            reason: "the key is not ASCII".into(),
-        })?;
+        reason,
+    };
+    let key = AccessKey::from_json_file(&opts.root_key_file)
+        .map_err(|e| root_key_error(e.to_string()))?;
     let addr = format!("http://{}", opts.grpc_addr);
-    let channel = Channel::from_shared(addr.clone())
-        .map_err(|_| CliError::RootKey {
-            path: addr.clone(),
-            reason: "bad address".into(),
-        })?
-        .connect()
-        .await
-        .map_err(|source| CliError::Connect { addr, source })?;
-    Ok((
-        proto::access_key_service_client::AccessKeyServiceClient::new(channel),
-        bearer,
-    ))
-}
-
-fn authed<T>(message: T, bearer: &MetadataValue<tonic::metadata::Ascii>) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.clone());
-    request
+    let client = connect(&addr, Some(&key)).await.map_err(|e| match e {
+        ConnectError::Unreachable { endpoint, source } => CliError::Connect {
+            addr: endpoint,
+            source,
+        },
+        ConnectError::InvalidAccessKey => root_key_error("the key is not ASCII".into()),
+        e @ (ConnectError::NoEndpoint
+        | ConnectError::SeveralEndpoints { .. }
+        | ConnectError::InvalidEndpoint { .. }) => CliError::Client(e),
+    })?;
+    Ok(client.access_keys())
 }
 
 /// Runs an `access-key` subcommand; prints JSON on stdout.
@@ -94,15 +75,12 @@ pub async fn access_key(command: AccessKeyCommand) -> Result<(), CliError> {
             description,
             client: opts,
         } => {
-            let (mut c, bearer) = client(&opts).await?;
-            let r = c
-                .create_access_key(authed(
-                    proto::CreateAccessKeyRequest {
-                        instance_ids: instances,
-                        description,
-                    },
-                    &bearer,
-                ))
+            let r = client(&opts)
+                .await?
+                .create_access_key(proto::CreateAccessKeyRequest {
+                    instance_ids: instances,
+                    description,
+                })
                 .await?
                 .into_inner();
             println!(
@@ -111,9 +89,9 @@ pub async fn access_key(command: AccessKeyCommand) -> Result<(), CliError> {
             );
         }
         AccessKeyCommand::List { client: opts } => {
-            let (mut c, bearer) = client(&opts).await?;
-            let r = c
-                .list_access_keys(authed(proto::ListAccessKeysRequest {}, &bearer))
+            let r = client(&opts)
+                .await?
+                .list_access_keys(proto::ListAccessKeysRequest {})
                 .await?
                 .into_inner();
             let keys: Vec<_> = r
@@ -135,12 +113,10 @@ pub async fn access_key(command: AccessKeyCommand) -> Result<(), CliError> {
             access_key_id,
             client: opts,
         } => {
-            let (mut c, bearer) = client(&opts).await?;
-            c.delete_access_key(authed(
-                proto::DeleteAccessKeyRequest { access_key_id },
-                &bearer,
-            ))
-            .await?;
+            client(&opts)
+                .await?
+                .delete_access_key(proto::DeleteAccessKeyRequest { access_key_id })
+                .await?;
         }
     }
     Ok(())

@@ -12,12 +12,6 @@ pub mod grpc;
 pub mod rest;
 pub mod store;
 
-/// The generated protobuf and gRPC code of `proto/mqtt/token/v1`.
-pub mod proto {
-    #![allow(missing_docs, clippy::all, clippy::pedantic)]
-    tonic::include_proto!("mqtt.token.v1");
-
-    /// The file descriptor set, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("mqtt_token_v1_descriptor");
-}
+/// The generated protobuf and gRPC code of `proto/mqtt/token/v1`, from the client crate (one
+/// codegen for the server and every client).
+pub use mqtt_tokend_client::proto;

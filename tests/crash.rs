@@ -15,11 +15,10 @@ use std::{
 
 use common::{now_ms, read_root_key, Key};
 use mqtt_tokend::proto::{
-    revocation_service_client::RevocationServiceClient, token_service_client::TokenServiceClient,
     watch_revocations_response::Message, ApplyTokenRequest, QueryTokenRequest, RevokeTokenRequest,
     StartMode, WatchRevocationsRequest,
 };
-use tonic::transport::Channel;
+use mqtt_tokend_client::Client;
 
 const INSTANCE: &str = "post-cn-crash";
 
@@ -60,13 +59,11 @@ fn spawn(dir: &std::path::Path, port: u16) -> Child {
         .expect("server binary starts")
 }
 
-async fn connect(port: u16) -> Channel {
+/// A connection without a credential (the root key is read once the server wrote it).
+async fn connect(port: u16) -> Client {
     // The child needs a moment to bind; retry for a bounded time instead of sleeping blindly.
     for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
+        if let Ok(c) = mqtt_tokend_client::connect(&format!("http://127.0.0.1:{port}"), None).await
         {
             return c;
         }
@@ -80,7 +77,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = spawn(dir.path(), port);
-    let channel = connect(port).await;
+    let conn = connect(port).await;
     let root: Key = {
         let path = dir.path().join("data/root-access-key.json");
         for _ in 0..200 {
@@ -91,13 +88,14 @@ async fn acknowledged_writes_survive_sigkill() {
         }
         read_root_key(&path)
     };
+    let client = conn.with_access_key(Some(&root)).unwrap();
 
     let applied = Arc::new(Mutex::new(Vec::<String>::new()));
     let revoked = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
     let attempted = Arc::new(Mutex::new(HashSet::<String>::new()));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..16 {
-        let mut t = TokenServiceClient::with_interceptor(channel.clone(), root.bearer());
+        let mut t = client.tokens();
         let applied = applied.clone();
         let revoked = revoked.clone();
         let attempted = attempted.clone();
@@ -150,8 +148,8 @@ async fn acknowledged_writes_survive_sigkill() {
 
     let port = free_port();
     let mut child = spawn(dir.path(), port);
-    let channel = connect(port).await;
-    let mut t = TokenServiceClient::with_interceptor(channel.clone(), root.bearer());
+    let client = connect(port).await.with_access_key(Some(&root)).unwrap();
+    let mut t = client.tokens();
     let revoked_set: HashSet<&str> = revoked.iter().map(|(t, _)| t.as_str()).collect();
     for token in &applied {
         let valid = t
@@ -171,7 +169,7 @@ async fn acknowledged_writes_survive_sigkill() {
         // A revoke in flight at the kill may or may not have landed: either answer is right.
     }
     // Every acknowledged revision is still on the watch stream, gap-free.
-    let mut w = RevocationServiceClient::with_interceptor(channel, root.bearer());
+    let mut w = client.revocations();
     let mut s = w
         .watch_revocations(WatchRevocationsRequest {
             start_mode: StartMode::Revision as i32,

@@ -7,14 +7,14 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{mpsc as std_mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::{Key, TestServer};
+use common::{free_addr, Key, TestServer};
 use mqtt_tokend::{
     core::broker::mqtt_password,
     proto::{
@@ -67,12 +67,6 @@ fn build_plugin() -> PathBuf {
     let so = profile_dir.join("libmqtt_tokend_mosquitto.so");
     assert!(so.is_file(), "{} missing", so.display());
     so
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
 }
 
 /// A running `mosquitto -c` with the plugin; killed on drop.

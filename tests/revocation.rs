@@ -6,13 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{code_of, now_ms, Authed, Key, TestServer};
+use common::{code_of, now_ms, revoke_one, TestServer};
 use mqtt_tokend::proto::{
     revocation_service_client::RevocationServiceClient, watch_revocations_response::Message,
-    ApplyTokenRequest, RegisterDeviceCredentialRequest, RevocationKind, RevokeTokenRequest,
-    StartMode, TokenAction, UnRegisterDeviceCredentialRequest, WatchRevocationsRequest,
-    WatchRevocationsResponse,
+    RegisterDeviceCredentialRequest, RevocationKind, StartMode, UnRegisterDeviceCredentialRequest,
+    WatchRevocationsRequest, WatchRevocationsResponse,
 };
+use mqtt_tokend_client::AuthChannel;
 use tonic::{Code, Streaming};
 
 const A: &str = "post-cn-a";
@@ -20,7 +20,7 @@ const B: &str = "post-cn-b";
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn watch(
-    c: &mut RevocationServiceClient<Authed>,
+    c: &mut RevocationServiceClient<AuthChannel>,
     mode: StartMode,
     rev: u64,
     instances: &[&str],
@@ -60,34 +60,8 @@ async fn next_event(
     }
 }
 
-/// Mints and revokes one token on `instance`; returns (revision, token).
-async fn revoke_one(ts: &TestServer, key: &Key, instance: &str) -> (u64, String) {
-    let mut t = ts.tokens(key);
-    let token = t
-        .apply_token(ApplyTokenRequest {
-            instance_id: instance.into(),
-            actions: vec![TokenAction::Read as i32],
-            resources: vec!["a".into()],
-            expire_time: now_ms() + 3_600_000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    let rev = t
-        .revoke_token(RevokeTokenRequest {
-            instance_id: instance.into(),
-            token: token.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .revision;
-    (rev, token)
-}
-
 fn fingerprint(token: &str) -> String {
-    mqtt_tokend::core::token::fingerprint(token)
+    mqtt_tokend_client::fingerprint(token)
 }
 
 #[tokio::test]
@@ -188,49 +162,9 @@ async fn snapshot_then_live_with_marker() {
 
 #[tokio::test]
 async fn compaction_gives_out_of_range_with_the_oldest_revision() {
-    let ts = TestServer::start_with(|c| {
-        c.revocation_retention = Duration::ZERO;
-        c.maintenance_interval = Duration::from_millis(50);
-    })
-    .await;
+    let ts = TestServer::start_with(common::compact_at_once).await;
     let root = ts.root.clone();
-    let mut d = ts.devices(&root);
-    for i in 0..3 {
-        let client_id = format!("GID_cmp@@@d{i}");
-        d.register_device_credential(RegisterDeviceCredentialRequest {
-            instance_id: A.into(),
-            client_id: client_id.clone(),
-        })
-        .await
-        .unwrap();
-        d.un_register_device_credential(UnRegisterDeviceCredentialRequest {
-            instance_id: A.into(),
-            client_id,
-        })
-        .await
-        .unwrap();
-    }
-    // A token revocation is retained until the token would have expired (an hour).
-    let (kept, _) = revoke_one(&ts, &root, A).await;
-    assert_eq!(kept, 4);
-    let mut w = ts.revocations(&root);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let err = loop {
-        match w
-            .watch_revocations(WatchRevocationsRequest {
-                start_mode: StartMode::Revision as i32,
-                start_revision: 1,
-                instance_ids: vec![],
-            })
-            .await
-        {
-            Err(e) => break e,
-            Ok(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Ok(_) => panic!("revisions 1..3 were never compacted"),
-        }
-    };
+    let err = common::compacted_log(&ts, &root, A).await;
     assert_eq!(err.code(), Code::OutOfRange);
     assert_eq!(code_of(&err), "RevisionCompacted");
     assert_eq!(
@@ -242,6 +176,7 @@ async fn compaction_gives_out_of_range_with_the_oldest_revision() {
         "4"
     );
     // From the oldest retained revision on, everything is there; snapshot resyncs.
+    let mut w = ts.revocations(&root);
     let mut s = watch(&mut w, StartMode::Revision, 4, &[]).await;
     assert_eq!(next_event(&mut s).await.revision, 4);
     let mut s = watch(&mut w, StartMode::Snapshot, 0, &[]).await;
@@ -328,32 +263,10 @@ async fn slow_watcher_catches_up_while_others_stay_live() {
     let writers = {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..8 {
-            let c = ts.channel.clone();
-            let key = root.clone();
+            let mut t = ts.tokens(&root);
             set.spawn(async move {
-                let mut t =
-                    mqtt_tokend::proto::token_service_client::TokenServiceClient::with_interceptor(
-                        c,
-                        key.bearer(),
-                    );
                 for _ in 0..(n / 8) {
-                    let token = t
-                        .apply_token(ApplyTokenRequest {
-                            instance_id: A.into(),
-                            actions: vec![1],
-                            resources: vec!["a".into()],
-                            expire_time: now_ms() + 3_600_000,
-                        })
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .token;
-                    t.revoke_token(RevokeTokenRequest {
-                        instance_id: A.into(),
-                        token,
-                    })
-                    .await
-                    .unwrap();
+                    common::revoke_with(&mut t, A).await;
                 }
             });
         }
@@ -385,12 +298,15 @@ async fn hundreds_of_watchers_receive_every_event_in_order() {
     let mut streams = vec![];
     for i in 0..watchers {
         // Spread watchers over a few connections, as brokers would.
-        let channel = if i % 3 == 0 {
-            common::connect(ts.server().grpc_addr()).await
+        let client = if i % 3 == 0 {
+            common::connect(ts.server().grpc_addr())
+                .await
+                .with_access_key(Some(&root))
+                .unwrap()
         } else {
-            ts.channel.clone()
+            ts.client(&root)
         };
-        let mut c = RevocationServiceClient::with_interceptor(channel, root.bearer());
+        let mut c = client.revocations();
         streams.push(watch(&mut c, StartMode::Now, 0, &[]).await);
     }
     let readers: Vec<_> = streams

@@ -24,109 +24,13 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{
-    device::check_client_id, now_ms, token::fingerprint, token::TokenState, topic, Caller, Core,
-    Result,
+    device::check_client_id, now_ms, token::fingerprint, token::TokenState, Caller, Core, Result,
 };
 use crate::store::TokenId;
 
-/// How a client authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMode {
-    /// Token mode.
-    Token = 1,
-    /// DeviceCredential mode.
-    DeviceCredential = 2,
-    /// Signature mode.
-    Signature = 3,
-}
-
-/// Why a check was denied. The values are the API's `DenyReason` numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
-    /// Username is not `<Mode>|<KeyId>|<InstanceId>`.
-    MalformedUsername = 1,
-    /// Unknown mode.
-    UnknownMode = 2,
-    /// Password does not have the mode's form.
-    MalformedPassword = 3,
-    /// Client id is not `GroupId@@@DeviceId`.
-    InvalidClientId = 4,
-    /// The access key in the username does not exist.
-    UnknownAccessKey = 5,
-    /// Key or credential not allowed on the instance (or the caller is not).
-    InstanceMismatch = 6,
-    /// Signature or device password does not match.
-    BadSignature = 7,
-    /// Device credential does not exist or belongs to another client id.
-    CredentialNotFound = 8,
-    /// Token garbled, forged, unknown or of another instance.
-    TokenInvalid = 9,
-    /// Token expired.
-    TokenExpired = 10,
-    /// Token revoked.
-    TokenRevoked = 11,
-    /// Password type tag asks for more than the token grants.
-    TokenTypeMismatch = 12,
-    /// Topic not granted for the action.
-    TopicNotGranted = 13,
-    /// Topic not a valid name/filter for the action.
-    InvalidTopic = 14,
-    /// Session handle garbled or forged.
-    InvalidSession = 15,
-}
-
-/// Publish or subscribe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicAction {
-    /// PUBLISH to a topic name.
-    Publish,
-    /// SUBSCRIBE to a topic filter.
-    Subscribe,
-}
-
-/// What an authenticated client may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// How it authenticated.
-    pub mode: AuthMode,
-    /// The instance.
-    pub instance_id: String,
-    /// Filters it may publish to.
-    pub publish: Vec<String>,
-    /// Filters it may subscribe within.
-    pub subscribe: Vec<String>,
-    /// When the grant ends, ms since the Unix epoch; 0 = no expiry.
-    pub expire_time: i64,
-    /// Fingerprints of the tokens used (Token mode).
-    pub token_fingerprints: Vec<String>,
-    /// The access key id or device access key id the grant rests on.
-    pub key_id: String,
-}
-
-impl Grant {
-    /// Whether the grant allows `action` on `topic` (a name for publish, a filter for
-    /// subscribe), with MQTT wildcard semantics.
-    ///
-    /// # Errors
-    /// `InvalidTopic` or `TopicNotGranted`.
-    pub fn check(&self, action: TopicAction, topic_str: &str) -> Result<(), DenyReason> {
-        let granted = match action {
-            TopicAction::Publish => {
-                topic::validate_name(topic_str).map_err(|_| DenyReason::InvalidTopic)?;
-                self.publish.iter().any(|f| topic::matches(f, topic_str))
-            }
-            TopicAction::Subscribe => {
-                topic::validate_filter(topic_str).map_err(|_| DenyReason::InvalidTopic)?;
-                self.subscribe.iter().any(|f| topic::covers(f, topic_str))
-            }
-        };
-        if granted {
-            Ok(())
-        } else {
-            Err(DenyReason::TopicNotGranted)
-        }
-    }
-}
+/// The grant types live in the client crate so a broker decides topics with the very same
+/// code; re-exported here so the core reads as one domain.
+pub use mqtt_tokend_client::grant::{AuthMode, DenyReason, Grant, TopicAction};
 
 /// One AuthorizeTopic question: who (credentials or session handle) wants to do what, where.
 #[derive(Debug, Clone, Copy)]
@@ -143,14 +47,6 @@ pub struct TopicRequest<'a> {
     pub action: TopicAction,
     /// A topic name (publish) or filter (subscribe).
     pub topic: &'a str,
-}
-
-impl Grant {
-    /// Whether a message published on `topic` may be delivered to this client (a broker
-    /// checks deliveries to wildcard subscribers): some subscribe filter matches it.
-    pub fn allows_delivery(&self, topic_str: &str) -> bool {
-        self.subscribe.iter().any(|f| topic::matches(f, topic_str))
-    }
 }
 
 /// The answer to AuthenticateConnect.
@@ -506,33 +402,6 @@ mod tests {
         assert_eq!(
             mqtt_password("DC.testdevicesecret", "GID_Test@@@0001"),
             "X08O5nXs4WWbBRcs+uUBf4a3YqE="
-        );
-    }
-
-    #[test]
-    fn grant_checks_use_mqtt_semantics() {
-        let grant = Grant {
-            mode: AuthMode::Token,
-            instance_id: "i".into(),
-            publish: vec!["a/b".into()],
-            subscribe: vec!["a/#".into()],
-            expire_time: 0,
-            token_fingerprints: vec![],
-            key_id: "k".into(),
-        };
-        assert_eq!(grant.check(TopicAction::Publish, "a/b"), Ok(()));
-        assert_eq!(
-            grant.check(TopicAction::Publish, "a/c"),
-            Err(DenyReason::TopicNotGranted)
-        );
-        assert_eq!(
-            grant.check(TopicAction::Publish, "a/+"),
-            Err(DenyReason::InvalidTopic)
-        );
-        assert_eq!(grant.check(TopicAction::Subscribe, "a/+/c"), Ok(()));
-        assert_eq!(
-            grant.check(TopicAction::Subscribe, "b/#"),
-            Err(DenyReason::TopicNotGranted)
         );
     }
 }

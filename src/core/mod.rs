@@ -18,11 +18,12 @@ pub mod limits;
 pub mod maintenance;
 pub mod revocation;
 pub mod token;
-pub mod topic;
+/// MQTT topic validation and matching, shared with brokers through the client crate.
+pub use mqtt_tokend_client::topic;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 pub use access_key::{AccessKeyInfo, Caller, NewAccessKey};
@@ -36,13 +37,9 @@ pub use token::{Actions, AppliedToken, TokenRequest};
 
 use crate::store::Store;
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch, now (the client crate's, so brokers and the service
+/// read the clock the same way).
+pub use mqtt_tokend_client::now_ms;
 
 /// A new request id: a random (version 4) UUID in Alibaba's upper-case form.
 ///

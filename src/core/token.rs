@@ -9,7 +9,7 @@
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::revocation::Draft;
 use super::{
@@ -103,12 +103,9 @@ fn mac(key: &[u8; 32], instance_id: &str, id: &TokenId) -> HmacSha256 {
     mac
 }
 
-/// The token fingerprint brokers match revocation events with: lowercase hex of the first
-/// 16 bytes of SHA-256 of the token string.
-pub fn fingerprint(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
+/// The token fingerprint brokers match revocation events with, from the client crate so both
+/// sides compute it the same way.
+pub use mqtt_tokend_client::fingerprint;
 
 impl Core {
     fn encode_token(&self, instance_id: &str, id: &TokenId) -> Result<String> {

@@ -1,4 +1,5 @@
-//! BrokerAuthService: AuthenticateConnect and AuthorizeTopic.
+//! BrokerAuthService: AuthenticateConnect and AuthorizeTopic. The Grant and DenyReason wire
+//! codec is the client crate's (`mqtt_tokend_client::convert`), which brokers decode with.
 
 use std::sync::Arc;
 
@@ -6,75 +7,12 @@ use tonic::{Request, Response, Status};
 
 use super::open;
 use crate::{
-    core::{
-        broker::AuthMode, ConnectDecision, Core, DenyReason, Error, Grant, TopicAction,
-        TopicRequest,
-    },
+    core::{ConnectDecision, Core, Error, TopicAction, TopicRequest},
     proto::{self, broker_auth_service_server::BrokerAuthService},
 };
 
 /// The BrokerAuthService implementation.
 pub struct BrokerAuthGrpc(pub(crate) Arc<Core>);
-
-fn mode(m: AuthMode) -> proto::AuthMode {
-    match m {
-        AuthMode::Token => proto::AuthMode::Token,
-        AuthMode::DeviceCredential => proto::AuthMode::DeviceCredential,
-        AuthMode::Signature => proto::AuthMode::Signature,
-    }
-}
-
-fn reason(r: DenyReason) -> proto::DenyReason {
-    match r {
-        DenyReason::MalformedUsername => proto::DenyReason::MalformedUsername,
-        DenyReason::UnknownMode => proto::DenyReason::UnknownMode,
-        DenyReason::MalformedPassword => proto::DenyReason::MalformedPassword,
-        DenyReason::InvalidClientId => proto::DenyReason::InvalidClientId,
-        DenyReason::UnknownAccessKey => proto::DenyReason::UnknownAccessKey,
-        DenyReason::InstanceMismatch => proto::DenyReason::InstanceMismatch,
-        DenyReason::BadSignature => proto::DenyReason::BadSignature,
-        DenyReason::CredentialNotFound => proto::DenyReason::CredentialNotFound,
-        DenyReason::TokenInvalid => proto::DenyReason::TokenInvalid,
-        DenyReason::TokenExpired => proto::DenyReason::TokenExpired,
-        DenyReason::TokenRevoked => proto::DenyReason::TokenRevoked,
-        DenyReason::TokenTypeMismatch => proto::DenyReason::TokenTypeMismatch,
-        DenyReason::TopicNotGranted => proto::DenyReason::TopicNotGranted,
-        DenyReason::InvalidTopic => proto::DenyReason::InvalidTopic,
-        DenyReason::InvalidSession => proto::DenyReason::InvalidSession,
-    }
-}
-
-/// The core grant a BrokerAuthService client received, or None if the mode is unknown.
-/// Brokers use it to decide topic actions with the service's own rules ([`Grant::check`]).
-pub fn grant_from_proto(g: proto::Grant) -> Option<Grant> {
-    let mode = match proto::AuthMode::try_from(g.mode).ok()? {
-        proto::AuthMode::Token => AuthMode::Token,
-        proto::AuthMode::DeviceCredential => AuthMode::DeviceCredential,
-        proto::AuthMode::Signature => AuthMode::Signature,
-        proto::AuthMode::Unspecified => return None,
-    };
-    Some(Grant {
-        mode,
-        instance_id: g.instance_id,
-        publish: g.publish,
-        subscribe: g.subscribe,
-        expire_time: g.expire_time,
-        token_fingerprints: g.token_fingerprints,
-        key_id: g.key_id,
-    })
-}
-
-fn grant(g: Grant) -> proto::Grant {
-    proto::Grant {
-        mode: mode(g.mode) as i32,
-        instance_id: g.instance_id,
-        publish: g.publish,
-        subscribe: g.subscribe,
-        expire_time: g.expire_time,
-        token_fingerprints: g.token_fingerprints,
-        key_id: g.key_id,
-    }
-}
 
 #[tonic::async_trait]
 impl BrokerAuthService for BrokerAuthGrpc {
@@ -94,7 +32,7 @@ impl BrokerAuthService for BrokerAuthGrpc {
             } => proto::AuthenticateConnectResponse {
                 allowed: true,
                 reason: proto::DenyReason::Unspecified as i32,
-                grant: Some(grant(g)),
+                grant: Some(g.into()),
                 session_handle,
                 request_id: ctx.request_id.clone(),
             },
@@ -102,7 +40,7 @@ impl BrokerAuthService for BrokerAuthGrpc {
                 tracing::debug!(request_id = %ctx.request_id, reason = ?r, "CONNECT denied");
                 proto::AuthenticateConnectResponse {
                     allowed: false,
-                    reason: reason(r) as i32,
+                    reason: proto::DenyReason::from(r).into(),
                     grant: None,
                     session_handle: String::new(),
                     request_id: ctx.request_id.clone(),
@@ -147,7 +85,7 @@ impl BrokerAuthService for BrokerAuthGrpc {
             allowed: decision.is_ok(),
             reason: match decision {
                 Ok(()) => proto::DenyReason::Unspecified as i32,
-                Err(r) => reason(r) as i32,
+                Err(r) => proto::DenyReason::from(r).into(),
             },
             request_id: ctx.request_id.clone(),
         }))

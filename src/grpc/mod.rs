@@ -22,8 +22,9 @@ use crate::{
 };
 
 pub use access_key::AccessKeyGrpc;
-pub use broker::{grant_from_proto, BrokerAuthGrpc};
+pub use broker::BrokerAuthGrpc;
 pub use device::DeviceCredentialGrpc;
+pub use mqtt_tokend_client::grant_from_proto;
 pub use revocation::RevocationGrpc;
 pub use token::TokenGrpc;
 

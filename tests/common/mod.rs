@@ -4,55 +4,23 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use mqtt_tokend::{
-    app::{RootKeyFile, Server},
-    config::ServeConfig,
+use mqtt_tokend::{app::Server, config::ServeConfig};
+use mqtt_tokend_client::{
     proto::{
         access_key_service_client::AccessKeyServiceClient,
         broker_auth_service_client::BrokerAuthServiceClient,
         device_credential_service_client::DeviceCredentialServiceClient,
         revocation_service_client::RevocationServiceClient,
-        token_service_client::TokenServiceClient,
+        token_service_client::TokenServiceClient, ApplyTokenRequest,
+        RegisterDeviceCredentialRequest, RevokeTokenRequest, StartMode, TokenAction,
+        UnRegisterDeviceCredentialRequest, WatchRevocationsRequest,
     },
+    AuthChannel, Client,
 };
-use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::interceptor::InterceptedService,
-    transport::Channel,
-    Request, Status,
-};
+use tonic::Status;
 
-/// Adds `authorization: Bearer id:secret` to every call.
-#[derive(Clone)]
-pub struct Bearer(pub Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            request.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type Authed = InterceptedService<Channel, Bearer>;
-
-/// An access key id and secret.
-#[derive(Clone, Debug)]
-pub struct Key {
-    pub id: String,
-    pub secret: String,
-}
-
-impl Key {
-    pub fn bearer(&self) -> Bearer {
-        Bearer(Some(
-            format!("Bearer {}:{}", self.id, self.secret)
-                .parse()
-                .expect("ascii key"),
-        ))
-    }
-}
+/// An access key id and secret (the client crate's).
+pub use mqtt_tokend_client::AccessKey as Key;
 
 /// A running server plus what a test needs to talk to it.
 pub struct TestServer {
@@ -60,7 +28,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub config: ServeConfig,
     pub root: Key,
-    pub channel: Channel,
+    /// A connection without a credential; [`TestServer::client`] adds one.
+    pub conn: Client,
 }
 
 /// Test configuration: no rate limits unless a test sets them.
@@ -87,13 +56,13 @@ impl TestServer {
         tweak(&mut config);
         let server = Server::start(config.clone()).await.expect("server starts");
         let root = read_root_key(&config.root_key_path());
-        let channel = connect(server.grpc_addr()).await;
+        let conn = connect(server.grpc_addr()).await;
         Self {
             server: Some(server),
             dir,
             config,
             root,
-            channel,
+            conn,
         }
     }
 
@@ -109,7 +78,7 @@ impl TestServer {
         let server = Server::start(self.config.clone())
             .await
             .expect("server restarts");
-        self.channel = connect(server.grpc_addr()).await;
+        self.conn = connect(server.grpc_addr()).await;
         self.server = Some(server);
     }
 
@@ -119,28 +88,29 @@ impl TestServer {
         }
     }
 
-    pub fn tokens(&self, key: &Key) -> TokenServiceClient<Authed> {
-        TokenServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    /// The server's connection, authenticating as `key`.
+    pub fn client(&self, key: &Key) -> Client {
+        self.conn.with_access_key(Some(key)).expect("ascii key")
     }
 
-    pub fn tokens_unauthenticated(&self, bearer: Bearer) -> TokenServiceClient<Authed> {
-        TokenServiceClient::with_interceptor(self.channel.clone(), bearer)
+    pub fn tokens(&self, key: &Key) -> TokenServiceClient<AuthChannel> {
+        self.client(key).tokens()
     }
 
-    pub fn access_keys(&self, key: &Key) -> AccessKeyServiceClient<Authed> {
-        AccessKeyServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    pub fn access_keys(&self, key: &Key) -> AccessKeyServiceClient<AuthChannel> {
+        self.client(key).access_keys()
     }
 
-    pub fn devices(&self, key: &Key) -> DeviceCredentialServiceClient<Authed> {
-        DeviceCredentialServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    pub fn devices(&self, key: &Key) -> DeviceCredentialServiceClient<AuthChannel> {
+        self.client(key).devices()
     }
 
-    pub fn broker(&self, key: &Key) -> BrokerAuthServiceClient<Authed> {
-        BrokerAuthServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    pub fn broker(&self, key: &Key) -> BrokerAuthServiceClient<AuthChannel> {
+        self.client(key).broker()
     }
 
-    pub fn revocations(&self, key: &Key) -> RevocationServiceClient<Authed> {
-        RevocationServiceClient::with_interceptor(self.channel.clone(), key.bearer())
+    pub fn revocations(&self, key: &Key) -> RevocationServiceClient<AuthChannel> {
+        self.client(key).revocations()
     }
 
     /// Creates an access key allowed on `instances` with the root key.
@@ -154,10 +124,7 @@ impl TestServer {
             .await
             .expect("create key")
             .into_inner();
-        Key {
-            id: r.access_key_id,
-            secret: r.access_key_secret,
-        }
+        Key::new(r.access_key_id, r.access_key_secret)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -166,20 +133,102 @@ impl TestServer {
 }
 
 pub fn read_root_key(path: &std::path::Path) -> Key {
-    let raw = std::fs::read(path).expect("root key file exists");
-    let key: RootKeyFile = serde_json::from_slice(&raw).expect("root key json");
-    Key {
-        id: key.access_key_id,
-        secret: key.access_key_secret,
-    }
+    Key::from_json_file(path).expect("root key file")
 }
 
-pub async fn connect(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
+/// A loopback address that was free a moment ago, for a server that must keep its address
+/// across restarts.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// A new connection without a credential.
+pub async fn connect(addr: std::net::SocketAddr) -> Client {
+    mqtt_tokend_client::connect(&format!("http://{addr}"), None)
         .await
         .expect("connect")
+}
+
+/// Mints and revokes one token on `instance`; returns (revision, token).
+pub async fn revoke_one(ts: &TestServer, key: &Key, instance: &str) -> (u64, String) {
+    revoke_with(&mut ts.tokens(key), instance).await
+}
+
+/// [`revoke_one`] on a given client (for tasks that own theirs).
+pub async fn revoke_with(t: &mut TokenServiceClient<AuthChannel>, instance: &str) -> (u64, String) {
+    let token = t
+        .apply_token(ApplyTokenRequest {
+            instance_id: instance.into(),
+            actions: vec![TokenAction::Read as i32],
+            resources: vec!["a".into()],
+            expire_time: now_ms() + 3_600_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let rev = t
+        .revoke_token(RevokeTokenRequest {
+            instance_id: instance.into(),
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    (rev, token)
+}
+
+/// Configures a server that compacts revocations without an expiry at once.
+pub fn compact_at_once(config: &mut ServeConfig) {
+    config.revocation_retention = Duration::ZERO;
+    config.maintenance_interval = Duration::from_millis(50);
+}
+
+/// On a fresh server configured with [`compact_at_once`]: writes three device credential
+/// revocations (revisions 1..=3, compacted away) and one token revocation (4, kept until the
+/// token would expire, an hour), then waits until resuming from revision 1 fails and returns
+/// that error.
+pub async fn compacted_log(ts: &TestServer, key: &Key, instance: &str) -> Status {
+    let mut d = ts.devices(key);
+    for i in 0..3 {
+        let client_id = format!("GID_cmp@@@d{i}");
+        d.register_device_credential(RegisterDeviceCredentialRequest {
+            instance_id: instance.into(),
+            client_id: client_id.clone(),
+        })
+        .await
+        .unwrap();
+        d.un_register_device_credential(UnRegisterDeviceCredentialRequest {
+            instance_id: instance.into(),
+            client_id,
+        })
+        .await
+        .unwrap();
+    }
+    let (kept, _) = revoke_one(ts, key, instance).await;
+    assert_eq!(kept, 4);
+    let mut w = ts.revocations(key);
+    // Compaction runs on the maintenance timer and has no signal of its own: poll, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match w
+            .watch_revocations(WatchRevocationsRequest {
+                start_mode: StartMode::Revision as i32,
+                start_revision: 1,
+                instance_ids: vec![],
+            })
+            .await
+        {
+            Err(e) => return e,
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(_) => panic!("revisions 1..3 were never compacted"),
+        }
+    }
 }
 
 /// The Alibaba error code a status carries in its ErrorInfo reason.

@@ -26,37 +26,15 @@ use std::{
     time::Instant,
 };
 
-use mqtt_tokend::proto::{
-    broker_auth_service_client::BrokerAuthServiceClient,
-    revocation_service_client::RevocationServiceClient, AuthenticateConnectRequest,
-};
-use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
+use mqtt_tokend_client::{
+    grant_from_proto, now_ms,
+    proto::{broker_auth_service_client::BrokerAuthServiceClient, AuthenticateConnectRequest},
+    AccessKey, AuthChannel, ClientConfig, ConnectError, FollowerOptions, RevisionFile,
+    RevocationFollower,
 };
 
 pub use config::{Config, OnUnreachable};
 pub use sessions::{Access, Grant, Sessions};
-
-/// Adds `authorization: Bearer <id>:<secret>` to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-/// A channel that authenticates as the plugin's access key.
-pub type Authed = InterceptedService<Channel, Bearer>;
 
 /// Log levels, mapped to `MOSQ_LOG_*` at the boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +97,7 @@ pub enum Verdict {
 pub struct Plugin {
     config: Config,
     runtime: Option<tokio::runtime::Runtime>,
-    broker: BrokerAuthServiceClient<Authed>,
+    broker: BrokerAuthServiceClient<AuthChannel>,
     sessions: Arc<Sessions>,
     logs: Arc<LogQueue>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -138,23 +116,24 @@ impl Plugin {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
-        let endpoint = Endpoint::from_shared(config.service_addr.clone())
-            .map_err(|e| format!("plugin_opt_service_addr: {e}"))?
-            .connect_timeout(config.timeout)
-            .tcp_nodelay(true);
-        let bearer = format!(
-            "Bearer {}:{}",
-            config.access_key_id, config.access_key_secret
-        )
-        .parse::<MetadataValue<Ascii>>()
-        .map_err(|_| "the access key id and secret must be printable ASCII".to_string())?;
-        let channel = {
+        let client = {
+            // The lazy connection's worker task is spawned on the plugin's runtime.
             let _guard = runtime.enter();
-            endpoint.connect_lazy()
-        };
-        let broker =
-            BrokerAuthServiceClient::with_interceptor(channel.clone(), Bearer(bearer.clone()));
-        let revocations = RevocationServiceClient::with_interceptor(channel, Bearer(bearer));
+            ClientConfig::new([config.service_addr.as_str()])
+                .access_key(AccessKey::new(
+                    &config.access_key_id,
+                    &config.access_key_secret,
+                ))
+                .connect_timeout(config.timeout)
+                .connect_lazy()
+        }
+        .map_err(|e| match e {
+            ConnectError::InvalidEndpoint { source, .. } => {
+                format!("plugin_opt_service_addr: {source}")
+            }
+            other => other.to_string(),
+        })?;
+        let broker = client.broker();
         let sessions = Arc::new(Sessions::default());
         let logs = Arc::new(LogQueue::default());
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -172,10 +151,12 @@ impl Plugin {
             }
         });
         let watch = watch::Watch {
-            client: revocations,
+            follower: RevocationFollower::new(
+                &client,
+                config.state_file.clone().map(RevisionFile::new),
+                FollowerOptions::default().instance_ids(config.instance_id.iter()),
+            ),
             sessions: sessions.clone(),
-            state: watch::StateFile(config.state_file.clone()),
-            instance_id: config.instance_id.clone(),
             logs: logs.clone(),
             wake,
         };
@@ -236,7 +217,7 @@ impl Plugin {
         let Some(grant) = response.grant else {
             return Verdict::Deny("service allowed without a grant".into());
         };
-        let Some(grant) = mqtt_tokend::grpc::grant_from_proto(grant) else {
+        let Some(grant) = grant_from_proto(grant) else {
             return Verdict::Deny("service allowed with an unknown mode".into());
         };
         if let Some(instance) = &self.config.instance_id {
@@ -244,13 +225,10 @@ impl Plugin {
                 return Verdict::Deny(format!("instance {} is not served here", grant.instance_id));
             }
         }
-        match self.sessions.insert(
-            client_id,
-            connection,
-            grant,
-            mqtt_tokend::core::now_ms(),
-            Instant::now(),
-        ) {
+        match self
+            .sessions
+            .insert(client_id, connection, grant, now_ms(), Instant::now())
+        {
             Ok(()) => Verdict::Allow,
             Err(refused) => Verdict::Deny(format!("{refused:?}")),
         }
@@ -258,13 +236,8 @@ impl Plugin {
 
     /// Decides a publish, subscribe or delivery from the cached grant.
     pub fn on_acl(&self, client_id: &str, connection: usize, access: Access, topic: &str) -> bool {
-        self.sessions.allows(
-            client_id,
-            connection,
-            access,
-            topic,
-            mqtt_tokend::core::now_ms(),
-        )
+        self.sessions
+            .allows(client_id, connection, access, topic, now_ms())
     }
 
     /// Forgets the grant of a connection that closed.
@@ -274,10 +247,7 @@ impl Plugin {
 
     /// On the broker thread, once per loop: client ids to kick now, and log lines to print.
     pub fn on_tick(&self) -> (Vec<String>, Vec<(Level, String)>) {
-        (
-            self.sessions.take_due(mqtt_tokend::core::now_ms()),
-            self.logs.drain(),
-        )
+        (self.sessions.take_due(now_ms()), self.logs.drain())
     }
 
     /// Stops the watch and the runtime, waiting at most a second.

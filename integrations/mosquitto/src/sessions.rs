@@ -13,19 +13,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mqtt_tokend::{
-    core::{broker::AuthMode, TopicAction},
-    proto::{self, RevocationKind},
-};
+use mqtt_tokend_client::{RevocationEvent, TopicAction};
 
 /// How long a revocation is remembered to catch a CONNECT that raced it.
 pub const RECENT_WINDOW: Duration = Duration::from_secs(60);
 /// Most revocations remembered for that purpose.
 const RECENT_MAX: usize = 10_000;
 
-/// What a client may do, as the service granted it at CONNECT: the service's own type, so the
-/// plugin decides with the service's rules.
-pub use mqtt_tokend::core::Grant;
+/// What a client may do, as the service granted it at CONNECT: the service's own type (from the
+/// client crate), so the plugin decides with the service's rules.
+pub use mqtt_tokend_client::Grant;
 
 /// The kind of access Mosquitto asks about (`MOSQ_ACL_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,55 +58,6 @@ fn strip_shared(filter: &str) -> &str {
         .map_or(filter, |(_, f)| f)
 }
 
-/// One revocation event from the watch stream, in the plugin's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
-    /// What was revoked.
-    pub kind: RevocationKind,
-    /// Its instance; empty = any.
-    pub instance_id: String,
-    /// Token fingerprint, for token revocations.
-    pub fingerprint: String,
-    /// Key id, for device credential and access key events.
-    pub key_id: String,
-}
-
-impl From<&proto::RevocationEvent> for Revocation {
-    fn from(e: &proto::RevocationEvent) -> Self {
-        Self {
-            kind: e.kind(),
-            instance_id: e.instance_id.clone(),
-            fingerprint: e.token_fingerprint.clone(),
-            key_id: e.key_id.clone(),
-        }
-    }
-}
-
-impl Revocation {
-    /// Does this revocation end a session holding `grant`?
-    pub fn hits(&self, grant: &Grant) -> bool {
-        if !self.instance_id.is_empty() && self.instance_id != grant.instance_id {
-            return false;
-        }
-        match self.kind {
-            RevocationKind::TokenRevoked => {
-                !self.fingerprint.is_empty() && grant.token_fingerprints.contains(&self.fingerprint)
-            }
-            RevocationKind::DeviceCredentialRefreshed
-            | RevocationKind::DeviceCredentialUnregistered => {
-                grant.mode == AuthMode::DeviceCredential && grant.key_id == self.key_id
-            }
-            // Token and Signature usernames both name an access key, and the service stops
-            // accepting either once the key is gone.
-            RevocationKind::AccessKeyDeleted => {
-                matches!(grant.mode, AuthMode::Token | AuthMode::Signature)
-                    && grant.key_id == self.key_id
-            }
-            RevocationKind::Unspecified => false,
-        }
-    }
-}
-
 /// Why a grant was not cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -136,7 +84,7 @@ struct Inner {
     expiries: BTreeSet<(i64, u64, String)>,
     /// Sessions to kick on the next broker tick.
     kicks: Vec<(String, u64)>,
-    recent: VecDeque<(Instant, Revocation)>,
+    recent: VecDeque<(Instant, RevocationEvent)>,
     next_generation: u64,
 }
 
@@ -230,7 +178,7 @@ impl Sessions {
 
     /// Applies a revocation: every session it hits is denied from now on and queued for a
     /// kick. Returns how many sessions it hit.
-    pub fn revoke(&self, revocation: Revocation, now: Instant) -> usize {
+    pub fn revoke(&self, revocation: RevocationEvent, now: Instant) -> usize {
         let mut inner = self.lock();
         let mut hit = Vec::new();
         for (client_id, s) in inner.sessions.iter_mut() {
@@ -297,7 +245,7 @@ fn forget_expiry(inner: &mut Inner, client_id: &str, old: &Session) {
     }
 }
 
-fn prune_recent(recent: &mut VecDeque<(Instant, Revocation)>, now: Instant) {
+fn prune_recent(recent: &mut VecDeque<(Instant, RevocationEvent)>, now: Instant) {
     while recent
         .front()
         .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RECENT_WINDOW)
@@ -308,6 +256,8 @@ fn prune_recent(recent: &mut VecDeque<(Instant, Revocation)>, now: Instant) {
 
 #[cfg(test)]
 mod tests {
+    use mqtt_tokend_client::{AuthMode, RevocationKind};
+
     use super::*;
 
     fn token_grant(fp: &str, expire_ms: i64) -> Grant {
@@ -334,13 +284,22 @@ mod tests {
         }
     }
 
-    fn token_revoked(fp: &str) -> Revocation {
-        Revocation {
-            kind: RevocationKind::TokenRevoked,
+    fn revocation(kind: RevocationKind, fingerprint: &str, key_id: &str) -> RevocationEvent {
+        RevocationEvent {
+            revision: 1,
+            kind,
             instance_id: "i".into(),
-            fingerprint: fp.into(),
-            key_id: String::new(),
+            token_fingerprint: fingerprint.into(),
+            client_id: String::new(),
+            key_id: key_id.into(),
+            reason: String::new(),
+            expire_time: 0,
+            revoke_time: 0,
         }
+    }
+
+    fn token_revoked(fp: &str) -> RevocationEvent {
+        revocation(RevocationKind::TokenRevoked, fp, "")
     }
 
     #[test]
@@ -371,12 +330,7 @@ mod tests {
         assert!(!s.allows("c1", 1, Access::Write, "a/b", 0));
         assert!(s.allows("c2", 2, Access::Write, "a/b", 0));
         assert_eq!(s.take_due(0), vec!["c1".to_string()]);
-        let dev = Revocation {
-            kind: RevocationKind::DeviceCredentialRefreshed,
-            instance_id: "i".into(),
-            fingerprint: String::new(),
-            key_id: "DK1".into(),
-        };
+        let dev = revocation(RevocationKind::DeviceCredentialRefreshed, "", "DK1");
         assert_eq!(s.revoke(dev, now), 1);
         assert_eq!(s.take_due(0), vec!["d1".to_string()]);
         assert_eq!(s.len(), 1);
@@ -422,17 +376,5 @@ mod tests {
             s.insert("c", 1, token_grant("f", 1000), 1000, now),
             Err(Refused::Expired)
         );
-    }
-
-    #[test]
-    fn access_key_deletion_hits_token_and_signature_not_devices() {
-        let r = Revocation {
-            kind: RevocationKind::AccessKeyDeleted,
-            instance_id: String::new(),
-            fingerprint: String::new(),
-            key_id: "AK".into(),
-        };
-        assert!(r.hits(&token_grant("f", 0)));
-        assert!(!r.hits(&device_grant("AK")));
     }
 }

@@ -1,0 +1,50 @@
+//! What every program that talks to mqtt-tokend needs, and nothing of the server: the
+//! generated API ([`proto`]: messages, gRPC clients and the server stubs the service
+//! implements), [`connect`] with the access key on every call, the [`RevocationFollower`] a
+//! broker runs, and the domain types a broker decides with ([`Grant`], the [`topic`] matcher,
+//! the token [`fingerprint`]). The service uses these very types, so a broker and the service
+//! agree by construction.
+//!
+//! Children: `client` (connecting), `follower` (the revocation stream), `grant` (grants and
+//! topic decisions), `topic` (MQTT topic validation and matching), `revocation` (the typed
+//! event), `convert` (proto <-> domain).
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod convert;
+pub mod follower;
+pub mod grant;
+pub mod revocation;
+pub mod topic;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use client::{
+    connect, AccessKey, AuthChannel, BearerAuth, Client, ClientConfig, ConnectError, KeyFileError,
+};
+pub use convert::grant_from_proto;
+pub use follower::{
+    FollowItem, FollowerOptions, RevisionFile, RevisionStore, RevocationFollower, SnapshotReason,
+    WatchError,
+};
+pub use grant::{AuthMode, DenyReason, Grant, TopicAction};
+pub use revocation::{fingerprint, RevocationEvent, RevocationKind};
+
+/// The generated protobuf types, gRPC clients and server stubs of `proto/mqtt/token/v1`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("mqtt.token.v1");
+
+    /// The file descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("mqtt_token_v1_descriptor");
+}
+
+/// Milliseconds since the Unix epoch, now: the unit of every time in the API.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,139 @@
+//! Revocations as a broker sees them: the typed event of the watch stream, which grants it
+//! ends, and the token fingerprint both sides match on.
+
+use sha2::{Digest, Sha256};
+
+use crate::grant::{AuthMode, Grant};
+
+/// What was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// RevokeToken.
+    TokenRevoked,
+    /// RefreshDeviceCredential: the old device key id stopped working.
+    DeviceCredentialRefreshed,
+    /// UnRegisterDeviceCredential.
+    DeviceCredentialUnregistered,
+    /// DeleteAccessKey.
+    AccessKeyDeleted,
+    /// A kind this client does not know (a newer server), with its wire number. It ends no
+    /// grant here, and a follower still advances past it so the stream never stalls.
+    Unknown(i32),
+}
+
+/// One revocation from the watch stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// Position in the revocation log; strictly increasing and gap-free over all instances.
+    pub revision: u64,
+    /// What was revoked.
+    pub kind: RevocationKind,
+    /// The instance it belonged to; empty for an access key allowed on every instance.
+    pub instance_id: String,
+    /// For token revocations: the token's [`fingerprint`].
+    pub token_fingerprint: String,
+    /// For device credential events: the client id.
+    pub client_id: String,
+    /// For device credential events the device access key id that stopped working; for an
+    /// access key deletion the access key id.
+    pub key_id: String,
+    /// Why, in words (e.g. "RevokeToken").
+    pub reason: String,
+    /// When the revoked credential would have expired, ms since the Unix epoch; 0 = never.
+    pub expire_time: i64,
+    /// When the revocation was written, ms since the Unix epoch.
+    pub revoke_time: i64,
+}
+
+impl RevocationEvent {
+    /// Whether this revocation ends a session holding `grant`: the token it names was used,
+    /// or the device credential or access key the grant rests on is gone.
+    pub fn hits(&self, grant: &Grant) -> bool {
+        if !self.instance_id.is_empty() && self.instance_id != grant.instance_id {
+            return false;
+        }
+        match self.kind {
+            RevocationKind::TokenRevoked => {
+                !self.token_fingerprint.is_empty()
+                    && grant.token_fingerprints.contains(&self.token_fingerprint)
+            }
+            RevocationKind::DeviceCredentialRefreshed
+            | RevocationKind::DeviceCredentialUnregistered => {
+                grant.mode == AuthMode::DeviceCredential && grant.key_id == self.key_id
+            }
+            // Token and Signature usernames both name an access key, and the service stops
+            // accepting either once the key is gone.
+            RevocationKind::AccessKeyDeleted => {
+                matches!(grant.mode, AuthMode::Token | AuthMode::Signature)
+                    && grant.key_id == self.key_id
+            }
+            RevocationKind::Unknown(_) => false,
+        }
+    }
+}
+
+/// The token fingerprint brokers match revocation events with: lowercase hex of the first
+/// 16 bytes of SHA-256 of the token string, as the client sent it in its password.
+pub fn fingerprint(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(mode: AuthMode, key_id: &str, fingerprints: &[&str]) -> Grant {
+        Grant {
+            mode,
+            instance_id: "i".into(),
+            publish: vec!["#".into()],
+            subscribe: vec!["#".into()],
+            expire_time: 0,
+            token_fingerprints: fingerprints.iter().map(|f| f.to_string()).collect(),
+            key_id: key_id.into(),
+        }
+    }
+
+    fn event(kind: RevocationKind, instance_id: &str, fp: &str, key_id: &str) -> RevocationEvent {
+        RevocationEvent {
+            revision: 1,
+            kind,
+            instance_id: instance_id.into(),
+            token_fingerprint: fp.into(),
+            client_id: String::new(),
+            key_id: key_id.into(),
+            reason: String::new(),
+            expire_time: 0,
+            revoke_time: 0,
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_prefix_hex() {
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad.
+        assert_eq!(fingerprint("abc"), "ba7816bf8f01cfea414140de5dae2223");
+    }
+
+    #[test]
+    fn each_kind_hits_exactly_its_holders() {
+        let token = grant(AuthMode::Token, "AK", &["f1"]);
+        let signature = grant(AuthMode::Signature, "AK", &[]);
+        let device = grant(AuthMode::DeviceCredential, "DK", &[]);
+        let revoked = event(RevocationKind::TokenRevoked, "i", "f1", "");
+        assert!(revoked.hits(&token) && !revoked.hits(&signature) && !revoked.hits(&device));
+        assert!(!event(RevocationKind::TokenRevoked, "i", "", "").hits(&token));
+        assert!(!event(RevocationKind::TokenRevoked, "other", "f1", "").hits(&token));
+        let deleted = event(RevocationKind::AccessKeyDeleted, "", "", "AK");
+        assert!(deleted.hits(&token) && deleted.hits(&signature) && !deleted.hits(&device));
+        for kind in [
+            RevocationKind::DeviceCredentialRefreshed,
+            RevocationKind::DeviceCredentialUnregistered,
+        ] {
+            let e = event(kind, "i", "", "DK");
+            assert!(e.hits(&device) && !e.hits(&token));
+            assert!(!event(kind, "i", "", "AK").hits(&signature));
+        }
+        assert!(!event(RevocationKind::Unknown(9), "", "f1", "AK").hits(&token));
+    }
+}
