@@ -377,11 +377,11 @@ impl Watcher {
             other => other,
         };
         let end = item.is_err();
-        let event = matches!(item, Ok(WatchItem::Event(_)));
-        self.tx.send(item).await.map_err(|_| Stop::Closed)?;
-        if event {
+        if matches!(item, Ok(WatchItem::Event(_))) {
+            // Counted before the hand-off, so a client that has the event sees it counted.
             self.core.metrics.watch_event_sent();
         }
+        self.tx.send(item).await.map_err(|_| Stop::Closed)?;
         if end {
             return Err(Stop::Closed);
         }
