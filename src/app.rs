@@ -405,7 +405,9 @@ impl Server {
         self.core.metrics().tls_reload(result.is_ok());
         match &result {
             Ok(()) => tracing::info!("reloaded the TLS certificates"),
-            Err(e) => tracing::error!(error = %e, "reloading the TLS certificates failed; still serving the previous ones"),
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the TLS certificates failed; still serving the previous ones")
+            }
         }
         result
     }

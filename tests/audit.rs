@@ -55,11 +55,15 @@ fn check(line: &Value, transport: &str, operation: &str, result: &str, target: [
     let request_id = line["request_id"].as_str().unwrap_or_default();
     assert_eq!(request_id.len(), 36, "request id of {line}");
     assert!(
-        line["time"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+        line["time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
         "time of {line}"
     );
     assert!(
-        line["source"].as_str().is_some_and(|s| s.starts_with("127.0.0.1:")),
+        line["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
         "source of {line}"
     );
 }
@@ -156,7 +160,9 @@ async fn every_mutation_and_failed_authentication_leaves_one_line_without_secret
         .await
         .unwrap();
     // Failed authentications: wrong secret, unknown key.
-    let wrong = Bearer(Some(format!("Bearer {}:not-the-secret", key.id).parse().unwrap()));
+    let wrong = Bearer(Some(
+        format!("Bearer {}:not-the-secret", key.id).parse().unwrap(),
+    ));
     ts.tokens_unauthenticated(wrong)
         .query_token(QueryTokenRequest::default())
         .await
@@ -260,23 +266,95 @@ async fn every_mutation_and_failed_authentication_leaves_one_line_without_secret
     let fp = fingerprint(&token);
     let rest_fp = fingerprint(&rest_token);
     let (g, r) = ("grpc", "rest");
-    check(&lines[0], g, "CreateAccessKey", "OK", [INSTANCE, "", "", &key.id]);
+    check(
+        &lines[0],
+        g,
+        "CreateAccessKey",
+        "OK",
+        [INSTANCE, "", "", &key.id],
+    );
     check(&lines[1], g, "ApplyToken", "OK", [INSTANCE, "", &fp, ""]);
     check(&lines[2], g, "RevokeToken", "OK", [INSTANCE, "", &fp, ""]);
     let registered_key = registered.device_access_key_id.as_str();
-    check(&lines[3], g, "RegisterDeviceCredential", "OK", [INSTANCE, CLIENT_ID, "", registered_key]);
-    check(&lines[4], g, "RegisterDeviceCredential", "DeviceCredentialExsit", [INSTANCE, CLIENT_ID, "", ""]);
+    check(
+        &lines[3],
+        g,
+        "RegisterDeviceCredential",
+        "OK",
+        [INSTANCE, CLIENT_ID, "", registered_key],
+    );
+    check(
+        &lines[4],
+        g,
+        "RegisterDeviceCredential",
+        "DeviceCredentialExsit",
+        [INSTANCE, CLIENT_ID, "", ""],
+    );
     let refreshed_key = refreshed.device_access_key_id.as_str();
-    check(&lines[5], g, "RefreshDeviceCredential", "OK", [INSTANCE, CLIENT_ID, "", refreshed_key]);
-    check(&lines[6], g, "UnRegisterDeviceCredential", "OK", [INSTANCE, CLIENT_ID, "", ""]);
-    check(&lines[7], g, "QueryToken", "InvalidAccessKeySecret", ["", "", "", ""]);
-    check(&lines[8], g, "RevokeToken", "InvalidAccessKeyId.NotFound", ["", "", "", ""]);
-    check(&lines[9], r, "ApplyToken", "OK", [INSTANCE, "", &rest_fp, ""]);
+    check(
+        &lines[5],
+        g,
+        "RefreshDeviceCredential",
+        "OK",
+        [INSTANCE, CLIENT_ID, "", refreshed_key],
+    );
+    check(
+        &lines[6],
+        g,
+        "UnRegisterDeviceCredential",
+        "OK",
+        [INSTANCE, CLIENT_ID, "", ""],
+    );
+    check(
+        &lines[7],
+        g,
+        "QueryToken",
+        "InvalidAccessKeySecret",
+        ["", "", "", ""],
+    );
+    check(
+        &lines[8],
+        g,
+        "RevokeToken",
+        "InvalidAccessKeyId.NotFound",
+        ["", "", "", ""],
+    );
+    check(
+        &lines[9],
+        r,
+        "ApplyToken",
+        "OK",
+        [INSTANCE, "", &rest_fp, ""],
+    );
     let rest_key = rest_device["DeviceAccessKeyId"].as_str().unwrap();
-    check(&lines[10], r, "RegisterDeviceCredential", "OK", [INSTANCE, REST_CLIENT_ID, "", rest_key]);
-    check(&lines[11], r, "RevokeToken", "SignatureDoesNotMatch", ["", "", "", ""]);
-    check(&lines[12], r, "RegisterDeviceCredential", "SignatureNonceUsed", ["", "", "", ""]);
-    check(&lines[13], g, "DeleteAccessKey", "OK", ["", "", "", &key.id]);
+    check(
+        &lines[10],
+        r,
+        "RegisterDeviceCredential",
+        "OK",
+        [INSTANCE, REST_CLIENT_ID, "", rest_key],
+    );
+    check(
+        &lines[11],
+        r,
+        "RevokeToken",
+        "SignatureDoesNotMatch",
+        ["", "", "", ""],
+    );
+    check(
+        &lines[12],
+        r,
+        "RegisterDeviceCredential",
+        "SignatureNonceUsed",
+        ["", "", "", ""],
+    );
+    check(
+        &lines[13],
+        g,
+        "DeleteAccessKey",
+        "OK",
+        ["", "", "", &key.id],
+    );
     // Callers: the key that called, or the one presented when authentication failed.
     for (i, caller) in [
         (0, root.id.as_str()),
@@ -301,7 +379,10 @@ async fn every_mutation_and_failed_authentication_leaves_one_line_without_secret
         "not-the-secret",
         "whatever",
     ] {
-        assert!(!log.contains(secret), "the audit log holds a secret or token");
+        assert!(
+            !log.contains(secret),
+            "the audit log holds a secret or token"
+        );
     }
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(audit_path(&ts)).unwrap().permissions(),
@@ -312,8 +393,8 @@ async fn every_mutation_and_failed_authentication_leaves_one_line_without_secret
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_audit_log_fails_the_request() {
     // /dev/full accepts the open and refuses every write (ENOSPC).
-    let ts = TestServer::start_with(|c| c.observe.audit_log = Some("/dev/full".parse().unwrap()))
-        .await;
+    let ts =
+        TestServer::start_with(|c| c.observe.audit_log = Some("/dev/full".parse().unwrap())).await;
     let err = ts
         .tokens(&ts.root)
         .apply_token(ApplyTokenRequest {
@@ -349,7 +430,11 @@ fn keyring_rotation_is_audited() {
         .arg(&log)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = read_lines(&log);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["operation"], "RotateKeyring");

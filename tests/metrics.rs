@@ -67,7 +67,10 @@ impl Scraper {
         })
         .await
         .unwrap();
-        assert!(parsed.status.success(), "the Prometheus parser refused the exposition");
+        assert!(
+            parsed.status.success(),
+            "the Prometheus parser refused the exposition"
+        );
         let json: Value = serde_json::from_slice(&parsed.stdout).expect("parser JSON");
         json.as_array()
             .expect("a list")
@@ -107,7 +110,11 @@ fn requests(samples: &[Sample], transport: &str, operation: &str, code: &str) ->
     value(
         samples,
         "mqtt_tokend_requests_total",
-        &[("transport", transport), ("operation", operation), ("code", code)],
+        &[
+            ("transport", transport),
+            ("operation", operation),
+            ("code", code),
+        ],
     )
 }
 
@@ -162,8 +169,15 @@ async fn metrics_move_by_the_calls_made_and_carry_no_secrets() {
         instance_id: INSTANCE.into(),
         token: tokens[0].clone(),
     };
-    ts.tokens(&key).query_token(query.clone()).await.expect("first query");
-    let refused = ts.tokens(&key).query_token(query.clone()).await.unwrap_err();
+    ts.tokens(&key)
+        .query_token(query.clone())
+        .await
+        .expect("first query");
+    let refused = ts
+        .tokens(&key)
+        .query_token(query.clone())
+        .await
+        .unwrap_err();
     assert_eq!(common::code_of(&refused), "QueryTokenOverFlow");
     let wrong = Bearer(Some(format!("Bearer {}:wrong", key.id).parse().unwrap()));
     ts.tokens_unauthenticated(wrong)
@@ -256,14 +270,23 @@ async fn metrics_move_by_the_calls_made_and_carry_no_secrets() {
         value(&after, "mqtt_tokend_revocation_revision", &[]),
         revision as f64
     );
-    assert_eq!(moved(&|s| value(s, "mqtt_tokend_revocation_revision", &[])), 1.0);
-    assert_eq!(value(&after, "mqtt_tokend_revocation_oldest_revision", &[]), 1.0);
+    assert_eq!(
+        moved(&|s| value(s, "mqtt_tokend_revocation_revision", &[])),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "mqtt_tokend_revocation_oldest_revision", &[]),
+        1.0
+    );
     // Three applied, one revoked: two live; one device; root and `key`.
     assert_eq!(value(&after, "mqtt_tokend_tokens", &[]), 2.0);
     assert_eq!(value(&after, "mqtt_tokend_device_credentials", &[]), 1.0);
     assert_eq!(value(&after, "mqtt_tokend_access_keys", &[]), 2.0);
     assert_eq!(value(&after, "mqtt_tokend_watch_streams", &[]), 1.0);
-    assert_eq!(moved(&|s| value(s, "mqtt_tokend_watch_events_sent_total", &[])), 1.0);
+    assert_eq!(
+        moved(&|s| value(s, "mqtt_tokend_watch_events_sent_total", &[])),
+        1.0
+    );
     // Every durable write (3 applies, 1 register, 1 revoke) waited on a flush.
     assert!(moved(&|s| value(s, "mqtt_tokend_group_commit_batch_size_sum", &[])) >= 5.0);
     assert!(value(&after, "mqtt_tokend_store_size_bytes", &[]) > 0.0);
@@ -288,7 +311,9 @@ async fn metrics_move_by_the_calls_made_and_carry_no_secrets() {
     }
     let Key { id, .. } = key;
     assert!(
-        !after.iter().any(|s| s.labels.iter().any(|(_, v)| v.contains(&id))),
+        !after
+            .iter()
+            .any(|s| s.labels.iter().any(|(_, v)| v.contains(&id))),
         "no access key id in labels either"
     );
 

@@ -32,7 +32,9 @@ async fn start(dir: &tempfile::TempDir, files: &TlsDir, mutual: bool) -> (Server
             .parse()
             .expect("destination"),
     );
-    let server = Server::start(config.clone()).await.expect("TLS server starts");
+    let server = Server::start(config.clone())
+        .await
+        .expect("TLS server starts");
     (server, config)
 }
 
@@ -140,7 +142,10 @@ async fn tls_serves_trusting_clients_and_refuses_plaintext_and_strangers() {
     let root = read_root_key(&config.root_key_path());
     let addr = server.grpc_addr();
 
-    assert!(gets_through(addr, &ca.pem(), None, &root).await, "tonic over TLS");
+    assert!(
+        gets_through(addr, &ca.pem(), None, &root).await,
+        "tonic over TLS"
+    );
     assert!(
         !gets_through(addr, &other.pem(), None, &root).await,
         "a client trusting another CA must be refused"
@@ -151,7 +156,10 @@ async fn tls_serves_trusting_clients_and_refuses_plaintext_and_strangers() {
         .connect()
         .await;
     if let Ok(channel) = plain {
-        assert!(round_trip(channel, &root).await.is_err(), "plaintext call went through");
+        assert!(
+            round_trip(channel, &root).await.is_err(),
+            "plaintext call went through"
+        );
     }
 
     // The source address still reaches the audit line over TLS.
@@ -160,7 +168,9 @@ async fn tls_serves_trusting_clients_and_refuses_plaintext_and_strangers() {
         serde_json::from_str(audit.lines().next().expect("an ApplyToken line")).unwrap();
     assert_eq!(line["operation"], "ApplyToken");
     assert!(
-        line["source"].as_str().is_some_and(|s| s.starts_with("127.0.0.1:")),
+        line["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
         "{line}"
     );
 
@@ -230,7 +240,10 @@ async fn mutual_tls_requires_a_certificate_from_the_client_ca() {
             String::from_utf8_lossy(&ok.stderr)
         );
         let without = grpcurl_query(&grpcurl, addr, &root, &[&files.ca], &["-cacert"]);
-        assert!(!without.status.success(), "grpcurl without a client certificate");
+        assert!(
+            !without.status.success(),
+            "grpcurl without a client certificate"
+        );
     }
 
     // The Python SDK takes the client certificate and key as one PEM file.
@@ -257,6 +270,8 @@ async fn bad_tls_files_stop_the_start_with_a_clear_error() {
     let mut config = test_config(&dir);
     config.tls.tls_cert = Some(files.cert.clone());
     config.tls.tls_key = Some(files.key.clone());
-    let err = Server::start(config).await.expect_err("a bad key must stop the start");
+    let err = Server::start(config)
+        .await
+        .expect_err("a bad key must stop the start");
     assert!(err.to_string().contains("server.key"), "{err}");
 }

@@ -200,7 +200,13 @@ async fn sighup_swaps_the_certificate_for_new_connections_and_keeps_watch_stream
     // The stream opened before the reload is still live and gets the revocation.
     let event = tokio::time::timeout(PATIENCE, async {
         loop {
-            match watch.message().await.expect("stream open").expect("not ended").message {
+            match watch
+                .message()
+                .await
+                .expect("stream open")
+                .expect("not ended")
+                .message
+            {
                 Some(Message::Event(e)) => return e,
                 _ => continue,
             }

@@ -201,7 +201,15 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
         assert_eq!(rfc3339_ms(951_827_696_007), "2000-02-29T12:34:56.007Z");
-        let event = AuditEvent::now("R", "grpc", None, &"é".repeat(40), "ApplyToken", Target::token("i", "t"), "OK");
+        let event = AuditEvent::now(
+            "R",
+            "grpc",
+            None,
+            &"é".repeat(40),
+            "ApplyToken",
+            Target::token("i", "t"),
+            "OK",
+        );
         assert_eq!(event.caller_key_id.len(), 64);
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["instance"], "i");

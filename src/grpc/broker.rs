@@ -149,7 +149,9 @@ impl BrokerAuthService for BrokerAuthGrpc {
                 TopicAction::Publish => "PUBLISH",
                 TopicAction::Subscribe => "SUBSCRIBE",
             };
-            self.0.metrics().topic_denied(action, reason(r).as_str_name());
+            self.0
+                .metrics()
+                .topic_denied(action, reason(r).as_str_name());
         }
         ctx.respond(proto::AuthorizeTopicResponse {
             allowed: decision.is_ok(),

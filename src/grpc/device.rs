@@ -37,7 +37,9 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
             .register_device(&ctx.caller, &req.instance_id, &req.client_id)
             .await
             .map_err(|e| ctx.err(e))?;
-        ctx.audit(Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id));
+        ctx.audit(
+            Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id),
+        );
         ctx.respond(proto::RegisterDeviceCredentialResponse {
             device_credential: Some(to_proto(cred)),
             request_id: ctx.request_id.clone(),
@@ -70,7 +72,9 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
             .refresh_device(&ctx.caller, &req.instance_id, &req.client_id)
             .await
             .map_err(|e| ctx.err(e))?;
-        ctx.audit(Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id));
+        ctx.audit(
+            Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id),
+        );
         ctx.respond(proto::RefreshDeviceCredentialResponse {
             device_credential: Some(to_proto(cred)),
             request_id: ctx.request_id.clone(),

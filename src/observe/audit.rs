@@ -127,7 +127,10 @@ mod tests {
         );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!("-".parse::<AuditDestination>(), Ok(AuditDestination::Stdout));
+        assert_eq!(
+            "-".parse::<AuditDestination>(),
+            Ok(AuditDestination::Stdout)
+        );
         assert!(!AuditLog::default().is_enabled());
         assert!(AuditLog::default().write(&1).is_ok());
     }

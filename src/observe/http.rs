@@ -50,7 +50,11 @@ fn render(core: &Core) -> Result<String, String> {
 
 async fn metrics(State(core): State<Arc<Core>>) -> Response {
     match render(&core) {
-        Ok(body) => ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], body).into_response(),
+        Ok(body) => (
+            [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "rendering metrics failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
@@ -67,7 +71,11 @@ async fn readyz(State(core): State<Arc<Core>>) -> Response {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {
             tracing::debug!(code = %e.code(), "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", e.code())).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {}\n", e.code()),
+            )
+                .into_response()
         }
     }
 }

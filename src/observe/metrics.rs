@@ -212,7 +212,11 @@ impl Metrics {
             "Registered device credentials",
             m.device_credentials.clone(),
         );
-        r.register("access_keys", "Access keys, root included", m.access_keys.clone());
+        r.register(
+            "access_keys",
+            "Access keys, root included",
+            m.access_keys.clone(),
+        );
         r.register(
             "store_size_bytes",
             "Bytes the data directory's database occupies on disk",

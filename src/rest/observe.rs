@@ -127,13 +127,12 @@ impl<'a> RestCall<'a> {
             "RevokeToken" => Target::token(instance, params.get_or_empty("Token")),
             _ => {
                 let target = Target::device(instance, client_id);
-                let key = outcome
-                    .as_ref()
-                    .ok()
-                    .and_then(|f| match f.iter().find(|(k, _)| *k == "DeviceCredential") {
+                let key = outcome.as_ref().ok().and_then(|f| {
+                    match f.iter().find(|(k, _)| *k == "DeviceCredential") {
                         Some((_, Value::Obj(c))) => field(c, "DeviceAccessKeyId"),
                         _ => None,
-                    });
+                    }
+                });
                 match key {
                     Some(key) => target.with_key(key),
                     None => target,
