@@ -8,14 +8,16 @@ use std::{
     time::Duration,
 };
 
+use axum::serve::ListenerExt;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
 
 use crate::{
     config::ServeConfig,
     core::{keyring::write_private_bytes, now_ms, Core, Keyring, RootKey},
-    grpc, proto, rest,
+    grpc, observe, proto, rest,
     store::{SledStore, Store},
+    tls::{ServerTls, TlsIncoming, TlsListener},
 };
 
 /// A failure to start or stop the service.
@@ -62,6 +64,9 @@ pub enum AppError {
     /// A server task panicked or was cancelled.
     #[error("server task: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The TLS files could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
@@ -73,6 +78,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
 pub struct Server {
     grpc_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    tls: Option<Arc<ServerTls>>,
     core: Arc<Core>,
     store: Weak<SledStore>,
     shutdown_tx: Option<oneshot::Sender<()>>,
@@ -178,6 +185,16 @@ impl Server {
     /// The keyring, the store or a listener cannot be opened.
     pub async fn start(config: ServeConfig) -> Result<Self, AppError> {
         private_umask();
+        // Checked first: a typo in a certificate path should not wait for the store to open.
+        let tls = match config.tls.files() {
+            Some(files) => Some(Arc::new(ServerTls::load(files)?)),
+            None => None,
+        };
+        let mut core_config = config.core();
+        if let Some(destination) = &config.observe.audit_log {
+            core_config.audit = observe::AuditLog::open(destination)
+                .map_err(io(format!("opening the audit log {destination:?}")))?;
+        }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(io(format!("creating {}", config.data_dir.display())))?;
         let (keyring, created) = Keyring::load_or_create(&config.keyring, now_ms())?;
@@ -193,7 +210,7 @@ impl Server {
             );
         let weak_store = Arc::downgrade(&store);
         check_keyring(store.as_ref(), &keyring, &config)?;
-        let (core, root) = Core::open(store.clone() as Arc<dyn Store>, keyring, config.core())?;
+        let (core, root) = Core::open(store.clone() as Arc<dyn Store>, keyring, core_config)?;
         drop(store);
         let path = config.root_key_path();
         if let Some(root) = root {
@@ -214,6 +231,7 @@ impl Server {
         let grpc_addr = grpc_listener
             .local_addr()
             .map_err(io("gRPC local address"))?;
+        warn_if_plaintext_exposed("gRPC", grpc_addr, tls.is_some());
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<proto::token_service_server::TokenServiceServer<grpc::TokenGrpc>>()
@@ -240,8 +258,10 @@ impl Server {
         let shutdown = futures_shared(shutdown_rx);
 
         let grpc_shutdown = shutdown.clone();
+        let grpc_tls = tls.clone();
+        let metrics = core.metrics().clone();
         let grpc_task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -252,15 +272,28 @@ impl Server {
                 .add_service(services.access_key)
                 .add_service(services.device)
                 .add_service(services.broker)
-                .add_service(services.revocation)
+                .add_service(services.revocation);
+            match grpc_tls {
+                Some(tls) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            TlsIncoming::new(grpc_listener, tls, metrics),
+                            grpc_shutdown.wait(),
+                        )
+                        .await?
+                }
                 // tonic ignores `tcp_nodelay` for a caller-supplied incoming stream, so set it
                 // on the incoming itself: without it Nagle + delayed ACK add ~40 ms to
                 // responses written in more than one segment.
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                    grpc_shutdown.wait(),
-                )
-                .await?;
+                None => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                            grpc_shutdown.wait(),
+                        )
+                        .await?
+                }
+            }
             Ok(())
         });
         let mut tasks = vec![grpc_task];
@@ -271,16 +304,50 @@ impl Server {
                     .await
                     .map_err(io(format!("binding HTTP on {addr}")))?;
                 let local = listener.local_addr().map_err(io("HTTP local address"))?;
+                warn_if_plaintext_exposed("REST", local, tls.is_some());
                 let router = rest::router(core.clone(), rest::RestConfig::from_serve(&config));
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
                 let http_shutdown = shutdown.clone();
-                tasks.push(tokio::spawn(async move {
-                    axum::serve(
-                        listener,
-                        router.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(http_shutdown.wait())
+                tasks.push(match &tls {
+                    Some(tls) => {
+                        // `tap_io` (a no-op here) is what gives a custom listener axum's
+                        // `ConnectInfo<SocketAddr>`, which the per-IP limit and audit read.
+                        let listener =
+                            TlsListener::new(listener, tls.clone(), core.metrics().clone())
+                                .map_err(io("HTTP local address"))?
+                                .tap_io(|_| {});
+                        tokio::spawn(async move {
+                            axum::serve(listener, service)
+                                .with_graceful_shutdown(http_shutdown.wait())
+                                .await
+                                .map_err(io("HTTP server"))
+                        })
+                    }
+                    None => tokio::spawn(async move {
+                        axum::serve(listener, service)
+                            .with_graceful_shutdown(http_shutdown.wait())
+                            .await
+                            .map_err(io("HTTP server"))
+                    }),
+                });
+                Some(local)
+            }
+            None => None,
+        };
+
+        let metrics_addr = match config.observe.metrics_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
                     .await
-                    .map_err(io("HTTP server"))
+                    .map_err(io(format!("binding metrics on {addr}")))?;
+                let local = listener.local_addr().map_err(io("metrics local address"))?;
+                let router = observe::http::router(core.clone());
+                let metrics_shutdown = shutdown.clone();
+                tasks.push(tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(metrics_shutdown.wait())
+                        .await
+                        .map_err(io("metrics server"))
                 }));
                 Some(local)
             }
@@ -293,10 +360,12 @@ impl Server {
             Ok(())
         }));
 
-        tracing::info!(%grpc_addr, http_addr = ?http_addr, data_dir = %config.data_dir.display(), "serving");
+        tracing::info!(%grpc_addr, http_addr = ?http_addr, metrics_addr = ?metrics_addr, tls = tls.is_some(), mutual_tls = tls.as_ref().is_some_and(|t| t.requires_client_certificates()), data_dir = %config.data_dir.display(), "serving");
         Ok(Self {
             grpc_addr,
             http_addr,
+            metrics_addr,
+            tls,
             core,
             store: weak_store,
             shutdown_tx: Some(shutdown_tx),
@@ -314,6 +383,33 @@ impl Server {
     /// The bound REST address, if REST is on.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The bound address of /metrics, /healthz and /readyz, if on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Re-reads the TLS certificate, key and client CA (what SIGHUP does). New connections
+    /// get the new files; open connections and their watch streams keep going. On failure the
+    /// old configuration stays and the error is logged and returned. Without TLS, a no-op.
+    ///
+    /// # Errors
+    /// A file is missing or malformed, or the key does not match the certificate.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        let Some(tls) = &self.tls else {
+            tracing::info!("no TLS configured; nothing to reload");
+            return Ok(());
+        };
+        let result = tls.reload();
+        self.core.metrics().tls_reload(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("reloaded the TLS certificates"),
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the TLS certificates failed; still serving the previous ones")
+            }
+        }
+        result
     }
 
     /// The core, for in-process benchmarks and tests that need its internals.
@@ -376,6 +472,14 @@ impl Server {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// Plaintext on an address other hosts can reach sends access key secrets and device secrets
+/// in the clear: allowed (a proxy may terminate TLS), but said out loud.
+fn warn_if_plaintext_exposed(listener: &str, addr: SocketAddr, tls: bool) {
+    if !tls && !addr.ip().is_loopback() {
+        tracing::warn!(listener, %addr, "serving plaintext on a non-loopback address: secrets travel unencrypted; set --tls-cert and --tls-key (or terminate TLS in front)");
     }
 }
 

@@ -8,7 +8,11 @@ use mqtt_tokend_client::{
 
 use crate::{
     config::{AccessKeyCommand, ClientOptions, KeyringCommand},
-    core::{now_ms, Keyring},
+    core::{
+        audit::{AuditEvent, Target, ROTATE_KEYRING},
+        now_ms, Keyring,
+    },
+    observe::AuditLog,
     proto,
 };
 
@@ -40,6 +44,9 @@ pub enum CliError {
     /// Keyring rotation failed.
     #[error(transparent)]
     Keyring(#[from] crate::core::keyring::KeyringError),
+    /// The audit log could not be opened or written.
+    #[error("audit log: {0}")]
+    Audit(std::io::Error),
 }
 
 /// An AccessKeyService client authenticated with the root key file.
@@ -128,9 +135,28 @@ pub async fn access_key(command: AccessKeyCommand) -> Result<(), CliError> {
 /// The keyring file cannot be read or written.
 pub fn keyring(command: KeyringCommand) -> Result<(), CliError> {
     match command {
-        KeyringCommand::Rotate { keyring } => {
-            let id = Keyring::rotate(&keyring, now_ms())?;
-            println!("{}", serde_json::json!({"ActiveKeyId": id}));
+        KeyringCommand::Rotate { keyring, audit_log } => {
+            // Opened first: a rotation that cannot be recorded is not made.
+            let audit = match &audit_log {
+                Some(dest) => AuditLog::open(dest).map_err(CliError::Audit)?,
+                None => AuditLog::default(),
+            };
+            let rotated = Keyring::rotate(&keyring, now_ms());
+            let (key_id, result) = match &rotated {
+                Ok(id) => (format!("keyring:{id}"), "OK"),
+                Err(_) => (String::new(), "KeyringError"),
+            };
+            let event = AuditEvent::now(
+                "",
+                "cli",
+                None,
+                "",
+                ROTATE_KEYRING,
+                Target::key(&key_id),
+                result,
+            );
+            audit.write(&event).map_err(CliError::Audit)?;
+            println!("{}", serde_json::json!({"ActiveKeyId": rotated?}));
         }
     }
     Ok(())

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::core::{CoreConfig, RateLimits};
+use crate::{
+    core::{CoreConfig, RateLimits},
+    observe::AuditDestination,
+};
 
 /// Default gRPC listen address.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
@@ -101,6 +104,53 @@ pub struct ServeConfig {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `mqtt_tokend=debug`.
     #[arg(long, env = "MQTT_TOKEND_LOG", default_value = "info")]
     pub log: String,
+    /// TLS and mutual TLS of both listeners.
+    #[command(flatten)]
+    pub tls: TlsOptions,
+    /// Metrics, health and the audit log.
+    #[command(flatten)]
+    pub observe: ObserveOptions,
+}
+
+/// TLS of the gRPC and REST listeners. Without these flags both serve plaintext.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsOptions {
+    /// Server certificate chain (PEM, leaf first) for both listeners; turns TLS on. Re-read,
+    /// with the key and client CA, on SIGHUP.
+    #[arg(long, env = "MQTT_TOKEND_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "MQTT_TOKEND_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM): clients must present a certificate signed by one (mutual TLS).
+    #[arg(long, env = "MQTT_TOKEND_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// The files to load, when TLS is on.
+    pub fn files(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The operations endpoint and the audit log.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ObserveOptions {
+    /// Listen address of /metrics (Prometheus), /healthz and /readyz, plain HTTP; off unless
+    /// set, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "MQTT_TOKEND_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Audit log: a file (created 0600, appended to) or `-` for stdout; off unless set.
+    #[arg(long, env = "MQTT_TOKEND_AUDIT_LOG")]
+    pub audit_log: Option<AuditDestination>,
 }
 
 /// A listen address that can be turned off.
@@ -158,6 +208,8 @@ impl ServeConfig {
             revocation_retention: self.revocation_retention,
             maintenance_interval: self.maintenance_interval,
             watch_buffer: self.watch_buffer,
+            // Opened by the app, which reports a failure to open it.
+            audit: crate::observe::AuditLog::default(),
         }
     }
 
@@ -222,6 +274,9 @@ pub enum KeyringCommand {
         /// The keyring file.
         #[arg(long, env = "MQTT_TOKEND_KEYRING", default_value = DEFAULT_KEYRING)]
         keyring: PathBuf,
+        /// Audit log to record the rotation in (the server's --audit-log).
+        #[arg(long, env = "MQTT_TOKEND_AUDIT_LOG")]
+        audit_log: Option<AuditDestination>,
     },
 }
 

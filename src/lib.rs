@@ -2,15 +2,18 @@
 //! Alibaba Cloud MQTT's token and device-credential APIs.
 //!
 //! Data flows one way: transport ([`grpc`], [`rest`]) -> [`core`] -> [`store`]. [`app`] wires
-//! them together; [`config`] is the command line.
+//! them together; [`config`] is the command line; [`observe`] holds metrics and the audit log,
+//! [`tls`] the certificate handling of both listeners.
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod observe;
 pub mod rest;
 pub mod store;
+pub mod tls;
 
 /// The generated protobuf and gRPC code of `proto/mqtt/token/v1`, from the client crate (one
 /// codegen for the server and every client).

@@ -21,14 +21,19 @@ fn init_tracing(filter: &str) {
         .init();
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; on each SIGHUP reloads the TLS certificates meanwhile.
+async fn wait_for_signal(server: &Server) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.context("waiting for SIGINT"),
+            _ = term.recv() => return Ok(()),
+            // A failed reload is logged and keeps the old certificates: keep serving.
+            _ = hup.recv() => { let _ = server.reload_tls(); }
+        }
     }
-    Ok(())
 }
 
 #[tokio::main]
@@ -39,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
             let server = Server::start(*config)
                 .await
                 .context("starting mqtt-tokend")?;
-            wait_for_signal().await?;
+            wait_for_signal(&server).await?;
             tracing::info!("shutting down");
             server.shutdown().await.context("shutting down")?;
             tracing::info!("stopped");

@@ -167,6 +167,10 @@ impl AccessKeys {
             .remove(id)
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     fn all(&self) -> Vec<Caller> {
         self.by_id
             .read()

@@ -2,12 +2,12 @@
 //! and every writer waiting at the same moment shares that one flush. With fsync at ~0.1 ms and
 //! many concurrent writers this keeps durable writes close to the speed of non-durable ones.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Error, Result};
-use crate::store::Store;
+use crate::{observe::Metrics, store::Store};
 
 type Waiter = oneshot::Sender<std::result::Result<(), String>>;
 
@@ -22,6 +22,7 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the flusher task on the current tokio runtime. It ends when the handle is dropped.
     ///
+    /// Every flush is recorded in `metrics` (batch size, duration, failures).
     /// `applied` is read just before each flush and `flushed` is called with that value once
     /// the flush succeeded: the revocation log uses this to publish exactly the events the
     /// flush made durable, from a task no request cancellation can stop. Waiters are told
@@ -29,6 +30,7 @@ impl GroupCommit {
     /// (the slow-watcher test took 4x longer).
     pub fn start(
         store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
         applied: impl Fn() -> u64 + Send + 'static,
         flushed: impl Fn(u64) + Send + 'static,
     ) -> Self {
@@ -53,12 +55,14 @@ impl GroupCommit {
                 }
                 let store = store.clone();
                 let covered = applied();
+                let started = Instant::now();
                 let result = match tokio::task::spawn_blocking(move || store.flush()).await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(e) => Err(format!("flush task failed: {e}")),
                 };
                 let ok = result.is_ok();
+                metrics.flush(batch.len(), started.elapsed(), ok);
                 for waiter in batch.drain(..) {
                     // A waiter that gave up (its request was cancelled) is fine to skip.
                     let _ = waiter.send(result.clone());

@@ -2,13 +2,14 @@
 //! revocation log. Plain Rust: no tonic, HTTP or sled types cross this boundary, so the gRPC
 //! services and the REST shim call the very same functions and get the very same errors.
 //!
-//! Children: `error` (the one error enum), `keyring` (master keys and derived secrets),
+//! Children: `audit` (what the audit log records), `error` (the one error enum), `keyring` (master keys and derived secrets),
 //! `token` (token format, ApplyToken/QueryToken/RevokeToken), `access_key` (callers and their
 //! permissions), `device` (device credentials), `broker` (CONNECT and topic checks), `topic`
 //! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
 //! `revocation` (the revocation log and its watchers), `maintenance` (background sweeps).
 
 pub mod access_key;
+pub mod audit;
 pub mod broker;
 pub mod device;
 pub mod durability;
@@ -67,6 +68,8 @@ pub struct CoreConfig {
     pub maintenance_interval: Duration,
     /// Events a watcher may fall behind the live broadcast before it catches up from storage.
     pub watch_buffer: usize,
+    /// Where audit lines go (off by default).
+    pub audit: crate::observe::AuditLog,
 }
 
 impl Default for CoreConfig {
@@ -78,6 +81,7 @@ impl Default for CoreConfig {
             revocation_retention: Duration::from_secs(7 * 24 * 3600),
             maintenance_interval: Duration::from_secs(60),
             watch_buffer: 4096,
+            audit: crate::observe::AuditLog::default(),
         }
     }
 }
@@ -96,12 +100,25 @@ pub struct Core {
     writer: Mutex<()>,
     /// Flips to true when the server begins shutting down; watch streams end on it.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Counters and histograms of this server.
+    metrics: Arc<crate::observe::Metrics>,
 }
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Core").finish_non_exhaustive()
     }
+}
+
+/// Record counts, for the metrics gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Tokens issued and not revoked (an expired one counts until the next sweep).
+    pub tokens: u64,
+    /// Registered device credentials.
+    pub device_credentials: u64,
+    /// Access keys, root included.
+    pub access_keys: u64,
 }
 
 /// The root access key, returned by [`Core::open`] when it was just created.
@@ -129,8 +146,10 @@ impl Core {
         let bounds = store.revision_bounds()?;
         let revocations = Arc::new(revocation::RevocationLog::new(bounds, config.watch_buffer));
         let (before, after) = (revocations.clone(), revocations.clone());
+        let metrics = Arc::new(crate::observe::Metrics::new());
         let durability = durability::GroupCommit::start(
             store.clone(),
+            metrics.clone(),
             move || before.last_applied(),
             move |durable| after.publish_up_to(durable),
         );
@@ -144,6 +163,7 @@ impl Core {
             config,
             writer: Mutex::new(()),
             shutdown: tokio::sync::watch::channel(false).0,
+            metrics,
         });
         let root = core.ensure_root_key()?;
         Ok((core, root))
@@ -160,6 +180,37 @@ impl Core {
     /// The store cannot tell.
     pub fn store_size(&self) -> Result<u64> {
         Ok(self.store.size_on_disk()?)
+    }
+
+    /// The metrics this core and its transports record into.
+    pub fn metrics(&self) -> &Arc<crate::observe::Metrics> {
+        &self.metrics
+    }
+
+    /// Record counts for the gauges: live tokens, device credentials and access keys. Read
+    /// from counters the store keeps in step with every write, so this costs no scan.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn counts(&self) -> Result<Counts> {
+        let stored = self.store.counts()?;
+        Ok(Counts {
+            tokens: stored.tokens.saturating_sub(stored.revoked_tokens),
+            device_credentials: stored.device_credentials,
+            access_keys: self.access_keys.len() as u64,
+        })
+    }
+
+    /// Whether the server should get traffic: not shutting down, and the store answers.
+    ///
+    /// # Errors
+    /// `ServiceUnavailable` while shutting down; the store's error when it cannot be read.
+    pub fn ready(&self) -> Result<()> {
+        if *self.shutdown.borrow() {
+            return Err(Error::ServiceUnavailable);
+        }
+        self.store.revision_bounds()?;
+        Ok(())
     }
 
     /// Waits until every write applied so far is durable.

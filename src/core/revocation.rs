@@ -377,6 +377,10 @@ impl Watcher {
             other => other,
         };
         let end = item.is_err();
+        if matches!(item, Ok(WatchItem::Event(_))) {
+            // Counted before the hand-off, so a client that has the event sees it counted.
+            self.core.metrics.watch_event_sent();
+        }
         self.tx.send(item).await.map_err(|_| Stop::Closed)?;
         if end {
             return Err(Stop::Closed);
@@ -394,6 +398,7 @@ impl Watcher {
     /// the snapshot moves it forward instead of failing it (a snapshot is how brokers resync).
     async fn catch_up(&mut self, until: u64, snapshot: bool) -> std::result::Result<(), Stop> {
         let now = now_ms();
+        let _catching_up = (self.next <= until).then(|| self.core.metrics.watch_catching_up());
         while self.next <= until {
             let batch = match self.core.store.revocations(self.next, 512) {
                 Ok(b) => b,
@@ -435,6 +440,7 @@ impl Watcher {
         mut live: broadcast::Receiver<Arc<RevocationRecord>>,
         durable: watch::Receiver<RevisionBounds>,
     ) {
+        let _open = self.core.metrics.watch_stream();
         let _ = self.run_inner(&mut live, &durable).await;
     }
 

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::open;
 use crate::{
-    core::Core,
+    core::{audit::Target, Core},
     proto::{self, access_key_service_server::AccessKeyService},
 };
 
@@ -19,17 +19,20 @@ impl AccessKeyService for AccessKeyGrpc {
         &self,
         request: Request<proto::CreateAccessKeyRequest>,
     ) -> Result<Response<proto::CreateAccessKeyResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "CreateAccessKey")?;
+        let (mut ctx, req) = open(&self.0, request, "CreateAccessKey")?;
+        let instances = req.instance_ids.join(",");
+        ctx.audit(Target::instance(&instances));
         let created = self
             .0
             .create_access_key(&ctx.caller, req.instance_ids, req.description)
             .await
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::CreateAccessKeyResponse {
+        ctx.audit(Target::instance(&instances).with_key(&created.access_key_id));
+        ctx.respond(proto::CreateAccessKeyResponse {
             access_key_id: created.access_key_id,
             access_key_secret: created.access_key_secret,
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 
     async fn list_access_keys(
@@ -41,7 +44,7 @@ impl AccessKeyService for AccessKeyGrpc {
             .0
             .list_access_keys(&ctx.caller)
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::ListAccessKeysResponse {
+        ctx.respond(proto::ListAccessKeysResponse {
             access_keys: keys
                 .into_iter()
                 .map(|k| proto::AccessKey {
@@ -53,20 +56,21 @@ impl AccessKeyService for AccessKeyGrpc {
                 })
                 .collect(),
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 
     async fn delete_access_key(
         &self,
         request: Request<proto::DeleteAccessKeyRequest>,
     ) -> Result<Response<proto::DeleteAccessKeyResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "DeleteAccessKey")?;
+        let (mut ctx, req) = open(&self.0, request, "DeleteAccessKey")?;
+        ctx.audit(Target::key(&req.access_key_id));
         self.0
             .delete_access_key(&ctx.caller, &req.access_key_id)
             .await
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::DeleteAccessKeyResponse {
+        ctx.respond(proto::DeleteAccessKeyResponse {
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 }

@@ -38,6 +38,9 @@ impl BrokerAuthService for BrokerAuthGrpc {
             },
             ConnectDecision::Deny(r) => {
                 tracing::debug!(request_id = %ctx.request_id, reason = ?r, "CONNECT denied");
+                self.0
+                    .metrics()
+                    .connect_denied(proto::DenyReason::from(r).as_str_name());
                 proto::AuthenticateConnectResponse {
                     allowed: false,
                     reason: proto::DenyReason::from(r).into(),
@@ -47,7 +50,7 @@ impl BrokerAuthService for BrokerAuthGrpc {
                 }
             }
         };
-        Ok(ctx.respond(response))
+        ctx.respond(response)
     }
 
     async fn authorize_topic(
@@ -81,13 +84,22 @@ impl BrokerAuthService for BrokerAuthGrpc {
                 },
             )
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::AuthorizeTopicResponse {
+        if let Err(r) = decision {
+            let action = match action {
+                TopicAction::Publish => "PUBLISH",
+                TopicAction::Subscribe => "SUBSCRIBE",
+            };
+            self.0
+                .metrics()
+                .topic_denied(action, proto::DenyReason::from(r).as_str_name());
+        }
+        ctx.respond(proto::AuthorizeTopicResponse {
             allowed: decision.is_ok(),
             reason: match decision {
                 Ok(()) => proto::DenyReason::Unspecified as i32,
                 Err(r) => proto::DenyReason::from(r).into(),
             },
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 }

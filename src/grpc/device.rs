@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::open;
 use crate::{
-    core::{Core, DeviceCredential},
+    core::{audit::Target, Core, DeviceCredential},
     proto::{self, device_credential_service_server::DeviceCredentialService},
 };
 
@@ -30,16 +30,20 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
         &self,
         request: Request<proto::RegisterDeviceCredentialRequest>,
     ) -> Result<Response<proto::RegisterDeviceCredentialResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "RegisterDeviceCredential")?;
+        let (mut ctx, req) = open(&self.0, request, "RegisterDeviceCredential")?;
+        ctx.audit(Target::device(&req.instance_id, &req.client_id));
         let cred = self
             .0
             .register_device(&ctx.caller, &req.instance_id, &req.client_id)
             .await
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::RegisterDeviceCredentialResponse {
+        ctx.audit(
+            Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id),
+        );
+        ctx.respond(proto::RegisterDeviceCredentialResponse {
             device_credential: Some(to_proto(cred)),
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 
     async fn get_device_credential(
@@ -51,40 +55,45 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
             .0
             .get_device(&ctx.caller, &req.instance_id, &req.client_id)
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::GetDeviceCredentialResponse {
+        ctx.respond(proto::GetDeviceCredentialResponse {
             device_credential: Some(to_proto(cred)),
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 
     async fn refresh_device_credential(
         &self,
         request: Request<proto::RefreshDeviceCredentialRequest>,
     ) -> Result<Response<proto::RefreshDeviceCredentialResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "RefreshDeviceCredential")?;
+        let (mut ctx, req) = open(&self.0, request, "RefreshDeviceCredential")?;
+        ctx.audit(Target::device(&req.instance_id, &req.client_id));
         let cred = self
             .0
             .refresh_device(&ctx.caller, &req.instance_id, &req.client_id)
             .await
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::RefreshDeviceCredentialResponse {
+        ctx.audit(
+            Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id),
+        );
+        ctx.respond(proto::RefreshDeviceCredentialResponse {
             device_credential: Some(to_proto(cred)),
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 
     async fn un_register_device_credential(
         &self,
         request: Request<proto::UnRegisterDeviceCredentialRequest>,
     ) -> Result<Response<proto::UnRegisterDeviceCredentialResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "UnRegisterDeviceCredential")?;
+        let (mut ctx, req) = open(&self.0, request, "UnRegisterDeviceCredential")?;
+        ctx.audit(Target::device(&req.instance_id, &req.client_id));
         self.0
             .unregister_device(&ctx.caller, &req.instance_id, &req.client_id)
             .await
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::UnRegisterDeviceCredentialResponse {
+        ctx.respond(proto::UnRegisterDeviceCredentialResponse {
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 
     async fn list_device_credential_client_id(
@@ -103,13 +112,13 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
                 &req.next_token,
             )
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::ListDeviceCredentialClientIdResponse {
+        ctx.respond(proto::ListDeviceCredentialClientIdResponse {
             client_id_list: page.client_ids,
             next_token: page.next_token,
             page_no: page.page_no,
             page_size: page.page_size,
             total: page.total,
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 }

@@ -2,12 +2,16 @@
 //! call the core and convert back. Every response carries a `request_id` field and an
 //! `x-request-id` metadata entry; every error goes through [`status::to_status`].
 //!
-//! Children: `status` (error mapping), `token`, `access_key`, `device`, `broker`,
-//! `revocation` (one file per service).
+//! Calls are counted, timed and (when they change state or fail authentication) audited in
+//! one place, [`Ctx`]: `open` starts a call, `respond` and `err` finish it.
+//!
+//! Children: `status` (error mapping), `observe` (metrics and audit of a call), `token`,
+//! `access_key`, `device`, `broker`, `revocation` (one file per service).
 
 mod access_key;
 mod broker;
 mod device;
+mod observe;
 mod revocation;
 pub mod status;
 mod token;
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 
 use crate::{
-    core::{new_request_id, Caller, Core, Error},
+    core::{audit::Target, new_request_id, Caller, Core, Error},
     proto,
 };
 
@@ -34,20 +38,26 @@ pub const MAX_TOKEN_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Largest request of every other service, in bytes: their fields are short identifiers.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// Per-request context: the id and the authenticated caller.
-pub(crate) struct Ctx {
+/// Per-request context: the id, the authenticated caller, and what the audit log will say the
+/// call acted on.
+pub(crate) struct Ctx<'a> {
     pub request_id: String,
     pub caller: Caller,
+    core: &'a Core,
+    call: observe::Call,
+    target: Target,
 }
 
-impl Ctx {
+impl<'a> Ctx<'a> {
     /// Authenticates `authorization: Bearer <AccessKeyId>:<AccessKeySecret>`.
-    pub(crate) fn new(
-        core: &Core,
+    fn new(
+        core: &'a Core,
         metadata: &MetadataMap,
+        source: Option<std::net::SocketAddr>,
         rpc: &'static str,
     ) -> Result<Self, Status> {
         let request_id = new_request_id();
+        let call = observe::Call::start(rpc, source);
         match authenticate(core, metadata) {
             Ok(caller) => {
                 tracing::debug!(
@@ -56,30 +66,61 @@ impl Ctx {
                     access_key_id = caller.access_key_id(),
                     "request"
                 );
-                Ok(Self { request_id, caller })
+                Ok(Self {
+                    request_id,
+                    caller,
+                    core,
+                    call,
+                    target: Target::default(),
+                })
             }
             Err(e) => {
                 tracing::info!(request_id, rpc, code = %e.code(), "authentication failed");
+                let e = call.auth_failed(core, &request_id, metadata, e);
                 Err(status::to_status(&e, &request_id))
             }
         }
     }
 
-    /// Maps a core error for this request.
+    /// Says what a mutating call acts on, for its audit line (set again as more is known,
+    /// e.g. the token once it is minted).
+    pub(crate) fn audit(&mut self, target: Target) {
+        self.target = target;
+    }
+
+    fn finish(&self, outcome: Result<(), Error>) -> Result<(), Error> {
+        self.call.finish(
+            self.core,
+            &self.request_id,
+            self.caller.access_key_id(),
+            &self.target,
+            outcome,
+        )
+    }
+
+    /// Finishes the call with a core error: audited and counted, then mapped.
     pub(crate) fn err(&self, e: Error) -> Status {
         if !matches!(e, Error::Internal(_)) {
             tracing::debug!(request_id = %self.request_id, code = %e.code(), "request failed");
         }
+        let e = self.finish(Err(e)).err().unwrap_or_else(|| {
+            // `finish` returns the error it was given, or the audit failure in its place.
+            Error::internal("call finished without its error")
+        });
         status::to_status(&e, &self.request_id)
     }
 
-    /// Wraps a response message with the `x-request-id` metadata.
-    pub(crate) fn respond<T>(&self, message: T) -> Response<T> {
+    /// Finishes the call with a response (audited and counted first), adding the
+    /// `x-request-id` metadata.
+    pub(crate) fn respond<T>(&self, message: T) -> Result<Response<T>, Status> {
+        if let Err(e) = self.finish(Ok(())) {
+            return Err(status::to_status(&e, &self.request_id));
+        }
         let mut response = Response::new(message);
         if let Ok(v) = self.request_id.parse() {
             response.metadata_mut().insert("x-request-id", v);
         }
-        response
+        Ok(response)
     }
 }
 
@@ -149,12 +190,12 @@ impl Services {
     }
 }
 
-/// Takes the message out of a request after authenticating it.
-pub(crate) fn open<T>(
-    core: &Core,
+/// Takes the message out of a request after authenticating it; starts the call's clock.
+pub(crate) fn open<'a, T>(
+    core: &'a Core,
     request: Request<T>,
     rpc: &'static str,
-) -> Result<(Ctx, T), Status> {
-    let ctx = Ctx::new(core, request.metadata(), rpc)?;
+) -> Result<(Ctx<'a>, T), Status> {
+    let ctx = Ctx::new(core, request.metadata(), request.remote_addr(), rpc)?;
     Ok((ctx, request.into_inner()))
 }

@@ -74,6 +74,6 @@ impl RevocationService for RevocationGrpc {
                 message: Some(message),
             })
         });
-        Ok(ctx.respond(Box::pin(stream) as WatchStream))
+        ctx.respond(Box::pin(stream) as WatchStream)
     }
 }

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::open;
 use crate::{
-    core::{Actions, Core, Error, Field, TokenRequest},
+    core::{audit::Target, Actions, Core, Error, Field, TokenRequest},
     proto::{self, token_service_server::TokenService, TokenAction},
 };
 
@@ -36,7 +36,9 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<proto::ApplyTokenRequest>,
     ) -> Result<Response<proto::ApplyTokenResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "ApplyToken")?;
+        let (mut ctx, req) = open(&self.0, request, "ApplyToken")?;
+        ctx.audit(Target::instance(&req.instance_id));
+        let instance_id = req.instance_id.clone();
         let actions = actions(&req.actions).map_err(|e| ctx.err(e))?;
         let applied = self
             .0
@@ -51,11 +53,12 @@ impl TokenService for TokenGrpc {
             )
             .await
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::ApplyTokenResponse {
+        ctx.audit(Target::token(&instance_id, &applied.token));
+        ctx.respond(proto::ApplyTokenResponse {
             token: applied.token,
             request_id: ctx.request_id.clone(),
             expire_time: applied.expire_time,
-        }))
+        })
     }
 
     async fn query_token(
@@ -67,25 +70,26 @@ impl TokenService for TokenGrpc {
             .0
             .query_token(&ctx.caller, &req.instance_id, &req.token)
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::QueryTokenResponse {
+        ctx.respond(proto::QueryTokenResponse {
             token_status: status,
             request_id: ctx.request_id.clone(),
-        }))
+        })
     }
 
     async fn revoke_token(
         &self,
         request: Request<proto::RevokeTokenRequest>,
     ) -> Result<Response<proto::RevokeTokenResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "RevokeToken")?;
+        let (mut ctx, req) = open(&self.0, request, "RevokeToken")?;
+        ctx.audit(Target::token(&req.instance_id, &req.token));
         let revision = self
             .0
             .revoke_token(&ctx.caller, &req.instance_id, &req.token)
             .await
             .map_err(|e| ctx.err(e))?;
-        Ok(ctx.respond(proto::RevokeTokenResponse {
+        ctx.respond(proto::RevokeTokenResponse {
             request_id: ctx.request_id.clone(),
             revision,
-        }))
+        })
     }
 }

@@ -6,12 +6,13 @@
 //! Children: `params` (query and form parameters), `auth` (V1/V3 verification, timestamp
 //! window, nonce replay cache), `signature` (the signature arithmetic), `actions` (the eight
 //! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses), `limit` (the
-//! per-source-IP limit).
+//! per-source-IP limit), `observe` (metrics and audit of a request, hooked in `handle`).
 
 mod actions;
 mod auth;
 mod envelope;
 mod limit;
+mod observe;
 mod params;
 pub mod signature;
 
@@ -20,7 +21,7 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request, State},
-    http::{header, HeaderMap, Method},
+    http::{header, HeaderMap, HeaderName, Method},
     response::Response,
     routing::any,
 };
@@ -94,7 +95,12 @@ async fn not_found(headers: HeaderMap, request: Request) -> Response {
 async fn handle(State(state): State<Arc<RestState>>, request: Request) -> Response {
     let request_id = new_request_id();
     let span = tracing::info_span!("rest", request_id = %request_id);
-    async move {
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    let call = observe::RestCall::start(&state.core, &request_id, source);
+    async {
         let (parts, body) = request.into_parts();
         let mut params = Params::from_query(parts.uri.query());
         let mut format = Format::choose(
@@ -104,10 +110,12 @@ async fn handle(State(state): State<Arc<RestState>>, request: Request) -> Respon
         let host = host_id(&parts.headers);
         let fail = |err: RestError, format: Format| {
             log_failure(&err);
+            call.record(Some(&err));
             envelope::error(&err, &request_id, &host, format)
         };
+        call.set_action(params.get("Action"));
 
-        if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        if let Some(addr) = source {
             if let Err(retry_after_ms) = state.ip_limit.check(addr.ip()) {
                 return fail(RestError::Throttling { retry_after_ms }, format);
             }
@@ -124,6 +132,10 @@ async fn handle(State(state): State<Arc<RestState>>, request: Request) -> Respon
             params.get("Format"),
             header_str(&parts.headers, header::ACCEPT),
         );
+        call.set_action(
+            header_str(&parts.headers, HeaderName::from_static("x-acs-action"))
+                .or(params.get("Action")),
+        );
 
         let req = auth::RequestParts {
             method: parts.method.as_str(),
@@ -134,16 +146,24 @@ async fn handle(State(state): State<Arc<RestState>>, request: Request) -> Respon
         };
         let authed = match state.auth.authenticate(&state.core, &req, now_ms()) {
             Ok(a) => a,
-            Err(e) => return fail(e, format),
+            Err(e) => {
+                let authorization = header_str(&parts.headers, header::AUTHORIZATION);
+                return fail(call.auth_failed(e, authorization, &params), format);
+            }
         };
+        call.set_action(Some(&authed.action));
         tracing::debug!(
             action = %authed.action,
             access_key_id = authed.caller.access_key_id(),
             scheme = authed.scheme.as_str(),
             "request"
         );
-        match actions::dispatch(&state.core, &authed.caller, &authed.action, &params).await {
-            Ok(fields) => envelope::success(&authed.action, &request_id, format, fields),
+        let outcome = actions::dispatch(&state.core, &authed.caller, &authed.action, &params).await;
+        match call.audit_action(&authed.caller, &authed.action, &params, outcome) {
+            Ok(fields) => {
+                call.record(None);
+                envelope::success(&authed.action, &request_id, format, fields)
+            }
             Err(e) => fail(e, format),
         }
     }

@@ -39,6 +39,17 @@ pub struct RevisionBounds {
     pub last: u64,
 }
 
+/// Record counts the store keeps in step with its writes, so reading them costs no scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreCounts {
+    /// Token records stored (issued and not yet swept after expiry), revoked ones included.
+    pub tokens: u64,
+    /// Of those, the revoked ones.
+    pub revoked_tokens: u64,
+    /// Device credentials, across every instance.
+    pub device_credentials: u64,
+}
+
 /// One write inside an atomic [`Store::apply`] batch.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -110,4 +121,6 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> StoreResult<()>;
     /// Bytes the store occupies on disk.
     fn size_on_disk(&self) -> StoreResult<u64>;
+    /// The record counts, without a scan.
+    fn counts(&self) -> StoreResult<StoreCounts>;
 }

@@ -9,22 +9,31 @@
 //! - `c/<instance>` -> u64 be (credentials in the instance); `g/<instance>\0<group>` -> u64 be
 //! - `r/<revision:be8>` -> RevocationRecord; `m/last_rev`, `m/oldest_rev` -> u64 be
 //! - `m/x/<name>` -> bytes: named metadata (keyring check values)
+//! - `m/n_tokens`, `m/n_revoked`, `m/n_devices` -> u64 be: record counts for the metrics,
+//!   kept in the same batches as the records (counted once on first open if missing)
 
-use std::path::Path;
+use std::{path::Path, sync::Mutex};
 
 use prost::Message;
 
 use super::{
-    AccessKeyRecord, DeviceRecord, Op, RevisionBounds, RevocationRecord, Store, StoreError,
-    StoreResult, TokenId, TokenRecord,
+    AccessKeyRecord, DeviceRecord, Op, RevisionBounds, RevocationRecord, Store, StoreCounts,
+    StoreError, StoreResult, TokenId, TokenRecord,
 };
 
 const LAST_REV: &[u8] = b"m/last_rev";
 const OLDEST_REV: &[u8] = b"m/oldest_rev";
+const N_TOKENS: &[u8] = b"m/n_tokens";
+const N_REVOKED: &[u8] = b"m/n_revoked";
+const N_DEVICES: &[u8] = b"m/n_devices";
 
 /// A [`Store`] on a sled database in one directory.
 pub struct SledStore {
     db: sled::Db,
+    /// Serializes `apply`, so counters read and written inside a batch never race. ApplyToken
+    /// writes without the core's writer lock; sled's `apply_batch` already takes a global
+    /// write lock, so this adds no contention beyond a counter read.
+    write: Mutex<()>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -123,7 +132,14 @@ impl SledStore {
         let mut attempts = 0;
         loop {
             match config.open() {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => {
+                    let store = Self {
+                        db,
+                        write: Mutex::new(()),
+                    };
+                    store.count_if_uncounted()?;
+                    return Ok(store);
+                }
                 // sled reports the lock failure as an `Other` I/O error with this text.
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock") && attempts < 100 =>
@@ -136,6 +152,39 @@ impl SledStore {
         }
     }
 
+    /// Counts the records once for a database written before the counters existed.
+    fn count_if_uncounted(&self) -> StoreResult<()> {
+        if self.db.contains_key(N_TOKENS)? {
+            return Ok(());
+        }
+        let (mut tokens, mut revoked, mut devices) = (0u64, 0u64, 0u64);
+        for item in self.db.scan_prefix(b"t/") {
+            let (key, value) = item?;
+            tokens += 1;
+            if decode::<TokenRecord>(&key, &value)?.revoke_ms != 0 {
+                revoked += 1;
+            }
+        }
+        for item in self.db.scan_prefix(b"c/") {
+            let (key, value) = item?;
+            devices += read_u64(&key, &value)?;
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(N_TOKENS, &tokens.to_be_bytes());
+        batch.insert(N_REVOKED, &revoked.to_be_bytes());
+        batch.insert(N_DEVICES, &devices.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Whether the stored token `id` exists and is revoked: (exists, revoked).
+    fn token_state(&self, id: &TokenId) -> StoreResult<(bool, bool)> {
+        Ok(match self.token(id)? {
+            Some(rec) => (true, rec.revoke_ms != 0),
+            None => (false, false),
+        })
+    }
+
     fn get_u64(&self, key: &[u8]) -> StoreResult<u64> {
         match self.db.get(key)? {
             Some(v) => read_u64(key, &v),
@@ -143,8 +192,8 @@ impl SledStore {
         }
     }
 
-    /// Adds `delta` to a counter inside `batch`, reading the current value; the core
-    /// serializes callers, and `pending` carries counters already changed earlier in the batch.
+    /// Adds `delta` to a counter inside `batch`, reading the current value; `apply` holds
+    /// the write lock, and `pending` carries counters already changed earlier in the batch.
     fn bump(
         &self,
         batch: &mut sled::Batch,
@@ -279,15 +328,31 @@ impl Store for SledStore {
     }
 
     fn apply(&self, ops: Vec<Op>) -> StoreResult<()> {
+        let _write = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
         let mut counters = Vec::new();
         for op in ops {
             match op {
                 Op::PutToken(id, rec) => {
+                    let (existed, was_revoked) = self.token_state(&id)?;
+                    if !existed {
+                        self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), 1)?;
+                    }
+                    let revoked = i64::from(rec.revoke_ms != 0) - i64::from(was_revoked);
+                    if revoked != 0 {
+                        self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), revoked)?;
+                    }
                     batch.insert(expiry_key(rec.expire_ms, &id), &[]);
                     batch.insert(token_key(&id), rec.encode_to_vec());
                 }
                 Op::DeleteToken(id, expire_ms) => {
+                    let (existed, was_revoked) = self.token_state(&id)?;
+                    if existed {
+                        self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), -1)?;
+                    }
+                    if was_revoked {
+                        self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), -1)?;
+                    }
                     batch.remove(expiry_key(expire_ms, &id));
                     batch.remove(token_key(&id));
                 }
@@ -300,6 +365,7 @@ impl Store for SledStore {
                     match replaces {
                         Some(old) => batch.remove(device_index_key(&old)),
                         None => {
+                            self.bump(&mut batch, &mut counters, N_DEVICES.to_vec(), 1)?;
                             self.bump(
                                 &mut batch,
                                 &mut counters,
@@ -320,6 +386,7 @@ impl Store for SledStore {
                 Op::DeleteDevice(record) => {
                     batch.remove(device_key(&record.instance_id, &record.client_id));
                     batch.remove(device_index_key(&record.device_key_id));
+                    self.bump(&mut batch, &mut counters, N_DEVICES.to_vec(), -1)?;
                     self.bump(
                         &mut batch,
                         &mut counters,
@@ -362,5 +429,13 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> StoreResult<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    fn counts(&self) -> StoreResult<StoreCounts> {
+        Ok(StoreCounts {
+            tokens: self.get_u64(N_TOKENS)?,
+            revoked_tokens: self.get_u64(N_REVOKED)?,
+            device_credentials: self.get_u64(N_DEVICES)?,
+        })
     }
 }

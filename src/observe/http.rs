@@ -1,0 +1,81 @@
+//! The operations endpoint: `/metrics` (Prometheus text format), `/healthz` (the process
+//! answers) and `/readyz` (serving, not shutting down, and the store answers). Plain HTTP:
+//! nothing here is secret, and Prometheus scrapes it on a private address.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use prometheus_client::encoding::prometheus_text;
+
+use crate::core::Core;
+
+/// The router of the operations endpoint.
+pub fn router(core: Arc<Core>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(core)
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Sets the gauges the core and store know, then encodes every metric.
+fn render(core: &Core) -> Result<String, String> {
+    let m = core.metrics();
+    let (oldest, last) = core.revision_bounds();
+    m.revision.set(gauge_value(last));
+    m.oldest_revision.set(gauge_value(oldest));
+    let counts = core.counts().map_err(|e| format!("reading counts: {e}"))?;
+    m.tokens.set(gauge_value(counts.tokens));
+    m.device_credentials
+        .set(gauge_value(counts.device_credentials));
+    m.access_keys.set(gauge_value(counts.access_keys));
+    let size = core
+        .store_size()
+        .map_err(|e| format!("reading the store size: {e}"))?;
+    m.store_bytes.set(gauge_value(size));
+    let mut out = String::new();
+    prometheus_text::encode(&mut out, m.registry()).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+async fn metrics(State(core): State<Arc<Core>>) -> Response {
+    match render(&core) {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(core): State<Arc<Core>>) -> Response {
+    match core.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::debug!(code = %e.code(), "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {}\n", e.code()),
+            )
+                .into_response()
+        }
+    }
+}
