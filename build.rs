@@ -15,10 +15,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/mqtt/token/v1/device_credential.proto",
         "proto/mqtt/token/v1/broker_auth.proto",
         "proto/mqtt/token/v1/revocation.proto",
+        "proto/mqtt/token/v1/broker_session.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("mqtt_token_v1_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
+
+    // mosquitto-go-auth's `grpc.AuthService` (a third-party contract, kept apart from ours).
+    let well_known = protoc_bin_vendored::include_path()?;
+    tonic_prost_build::configure().compile_protos(
+        &[PathBuf::from("compat/go-auth/auth.proto")],
+        &[PathBuf::from("compat/go-auth"), well_known],
+    )?;
+    println!("cargo:rerun-if-changed=compat");
     Ok(())
 }

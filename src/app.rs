@@ -91,12 +91,13 @@ impl std::fmt::Debug for Server {
 }
 
 /// The services health reports on (besides the server as a whole, "").
-const SERVICE_NAMES: [&str; 5] = [
+const SERVICE_NAMES: [&str; 6] = [
     "mqtt.token.v1.TokenService",
     "mqtt.token.v1.AccessKeyService",
     "mqtt.token.v1.DeviceCredentialService",
     "mqtt.token.v1.BrokerAuthService",
     "mqtt.token.v1.RevocationService",
+    "mqtt.token.v1.BrokerSessionService",
 ];
 
 /// The root access key file's content.
@@ -235,6 +236,10 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let services = grpc::Services::new(core.clone());
+        let go_auth = match config.go_auth_access_key.clone() {
+            Some(key) => Some(grpc::go_auth::GoAuthGrpc::server(core.clone(), key)?),
+            None => None,
+        };
 
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let shutdown = futures_shared(shutdown_rx);
@@ -253,6 +258,8 @@ impl Server {
                 .add_service(services.device)
                 .add_service(services.broker)
                 .add_service(services.revocation)
+                .add_service(services.broker_session)
+                .add_optional_service(go_auth)
                 // tonic ignores `tcp_nodelay` for a caller-supplied incoming stream, so set it
                 // on the incoming itself: without it Nagle + delayed ACK add ~40 ms to
                 // responses written in more than one segment.

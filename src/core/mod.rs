@@ -4,12 +4,14 @@
 //!
 //! Children: `error` (the one error enum), `keyring` (master keys and derived secrets),
 //! `token` (token format, ApplyToken/QueryToken/RevokeToken), `access_key` (callers and their
-//! permissions), `device` (device credentials), `broker` (CONNECT and topic checks), `topic`
+//! permissions), `device` (device credentials), `broker` (CONNECT and topic checks),
+//! `broker_session` (sessions of brokers that check topics without the password), `topic`
 //! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
 //! `revocation` (the revocation log and its watchers), `maintenance` (background sweeps).
 
 pub mod access_key;
 pub mod broker;
+pub mod broker_session;
 pub mod device;
 pub mod durability;
 pub mod error;
@@ -70,6 +72,8 @@ pub struct CoreConfig {
     pub maintenance_interval: Duration,
     /// Events a watcher may fall behind the live broadcast before it catches up from storage.
     pub watch_buffer: usize,
+    /// Longest life of a recorded broker session (see `broker_session`).
+    pub broker_session_ttl: Duration,
 }
 
 impl Default for CoreConfig {
@@ -81,6 +85,7 @@ impl Default for CoreConfig {
             revocation_retention: Duration::from_secs(7 * 24 * 3600),
             maintenance_interval: Duration::from_secs(60),
             watch_buffer: 4096,
+            broker_session_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

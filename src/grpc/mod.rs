@@ -3,11 +3,14 @@
 //! `x-request-id` metadata entry; every error goes through [`status::to_status`].
 //!
 //! Children: `status` (error mapping), `token`, `access_key`, `device`, `broker`,
-//! `revocation` (one file per service).
+//! `revocation`, `broker_session` (one file per service), `go_auth` (mosquitto-go-auth's
+//! `grpc.AuthService`, served only with `--go-auth-access-key`).
 
 mod access_key;
 mod broker;
+mod broker_session;
 mod device;
+pub mod go_auth;
 mod revocation;
 pub mod status;
 mod token;
@@ -23,6 +26,7 @@ use crate::{
 
 pub use access_key::AccessKeyGrpc;
 pub use broker::{grant_from_proto, BrokerAuthGrpc};
+pub use broker_session::BrokerSessionGrpc;
 pub use device::DeviceCredentialGrpc;
 pub use revocation::RevocationGrpc;
 pub use token::TokenGrpc;
@@ -119,6 +123,9 @@ pub struct Services {
     pub broker: proto::broker_auth_service_server::BrokerAuthServiceServer<BrokerAuthGrpc>,
     /// RevocationService.
     pub revocation: proto::revocation_service_server::RevocationServiceServer<RevocationGrpc>,
+    /// BrokerSessionService.
+    pub broker_session:
+        proto::broker_session_service_server::BrokerSessionServiceServer<BrokerSessionGrpc>,
 }
 
 impl Services {
@@ -139,6 +146,10 @@ impl Services {
             broker: broker_auth_service_server::BrokerAuthServiceServer::new(BrokerAuthGrpc(
                 core.clone(),
             ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            broker_session: broker_session_service_server::BrokerSessionServiceServer::new(
+                BrokerSessionGrpc(core.clone()),
+            )
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
             revocation: revocation_service_server::RevocationServiceServer::new(RevocationGrpc(
                 core,

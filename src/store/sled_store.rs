@@ -9,6 +9,7 @@
 //! - `c/<instance>` -> u64 be (credentials in the instance); `g/<instance>\0<group>` -> u64 be
 //! - `r/<revision:be8>` -> RevocationRecord; `m/last_rev`, `m/oldest_rev` -> u64 be
 //! - `m/x/<name>` -> bytes: named metadata (keyring check values)
+//! - `b/`, `i/`, `e/`: broker sessions and their indexes (see `sessions`)
 
 use std::path::Path;
 
@@ -18,6 +19,8 @@ use super::{
     AccessKeyRecord, DeviceRecord, Op, RevisionBounds, RevocationRecord, Store, StoreError,
     StoreResult, TokenId, TokenRecord,
 };
+
+mod sessions;
 
 const LAST_REV: &[u8] = b"m/last_rev";
 const OLDEST_REV: &[u8] = b"m/oldest_rev";
