@@ -16,8 +16,9 @@
 //! - Bounded: a session expires no later than its credential and at most
 //!   `broker_session_ttl` after the CONNECT (a topic check past half that time pushes it out
 //!   again while the credential lives); the HTTP integration hands that expiry to the broker
-//!   as `expire_at`, so no EMQX or rmqtt connection outlives the record that finds it. The
-//!   maintenance sweep deletes expired sessions.
+//!   as `expire_at`, so no EMQX or rmqtt connection outlives the record that finds it (rmqtt
+//!   disconnects at the next keepalive, so an expired session stays listed for
+//!   [`KICK_GRACE`]). The maintenance sweep deletes sessions past that grace.
 
 use super::{
     broker::AuthMode, now_ms, topic, Caller, ConnectDecision, Core, DenyReason, Error, Field,
@@ -33,6 +34,10 @@ pub const DEFAULT_SESSION_PAGE: usize = 1_000;
 const SWEEP_BATCH: usize = 1024;
 /// Compare-and-swap attempts before a CONNECT gives up on a client id that keeps changing.
 const SWAP_ATTEMPTS: usize = 16;
+/// How long an expired session stays listed for the kicker (and unswept), at most: rmqtt
+/// disconnects an expired client at its next keepalive, not at `expire_at`, so a revocation in
+/// between must still find it. Capped at the TTL.
+pub const KICK_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A credential a session can rest on; what a revocation event names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +176,12 @@ fn credential_live(decision: &std::result::Result<(), DenyReason>) -> bool {
 impl Core {
     fn session_ttl_ms(&self) -> i64 {
         i64::try_from(self.config.broker_session_ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// [`KICK_GRACE`], capped at the TTL, in ms.
+    fn kick_grace_ms(&self) -> i64 {
+        let grace = KICK_GRACE.min(self.config.broker_session_ttl);
+        i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// A broker's CONNECT check: AuthenticateConnect, and on allow a durable session record
@@ -359,8 +370,9 @@ impl Core {
         Ok(())
     }
 
-    /// The live sessions recorded under the caller's access key that rest on `credential`,
-    /// in client id order: the clients a kicker disconnects when it is revoked.
+    /// The sessions recorded under the caller's access key that rest on `credential`, in
+    /// client id order: the clients a kicker disconnects when it is revoked. Includes sessions
+    /// that expired less than the kick grace ago.
     /// `instance_id` narrows to one instance (empty = every instance the caller may see).
     ///
     /// # Errors
@@ -406,10 +418,10 @@ impl Core {
         } else {
             String::new()
         };
-        let now = now_ms();
+        let listed_after = now_ms().saturating_sub(self.kick_grace_ms());
         let sessions = records
             .into_iter()
-            .filter(|r| r.expire_ms > now)
+            .filter(|r| r.expire_ms > listed_after)
             .filter(|r| instance_id.is_empty() || r.instance_id == instance_id)
             .filter(|r| caller.allowed_on(&r.instance_id))
             .map(|r| SessionClient {
@@ -425,14 +437,16 @@ impl Core {
         })
     }
 
-    /// Deletes every expired broker session. Returns how many were deleted.
+    /// Deletes every broker session that expired more than the kick grace ago. Returns how
+    /// many were deleted.
     ///
     /// # Errors
     /// The store failed.
     pub async fn sweep_broker_sessions(&self) -> Result<usize> {
         let mut total = 0;
         loop {
-            let expired = self.store.expired_broker_sessions(now_ms(), SWEEP_BATCH)?;
+            let before = now_ms().saturating_sub(self.kick_grace_ms());
+            let expired = self.store.expired_broker_sessions(before, SWEEP_BATCH)?;
             let n = expired.len();
             for rec in expired {
                 // Only if unchanged: a CONNECT may have just replaced it.
