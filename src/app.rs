@@ -209,6 +209,15 @@ impl Server {
             }
         }
 
+        let go_auth = match &config.go_auth_access_key {
+            Some(key) => Some(
+                grpc::go_auth::GoAuthGrpc::server(core.clone(), key.clone()).inspect_err(
+                    |_| tracing::error!(access_key_id = %key, "--go-auth-access-key names no access key"),
+                )?,
+            ),
+            None => None,
+        };
+
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .map_err(io(format!("binding gRPC on {}", config.grpc_addr)))?;
@@ -236,10 +245,6 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let services = grpc::Services::new(core.clone());
-        let go_auth = match config.go_auth_access_key.clone() {
-            Some(key) => Some(grpc::go_auth::GoAuthGrpc::server(core.clone(), key)?),
-            None => None,
-        };
 
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let shutdown = futures_shared(shutdown_rx);
