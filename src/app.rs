@@ -98,12 +98,13 @@ impl std::fmt::Debug for Server {
 }
 
 /// The services health reports on (besides the server as a whole, "").
-const SERVICE_NAMES: [&str; 5] = [
+const SERVICE_NAMES: [&str; 6] = [
     "mqtt.token.v1.TokenService",
     "mqtt.token.v1.AccessKeyService",
     "mqtt.token.v1.DeviceCredentialService",
     "mqtt.token.v1.BrokerAuthService",
     "mqtt.token.v1.RevocationService",
+    "mqtt.token.v1.BrokerSessionService",
 ];
 
 /// The root access key file's content.
@@ -225,6 +226,15 @@ impl Server {
             }
         }
 
+        let go_auth = match &config.go_auth_access_key {
+            Some(key) => Some(
+                grpc::go_auth::GoAuthGrpc::server(core.clone(), key.clone()).inspect_err(
+                    |_| tracing::error!(access_key_id = %key, "--go-auth-access-key names no access key"),
+                )?,
+            ),
+            None => None,
+        };
+
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .map_err(io(format!("binding gRPC on {}", config.grpc_addr)))?;
@@ -272,7 +282,9 @@ impl Server {
                 .add_service(services.access_key)
                 .add_service(services.device)
                 .add_service(services.broker)
-                .add_service(services.revocation);
+                .add_service(services.revocation)
+                .add_service(services.broker_session)
+                .add_optional_service(go_auth);
             match grpc_tls {
                 Some(tls) => {
                     router

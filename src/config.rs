@@ -98,6 +98,16 @@ pub struct ServeConfig {
     /// How often expired tokens are swept and the revocation log compacted.
     #[arg(long, env = "MQTT_TOKEND_MAINTENANCE_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
     pub maintenance_interval: Duration,
+    /// Longest life of a broker session recorded by the EMQX/rmqtt HTTP endpoints and the
+    /// mosquitto-go-auth backend (capped at --revocation-retention); EMQX and rmqtt disconnect
+    /// the client when it ends, and it reconnects.
+    #[arg(long, env = "MQTT_TOKEND_BROKER_SESSION_TTL", default_value = "7days", value_parser = parse_positive_duration)]
+    pub broker_session_ttl: Duration,
+    /// Access key the mosquitto-go-auth gRPC backend (`grpc.AuthService`) acts as; unset, the
+    /// service is not served. go-auth sends no credentials: serve it only where the broker
+    /// alone can reach the gRPC port.
+    #[arg(long, env = "MQTT_TOKEND_GO_AUTH_ACCESS_KEY")]
+    pub go_auth_access_key: Option<String>,
     /// How long shutdown waits for in-flight calls before closing.
     #[arg(long, env = "MQTT_TOKEND_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -210,6 +220,9 @@ impl ServeConfig {
             watch_buffer: self.watch_buffer,
             // Opened by the app, which reports a failure to open it.
             audit: crate::observe::AuditLog::default(),
+            // A session must not outlive the revocation events that would end it: a kicker
+            // that resumes within the retention then finds every session it has to end.
+            broker_session_ttl: self.broker_session_ttl.min(self.revocation_retention),
         }
     }
 

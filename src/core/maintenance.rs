@@ -1,5 +1,5 @@
-//! Background upkeep that keeps the store bounded: expired tokens are deleted, and the
-//! revocation log's prefix that no broker needs any more is compacted.
+//! Background upkeep that keeps the store bounded: expired tokens and broker sessions are
+//! deleted, and the revocation log's prefix that no broker needs any more is compacted.
 
 use std::sync::Arc;
 
@@ -56,6 +56,9 @@ impl Core {
             }
             if let Err(e) = self.compact_revocations().await {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "revocation compaction failed");
+            }
+            if let Err(e) = self.sweep_broker_sessions().await {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "broker session sweep failed");
             }
         }
     }

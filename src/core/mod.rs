@@ -4,13 +4,15 @@
 //!
 //! Children: `audit` (what the audit log records), `error` (the one error enum), `keyring` (master keys and derived secrets),
 //! `token` (token format, ApplyToken/QueryToken/RevokeToken), `access_key` (callers and their
-//! permissions), `device` (device credentials), `broker` (CONNECT and topic checks), `topic`
+//! permissions), `device` (device credentials), `broker` (CONNECT and topic checks),
+//! `broker_session` (sessions of brokers that check topics without the password), `topic`
 //! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
 //! `revocation` (the revocation log and its watchers), `maintenance` (background sweeps).
 
 pub mod access_key;
 pub mod audit;
 pub mod broker;
+pub mod broker_session;
 pub mod device;
 pub mod durability;
 pub mod error;
@@ -70,6 +72,8 @@ pub struct CoreConfig {
     pub watch_buffer: usize,
     /// Where audit lines go (off by default).
     pub audit: crate::observe::AuditLog,
+    /// Longest life of a recorded broker session (see `broker_session`).
+    pub broker_session_ttl: Duration,
 }
 
 impl Default for CoreConfig {
@@ -82,6 +86,7 @@ impl Default for CoreConfig {
             maintenance_interval: Duration::from_secs(60),
             watch_buffer: 4096,
             audit: crate::observe::AuditLog::default(),
+            broker_session_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

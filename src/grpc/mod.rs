@@ -6,11 +6,14 @@
 //! one place, [`Ctx`]: `open` starts a call, `respond` and `err` finish it.
 //!
 //! Children: `status` (error mapping), `observe` (metrics and audit of a call), `token`,
-//! `access_key`, `device`, `broker`, `revocation` (one file per service).
+//! `access_key`, `device`, `broker`, `revocation`, `broker_session` (one file per service), `go_auth` (mosquitto-go-auth's
+//! `grpc.AuthService`, served only with `--go-auth-access-key`).
 
 mod access_key;
 mod broker;
+mod broker_session;
 mod device;
+pub mod go_auth;
 mod observe;
 mod revocation;
 pub mod status;
@@ -27,6 +30,7 @@ use crate::{
 
 pub use access_key::AccessKeyGrpc;
 pub use broker::BrokerAuthGrpc;
+pub use broker_session::BrokerSessionGrpc;
 pub use device::DeviceCredentialGrpc;
 pub use mqtt_tokend_client::grant_from_proto;
 pub use revocation::RevocationGrpc;
@@ -79,6 +83,23 @@ impl<'a> Ctx<'a> {
                 let e = call.auth_failed(core, &request_id, metadata, e);
                 Err(status::to_status(&e, &request_id))
             }
+        }
+    }
+
+    /// The context of a call whose caller the service itself has settled (go-auth acts as a
+    /// configured key and carries no credential): counted and audited like any other call.
+    pub(crate) fn for_caller(
+        core: &'a Core,
+        caller: Caller,
+        source: Option<std::net::SocketAddr>,
+        rpc: &'static str,
+    ) -> Self {
+        Self {
+            request_id: new_request_id(),
+            caller,
+            core,
+            call: observe::Call::start(rpc, source),
+            target: Target::default(),
         }
     }
 
@@ -161,6 +182,9 @@ pub struct Services {
     pub broker: proto::broker_auth_service_server::BrokerAuthServiceServer<BrokerAuthGrpc>,
     /// RevocationService.
     pub revocation: proto::revocation_service_server::RevocationServiceServer<RevocationGrpc>,
+    /// BrokerSessionService.
+    pub broker_session:
+        proto::broker_session_service_server::BrokerSessionServiceServer<BrokerSessionGrpc>,
 }
 
 impl Services {
@@ -181,6 +205,10 @@ impl Services {
             broker: broker_auth_service_server::BrokerAuthServiceServer::new(BrokerAuthGrpc(
                 core.clone(),
             ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            broker_session: broker_session_service_server::BrokerSessionServiceServer::new(
+                BrokerSessionGrpc(core.clone()),
+            )
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
             revocation: revocation_service_server::RevocationServiceServer::new(RevocationGrpc(
                 core,

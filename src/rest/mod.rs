@@ -6,10 +6,12 @@
 //! Children: `params` (query and form parameters), `auth` (V1/V3 verification, timestamp
 //! window, nonce replay cache), `signature` (the signature arithmetic), `actions` (the eight
 //! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses), `limit` (the
-//! per-source-IP limit), `observe` (metrics and audit of a request, hooked in `handle`).
+//! per-source-IP limit), `observe` (metrics and audit of a request, hooked in `handle`),
+//! `broker_http` (the EMQX/rmqtt HTTP auth endpoints under `/mqtt/`).
 
 mod actions;
 mod auth;
+pub mod broker_http;
 mod envelope;
 mod limit;
 mod observe;
@@ -66,6 +68,7 @@ struct RestState {
 /// with `into_make_service_with_connect_info::<SocketAddr>()` so the per-IP limit applies;
 /// without connection info the limit is skipped.
 pub fn router(core: Arc<Core>, config: RestConfig) -> axum::Router {
+    let brokers = broker_http::routes(core.clone());
     let state = Arc::new(RestState {
         core,
         auth: auth::Authenticator::default(),
@@ -73,6 +76,7 @@ pub fn router(core: Arc<Core>, config: RestConfig) -> axum::Router {
     });
     axum::Router::new()
         .route("/", any(handle))
+        .merge(brokers)
         .fallback(not_found)
         .with_state(state)
 }

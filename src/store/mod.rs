@@ -3,12 +3,15 @@
 //! durability is a separate [`Store::flush`] so the core can share one flush among many
 //! concurrent writes (group commit). A distributed backend implements the same trait.
 //!
-//! Children: `records` (the persisted record types), `sled_store` (the sled implementation).
+//! Children: `records` (the persisted record types), `sessions` (broker sessions and their
+//! store trait), `sled_store` (the sled implementation).
 
 mod records;
+mod sessions;
 mod sled_store;
 
 pub use records::{AccessKeyRecord, DeviceRecord, RevocationRecord, TokenId, TokenRecord};
+pub use sessions::{BrokerSessionRecord, BrokerSessionStore};
 pub use sled_store::SledStore;
 
 /// A storage failure. Never shown to clients; the transport logs it and answers InternalError.
@@ -83,7 +86,7 @@ pub enum Op {
 ///
 /// Writes that read before they write (device counters, revocation revisions) are serialized
 /// by the core; `apply` itself only has to be atomic.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: BrokerSessionStore + Send + Sync + 'static {
     /// Looks a token up by id.
     fn token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>>;
     /// Ids and expiry times of up to `limit` tokens that expired at or before `now_ms`.

@@ -11,6 +11,7 @@
 //! - `m/x/<name>` -> bytes: named metadata (keyring check values)
 //! - `m/n_tokens`, `m/n_revoked`, `m/n_devices` -> u64 be: record counts for the metrics,
 //!   kept in the same batches as the records (counted once on first open if missing)
+//! - `b/`, `i/`, `e/`: broker sessions and their indexes (see `sessions`)
 
 use std::{path::Path, sync::Mutex};
 
@@ -20,6 +21,8 @@ use super::{
     AccessKeyRecord, DeviceRecord, Op, RevisionBounds, RevocationRecord, Store, StoreCounts,
     StoreError, StoreResult, TokenId, TokenRecord,
 };
+
+mod sessions;
 
 const LAST_REV: &[u8] = b"m/last_rev";
 const OLDEST_REV: &[u8] = b"m/oldest_rev";

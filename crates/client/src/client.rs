@@ -17,6 +17,7 @@ use tonic::{
 use crate::proto::{
     access_key_service_client::AccessKeyServiceClient,
     broker_auth_service_client::BrokerAuthServiceClient,
+    broker_session_service_client::BrokerSessionServiceClient,
     device_credential_service_client::DeviceCredentialServiceClient,
     revocation_service_client::RevocationServiceClient, token_service_client::TokenServiceClient,
 };
@@ -328,6 +329,11 @@ impl Client {
     /// RevocationService: the watch stream (see [`crate::RevocationFollower`] to follow it).
     pub fn revocations(&self) -> RevocationServiceClient<AuthChannel> {
         RevocationServiceClient::new(self.auth_channel())
+    }
+
+    /// BrokerSessionService: which broker clients rest on a credential (for kickers).
+    pub fn broker_sessions(&self) -> BrokerSessionServiceClient<AuthChannel> {
+        BrokerSessionServiceClient::new(self.auth_channel())
     }
 }
 

@@ -41,6 +41,13 @@ pub mod proto {
         tonic::include_file_descriptor_set!("mqtt_token_v1_descriptor");
 }
 
+/// The generated types of mosquitto-go-auth's `grpc.AuthService` (`compat/go-auth/auth.proto`),
+/// which the server implements so go-auth's gRPC backend can use it unchanged.
+pub mod go_auth {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("grpc");
+}
+
 /// Milliseconds since the Unix epoch, now: the unit of every time in the API.
 pub fn now_ms() -> i64 {
     SystemTime::now()
