@@ -8,10 +8,10 @@ use std::{
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use subtle::ConstantTimeEq;
 
 use super::revocation::Draft;
 use super::{
+    crypto,
     keyring::{random_bytes, Keyring},
     now_ms, Core, Error, Field, RevocationKind, RootKey,
 };
@@ -87,7 +87,7 @@ impl Caller {
 
     /// Checks the secret presented by a client in constant time.
     pub fn secret_matches(&self, presented: &str) -> bool {
-        self.0.secret.as_bytes().ct_eq(presented.as_bytes()).into()
+        crypto::constant_time_eq(self.0.secret.as_bytes(), presented.as_bytes())
     }
 }
 

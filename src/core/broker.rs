@@ -17,14 +17,10 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine,
 };
-use hmac::{Hmac, Mac};
 use prost::Message;
-use sha1::Sha1;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use super::{
-    device::check_client_id, now_ms, token::fingerprint, token::TokenState, topic, Caller, Core,
+    crypto, device::check_client_id, now_ms, token::fingerprint, token::TokenState, topic, Caller, Core,
     Result,
 };
 use crate::store::TokenId;
@@ -205,22 +201,12 @@ const TAG_W: u32 = 2;
 
 /// Base64(HMAC-SHA1(key, client_id)): the Signature and DeviceCredential password.
 pub fn mqtt_password(secret: &str, client_id: &str) -> String {
-    // HMAC accepts any key length, so this cannot fail.
-    let mut mac =
-        <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
-    mac.update(client_id.as_bytes());
-    STANDARD.encode(mac.finalize().into_bytes())
+    STANDARD.encode(crypto::hmac_sha1(secret.as_bytes(), &[client_id.as_bytes()]))
 }
 
 fn password_matches(secret: &str, client_id: &str, presented: &str) -> bool {
     let expected = mqtt_password(secret, client_id);
-    expected.as_bytes().ct_eq(presented.as_bytes()).into()
-}
-
-fn session_mac(key: &[u8; 32], payload: &[u8]) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(payload);
-    mac
+    crypto::constant_time_eq(expected.as_bytes(), presented.as_bytes())
 }
 
 type Decision<T> = std::result::Result<T, DenyReason>;
@@ -468,9 +454,7 @@ impl Core {
 
     fn seal(&self, session: &Session) -> String {
         let payload = session.encode_to_vec();
-        let tag = session_mac(self.keyring.session_mac_key(), &payload)
-            .finalize()
-            .into_bytes();
+        let tag = crypto::hmac_sha256(self.keyring.session_mac_key(), &[&payload]);
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(&payload),
@@ -485,9 +469,10 @@ impl Core {
         let (payload, tag) = handle.split_once('.')?;
         let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        session_mac(self.keyring.session_mac_key(), &payload)
-            .verify_slice(&tag)
-            .ok()?;
+        let expected = crypto::hmac_sha256(self.keyring.session_mac_key(), &[&payload]);
+        if !crypto::constant_time_eq(&expected, &tag) {
+            return None;
+        }
         Session::decode(payload.as_slice()).ok()
     }
 }

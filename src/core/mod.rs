@@ -2,7 +2,8 @@
 //! revocation log. Plain Rust: no tonic, HTTP or sled types cross this boundary, so the gRPC
 //! services and the REST shim call the very same functions and get the very same errors.
 //!
-//! Children: `error` (the one error enum), `keyring` (master keys and derived secrets),
+//! Children: `error` (the one error enum), `crypto` (HMAC, hashes, hex, constant-time
+//! compare), `keyring` (master keys and derived secrets),
 //! `token` (token format, ApplyToken/QueryToken/RevokeToken), `access_key` (callers and their
 //! permissions), `device` (device credentials), `broker` (CONNECT and topic checks), `topic`
 //! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
@@ -10,6 +11,7 @@
 
 pub mod access_key;
 pub mod broker;
+pub mod crypto;
 pub mod device;
 pub mod durability;
 pub mod error;

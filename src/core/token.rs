@@ -8,17 +8,14 @@
 //! because each names its key.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::revocation::Draft;
 use super::{
-    access_key::check_instance_id, keyring::random_bytes, now_ms, topic, Caller, Core, Error,
+    access_key::check_instance_id, crypto, keyring::random_bytes, now_ms, topic, Caller, Core, Error,
     Field, Operation, Result, RevocationKind,
 };
 use crate::store::{Op, TokenId, TokenRecord};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Shortest lifetime ApplyToken accepts.
 pub const MIN_LIFETIME_MS: i64 = 60_000;
@@ -94,13 +91,8 @@ pub(crate) struct VerifiedToken {
     pub id: TokenId,
 }
 
-fn mac(key: &[u8; 32], instance_id: &str, id: &TokenId) -> HmacSha256 {
-    // HMAC accepts any key length, so this cannot fail.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(instance_id.as_bytes());
-    mac.update(&[0]);
-    mac.update(id);
-    mac
+fn mac(key: &[u8; 32], instance_id: &str, id: &TokenId) -> [u8; 32] {
+    crypto::hmac_sha256(key, &[instance_id.as_bytes(), &[0], id])
 }
 
 /// The token fingerprint brokers match revocation events with: lowercase hex of the first
@@ -117,7 +109,7 @@ impl Core {
             .keyring
             .token_mac_key(kid)
             .ok_or_else(|| Error::internal("active keyring key is missing"))?;
-        let tag = mac(key, instance_id, id).finalize().into_bytes();
+        let tag = mac(key, instance_id, id);
         Ok(format!(
             "{kid}.{}.{}",
             URL_SAFE_NO_PAD.encode(id),
@@ -142,8 +134,9 @@ impl Core {
         let key = self.keyring.token_mac_key(kid.parse().ok()?)?;
         let id: TokenId = URL_SAFE_NO_PAD.decode(id).ok()?.try_into().ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        // verify_slice compares in constant time.
-        mac(key, instance_id, &id).verify_slice(&tag).ok()?;
+        if !crypto::constant_time_eq(&mac(key, instance_id, &id), &tag) {
+            return None;
+        }
         Some(VerifiedToken { id })
     }
 

@@ -12,10 +12,8 @@
 //! rules (`+` = space) before it reaches this module.
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+
+use crate::core::crypto;
 
 /// The only V3 algorithm the service accepts.
 const ACS3_HMAC_SHA256: &str = "ACS3-HMAC-SHA256";
@@ -77,9 +75,8 @@ pub fn v1_signature(access_key_secret: &str, string_to_sign: &str) -> String {
     let mut key = Vec::with_capacity(access_key_secret.len() + 1);
     key.extend_from_slice(access_key_secret.as_bytes());
     key.push(b'&');
-    let mut mac = Hmac::<Sha1>::new_from_slice(&key).expect("HMAC accepts keys of any length");
-    mac.update(string_to_sign.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    base64::engine::general_purpose::STANDARD
+        .encode(crypto::hmac_sha1(&key, &[string_to_sign.as_bytes()]))
 }
 
 /// Parsed `Authorization: ACS3-HMAC-SHA256 Credential=<id>,SignedHeaders=<a;b>,Signature=<hex>`.
@@ -260,32 +257,22 @@ pub fn v3_string_to_sign(canonical_request: &str) -> String {
 /// V3 signature: lowercase hex(HMAC-SHA256(key = secret, string_to_sign)).
 /// Unlike V1, the key has no trailing `&`.
 pub fn v3_signature(access_key_secret: &str, string_to_sign: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(access_key_secret.as_bytes())
-        .expect("HMAC accepts keys of any length");
-    mac.update(string_to_sign.as_bytes());
-    hex_lower(&mac.finalize().into_bytes())
+    crypto::hex(&crypto::hmac_sha256(
+        access_key_secret.as_bytes(),
+        &[string_to_sign.as_bytes()],
+    ))
 }
 
 /// Lowercase hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex_lower(&Sha256::digest(data))
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0x0f)] as char);
-    }
-    out
+    crypto::hex(&crypto::sha256(&[data]))
 }
 
 /// Constant-time comparison of two signature strings. Lengths are public
 /// (they are fixed per algorithm), so only the content comparison needs to be
 /// constant-time; unequal lengths are simply false.
 pub fn signatures_equal(expected: &str, presented: &str) -> bool {
-    expected.as_bytes().ct_eq(presented.as_bytes()).into()
+    crypto::constant_time_eq(expected.as_bytes(), presented.as_bytes())
 }
 
 /// Parses `YYYY-MM-DDThh:mm:ssZ` (optionally `.f{1,9}` before the `Z`) into

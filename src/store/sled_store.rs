@@ -14,6 +14,8 @@ use std::path::Path;
 
 use prost::Message;
 
+use crate::core::crypto::hex;
+
 use super::{
     AccessKeyRecord, DeviceRecord, Op, RevisionBounds, RevocationRecord, Store, StoreError,
     StoreResult, TokenId, TokenRecord,
@@ -44,10 +46,6 @@ fn decode<M: Message + Default>(key: &[u8], bytes: &[u8]) -> StoreResult<M> {
         key: hex(key),
         reason: e.to_string(),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn read_u64(key: &[u8], bytes: &[u8]) -> StoreResult<u64> {
