@@ -5,17 +5,19 @@
 //!
 //! Children: `params` (query and form parameters), `auth` (V1/V3 verification, timestamp
 //! window, nonce replay cache), `signature` (the signature arithmetic), `actions` (the eight
-//! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses), `limit` (the
-//! per-source-IP limit).
+//! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses). The per-source-IP
+//! limit is the core's [`RateLimiter`] keyed by address.
 
 mod actions;
 mod auth;
 mod envelope;
-mod limit;
 mod params;
 pub mod signature;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     body::Body,
@@ -28,7 +30,7 @@ use tracing::Instrument;
 
 use crate::{
     config::ServeConfig,
-    core::{new_request_id, now_ms, Core},
+    core::{limits::RateLimiter, new_request_id, now_ms, Core},
 };
 use envelope::{Format, RestError};
 use params::Params;
@@ -58,7 +60,8 @@ impl RestConfig {
 struct RestState {
     core: Arc<Core>,
     auth: auth::Authenticator,
-    ip_limit: limit::IpLimiter,
+    ip_limit: RateLimiter<IpAddr>,
+    rate_per_ip: u32,
 }
 
 /// Builds the HTTP router: every request to `/` (GET or POST) is one Action call. Serve it
@@ -68,7 +71,8 @@ pub fn router(core: Arc<Core>, config: RestConfig) -> axum::Router {
     let state = Arc::new(RestState {
         core,
         auth: auth::Authenticator::default(),
-        ip_limit: limit::IpLimiter::new(config.rate_per_ip),
+        ip_limit: RateLimiter::default(),
+        rate_per_ip: config.rate_per_ip,
     });
     axum::Router::new()
         .route("/", any(handle))
@@ -108,7 +112,7 @@ async fn handle(State(state): State<Arc<RestState>>, request: Request) -> Respon
         };
 
         if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            if let Err(retry_after_ms) = state.ip_limit.check(addr.ip()) {
+            if let Err(retry_after_ms) = state.ip_limit.check(addr.ip(), state.rate_per_ip) {
                 return fail(RestError::Throttling { retry_after_ms }, format);
             }
         }
