@@ -15,19 +15,36 @@ use super::{
     keyring::{random_bytes, Keyring},
     now_ms, Core, Error, Field, RevocationKind, RootKey,
 };
-use crate::store::{AccessKeyRecord, Op};
+use crate::store::Op;
 
 /// The instance wildcard: a key allowed on every instance.
 pub const ALL_INSTANCES: &str = "*";
 const MAX_DESCRIPTION: usize = 256;
 const MAX_INSTANCE_IDS: usize = 100;
 
+/// An access key as the service keeps it (the secret is derived, never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    /// The key id.
+    pub id: String,
+    /// Instances it may act on; `*` = all.
+    pub instance_ids: Vec<String>,
+    /// Free text.
+    pub description: String,
+    /// Creation time, ms since the Unix epoch.
+    pub create_ms: i64,
+    /// The root key, created on first start.
+    pub root: bool,
+    /// Id of the keyring key its secret is derived from.
+    pub keyring_id: u32,
+}
+
 /// An authenticated caller: one access key and what it may touch.
 #[derive(Clone)]
 pub struct Caller(Arc<KeyEntry>);
 
 struct KeyEntry {
-    record: AccessKeyRecord,
+    record: AccessKey,
     secret: String,
 }
 
@@ -120,13 +137,13 @@ pub(crate) struct AccessKeys {
     by_id: RwLock<HashMap<String, Caller>>,
 }
 
-fn entry(keyring: &Keyring, record: AccessKeyRecord) -> Option<Caller> {
+fn entry(keyring: &Keyring, record: AccessKey) -> Option<Caller> {
     let secret = keyring.access_key_secret(record.keyring_id, &record.id)?;
     Some(Caller(Arc::new(KeyEntry { record, secret })))
 }
 
 impl AccessKeys {
-    pub(crate) fn load(keyring: &Keyring, records: Vec<AccessKeyRecord>) -> Self {
+    pub(crate) fn load(keyring: &Keyring, records: Vec<AccessKey>) -> Self {
         let mut by_id = HashMap::new();
         for record in records {
             let id = record.id.clone();
@@ -268,7 +285,7 @@ impl Core {
         description: String,
         root: bool,
     ) -> Result<NewAccessKey, Error> {
-        let record = AccessKeyRecord {
+        let record = AccessKey {
             id: new_access_key_id(),
             instance_ids,
             description,
@@ -389,12 +406,8 @@ impl Core {
                 .instance_ids
                 .iter()
                 .map(|instance| {
-                    // A key allowed everywhere revokes on every instance: empty instance id.
-                    let instance = if instance == ALL_INSTANCES {
-                        ""
-                    } else {
-                        instance
-                    };
+                    // A key allowed everywhere revokes on every instance.
+                    let instance = (instance != ALL_INSTANCES).then_some(instance.as_str());
                     Draft {
                         key_id: access_key_id.to_owned(),
                         ..Draft::new(

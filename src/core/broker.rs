@@ -20,8 +20,8 @@ use base64::{
 use prost::Message;
 
 use super::{
-    crypto, device::check_client_id, now_ms, token::fingerprint, token::TokenState, topic, Caller, Core,
-    Result,
+    crypto, device::check_client_id, now_ms, token::fingerprint, token::TokenState, topic, Caller,
+    Core, Result,
 };
 use crate::store::TokenId;
 
@@ -169,6 +169,7 @@ pub enum ConnectDecision {
 struct Session {
     #[prost(string, tag = "1")]
     client_id: String,
+    /// The mode, as a [`mode_code`].
     #[prost(int32, tag = "2")]
     mode: i32,
     #[prost(string, tag = "3")]
@@ -191,6 +192,32 @@ struct SessionToken {
     fingerprint: String,
 }
 
+// The numbers a session handle stores for each mode. Handles are sealed with the keyring and
+// outlive a restart (brokers keep them for as long as a client stays connected), so these
+// never change, whatever happens to the order of `AuthMode`.
+const MODE_TOKEN: i32 = 1;
+const MODE_DEVICE_CREDENTIAL: i32 = 2;
+const MODE_SIGNATURE: i32 = 3;
+
+/// The number a session handle stores for `mode`.
+fn mode_code(mode: AuthMode) -> i32 {
+    match mode {
+        AuthMode::Token => MODE_TOKEN,
+        AuthMode::DeviceCredential => MODE_DEVICE_CREDENTIAL,
+        AuthMode::Signature => MODE_SIGNATURE,
+    }
+}
+
+/// The mode of a stored number; None for a number no version wrote.
+fn mode_from_code(code: i32) -> Option<AuthMode> {
+    match code {
+        MODE_TOKEN => Some(AuthMode::Token),
+        MODE_DEVICE_CREDENTIAL => Some(AuthMode::DeviceCredential),
+        MODE_SIGNATURE => Some(AuthMode::Signature),
+        _ => None,
+    }
+}
+
 /// Longest MQTT username accepted: `Mode|KeyId|InstanceId` fits in far less.
 const MAX_USERNAME_LEN: usize = 512;
 /// Longest MQTT password accepted: three typed tokens fit in far less.
@@ -201,7 +228,10 @@ const TAG_W: u32 = 2;
 
 /// Base64(HMAC-SHA1(key, client_id)): the Signature and DeviceCredential password.
 pub fn mqtt_password(secret: &str, client_id: &str) -> String {
-    STANDARD.encode(crypto::hmac_sha1(secret.as_bytes(), &[client_id.as_bytes()]))
+    STANDARD.encode(crypto::hmac_sha1(
+        secret.as_bytes(),
+        &[client_id.as_bytes()],
+    ))
 }
 
 fn password_matches(secret: &str, client_id: &str, presented: &str) -> bool {
@@ -298,14 +328,14 @@ impl Core {
         };
         match mode {
             "Token" => {
-                session.mode = AuthMode::Token as i32;
+                session.mode = mode_code(AuthMode::Token);
                 match self.parse_token_password(instance_id, password) {
                     Ok(tokens) => session.tokens = tokens,
                     Err(reason) => return Ok(Err(reason)),
                 }
             }
             "Signature" => {
-                session.mode = AuthMode::Signature as i32;
+                session.mode = mode_code(AuthMode::Signature);
                 let Ok(key) = self.access_key(key_id) else {
                     return Ok(Err(DenyReason::UnknownAccessKey));
                 };
@@ -314,7 +344,7 @@ impl Core {
                 }
             }
             "DeviceCredential" => {
-                session.mode = AuthMode::DeviceCredential as i32;
+                session.mode = mode_code(AuthMode::DeviceCredential);
                 let Some((record, secret)) = self.device_by_key(key_id)? else {
                     return Ok(Err(DenyReason::CredentialNotFound));
                 };
@@ -385,8 +415,8 @@ impl Core {
             token_fingerprints: Vec::new(),
             key_id: session.key_id.clone(),
         };
-        match session.mode {
-            m if m == AuthMode::Token as i32 => {
+        match mode_from_code(session.mode) {
+            Some(AuthMode::Token) => {
                 // The access key in a Token username must exist and be allowed on the instance.
                 match self.access_key(&session.key_id) {
                     Ok(key) if key.allowed_on(&session.instance_id) => {}
@@ -404,7 +434,8 @@ impl Core {
                         Err(TokenState::Revoked) => return Ok(Err(DenyReason::TokenRevoked)),
                         Err(TokenState::Expired) => return Ok(Err(DenyReason::TokenExpired)),
                     };
-                    if (t.tag & TAG_R != 0 && !record.read) || (t.tag & TAG_W != 0 && !record.write)
+                    if (t.tag & TAG_R != 0 && !record.actions.read)
+                        || (t.tag & TAG_W != 0 && !record.actions.write)
                     {
                         return Ok(Err(DenyReason::TokenTypeMismatch));
                     }
@@ -426,7 +457,7 @@ impl Core {
                 grant.subscribe.sort();
                 grant.subscribe.dedup();
             }
-            m if m == AuthMode::Signature as i32 => {
+            Some(AuthMode::Signature) => {
                 match self.access_key(&session.key_id) {
                     Ok(key) if key.allowed_on(&session.instance_id) => {}
                     Ok(_) => return Ok(Err(DenyReason::InstanceMismatch)),
@@ -436,7 +467,7 @@ impl Core {
                 grant.publish = everything();
                 grant.subscribe = everything();
             }
-            m if m == AuthMode::DeviceCredential as i32 => {
+            Some(AuthMode::DeviceCredential) => {
                 match self.store.device_by_key(&session.key_id)? {
                     Some(r)
                         if r.client_id == session.client_id
@@ -447,7 +478,7 @@ impl Core {
                 grant.publish = everything();
                 grant.subscribe = everything();
             }
-            _ => return Ok(Err(DenyReason::InvalidSession)),
+            None => return Ok(Err(DenyReason::InvalidSession)),
         }
         Ok(Ok(grant))
     }
@@ -492,6 +523,22 @@ mod tests {
             mqtt_password("DC.testdevicesecret", "GID_Test@@@0001"),
             "X08O5nXs4WWbBRcs+uUBf4a3YqE="
         );
+    }
+
+    #[test]
+    fn session_modes_keep_their_stored_numbers() {
+        // Outstanding handles carry these; changing one would misread them.
+        let fixed = [
+            (AuthMode::Token, 1),
+            (AuthMode::DeviceCredential, 2),
+            (AuthMode::Signature, 3),
+        ];
+        for (mode, code) in fixed {
+            assert_eq!(mode_code(mode), code);
+            assert_eq!(mode_from_code(code), Some(mode));
+        }
+        assert_eq!(mode_from_code(0), None);
+        assert_eq!(mode_from_code(4), None);
     }
 
     #[test]

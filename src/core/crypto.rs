@@ -21,13 +21,19 @@ fn keyed<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> M {
 
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    keyed::<Hmac<Sha256>>(key, parts).finalize().into_bytes().into()
+    keyed::<Hmac<Sha256>>(key, parts)
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// HMAC-SHA1 of the concatenated `parts` under `key` (Alibaba's V1 signature and MQTT
 /// passwords use it; nothing of ours does).
 pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
-    keyed::<Hmac<Sha1>>(key, parts).finalize().into_bytes().into()
+    keyed::<Hmac<Sha1>>(key, parts)
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// SHA-256 of the concatenated `parts`.
@@ -65,7 +71,10 @@ mod tests {
     fn known_vectors() {
         // RFC 4231 test case 2 and RFC 2202 test case 2.
         assert_eq!(
-            hex(&hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"])),
+            hex(&hmac_sha256(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert_eq!(

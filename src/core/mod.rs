@@ -33,7 +33,7 @@ pub use device::{DeviceCredential, DevicePage};
 pub use error::{Error, Field, Result};
 pub use keyring::Keyring;
 pub use limits::{Operation, RateLimits};
-pub use revocation::{RevocationKind, WatchItem, WatchStart};
+pub use revocation::{RevocationEvent, RevocationKind, WatchItem, WatchStart};
 pub use token::{Actions, AppliedToken, TokenRequest};
 
 use crate::store::Store;

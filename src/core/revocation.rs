@@ -17,62 +17,98 @@ use std::{
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{now_ms, Caller, Core, Error, Field, Result};
-use crate::store::{Op, RevisionBounds, RevocationRecord, Store};
+use crate::store::{Op, RevisionBounds, Store};
 
 /// Most instance ids one watch may filter on.
 const MAX_WATCH_INSTANCES: usize = 100;
 
-/// What was revoked. The values are the API's `RevocationKind` numbers.
+/// What was revoked. The store and the API each number these in their own codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevocationKind {
     /// RevokeToken.
-    TokenRevoked = 1,
+    TokenRevoked,
     /// RefreshDeviceCredential: the old device key id stopped working.
-    DeviceCredentialRefreshed = 2,
+    DeviceCredentialRefreshed,
     /// UnRegisterDeviceCredential.
-    DeviceCredentialUnregistered = 3,
+    DeviceCredentialUnregistered,
     /// DeleteAccessKey.
-    AccessKeyDeleted = 4,
+    AccessKeyDeleted,
+}
+
+/// One entry of the revocation log: what brokers need to drop the clients it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// Position in the log: gap-free, from 1.
+    pub revision: u64,
+    /// What was revoked.
+    pub kind: RevocationKind,
+    /// The instance, or `None` for an access key allowed on every instance: its deletion
+    /// concerns them all.
+    pub instance_id: Option<String>,
+    /// The token's fingerprint (`TokenRevoked`); empty otherwise.
+    pub token_fingerprint: String,
+    /// The client id (device credential events); empty otherwise.
+    pub client_id: String,
+    /// The device access key id or access key id that stopped working; empty for tokens.
+    pub key_id: String,
+    /// Why, in words: the operation that caused it.
+    pub reason: String,
+    /// When the revoked credential would have expired, ms since the Unix epoch; `None` for
+    /// credentials that never expire. After it, the event is of no use to anyone.
+    pub expire_ms: Option<i64>,
+    /// When it was revoked, ms since the Unix epoch.
+    pub revoke_ms: i64,
+}
+
+impl RevocationEvent {
+    /// Whether a watch filtering on `instances` (empty: every instance) wants this event.
+    /// Events of keys allowed on every instance concern every instance.
+    fn concerns(&self, instances: &[String]) -> bool {
+        match &self.instance_id {
+            None => true,
+            Some(id) => instances.is_empty() || instances.contains(id),
+        }
+    }
 }
 
 /// A revocation before it has a revision.
 #[derive(Debug, Clone)]
 pub(crate) struct Draft {
     pub kind: RevocationKind,
-    pub instance_id: String,
+    pub instance_id: Option<String>,
     pub token_fingerprint: String,
     pub client_id: String,
     pub key_id: String,
     pub reason: String,
-    pub expire_ms: i64,
+    pub expire_ms: Option<i64>,
     pub revoke_ms: i64,
 }
 
 impl Draft {
-    /// A revocation of `kind` on `instance_id` at `revoke_ms`, with no expiry and no
-    /// identifiers yet; callers fill in what the kind needs.
+    /// A revocation of `kind` on `instance_id` (`None`: every instance) at `revoke_ms`, with
+    /// no expiry and no identifiers yet; callers fill in what the kind needs.
     pub(crate) fn new(
         kind: RevocationKind,
-        instance_id: &str,
+        instance_id: Option<&str>,
         reason: &str,
         revoke_ms: i64,
     ) -> Self {
         Self {
             kind,
-            instance_id: instance_id.to_owned(),
+            instance_id: instance_id.map(str::to_owned),
             token_fingerprint: String::new(),
             client_id: String::new(),
             key_id: String::new(),
             reason: reason.to_owned(),
-            expire_ms: 0,
+            expire_ms: None,
             revoke_ms,
         }
     }
 
-    fn into_record(self, revision: u64) -> RevocationRecord {
-        RevocationRecord {
+    fn into_event(self, revision: u64) -> RevocationEvent {
+        RevocationEvent {
             revision,
-            kind: self.kind as i32,
+            kind: self.kind,
             instance_id: self.instance_id,
             token_fingerprint: self.token_fingerprint,
             client_id: self.client_id,
@@ -99,7 +135,7 @@ pub enum WatchStart {
 #[derive(Debug, Clone)]
 pub enum WatchItem {
     /// A revocation.
-    Event(Arc<RevocationRecord>),
+    Event(Arc<RevocationEvent>),
     /// Heartbeat: everything up to this revision has been sent (or filtered out).
     Progress(u64),
     /// End of the snapshot; everything up to this revision has been sent.
@@ -107,7 +143,7 @@ pub enum WatchItem {
 }
 
 struct Pending {
-    events: VecDeque<Arc<RevocationRecord>>,
+    events: VecDeque<Arc<RevocationEvent>>,
 }
 
 /// The in-memory side of the log: revision counter, publish queue, broadcast.
@@ -115,7 +151,7 @@ pub(crate) struct RevocationLog {
     /// The last revision applied to the store. Changed only under the core's writer lock.
     last_applied: Mutex<u64>,
     pending: Mutex<Pending>,
-    live: broadcast::Sender<Arc<RevocationRecord>>,
+    live: broadcast::Sender<Arc<RevocationEvent>>,
     durable: watch::Sender<RevisionBounds>,
 }
 
@@ -185,16 +221,16 @@ impl Core {
                 .last_applied
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let mut records = Vec::with_capacity(drafts.len());
+            let mut events = Vec::with_capacity(drafts.len());
             let mut rev = *last;
             for draft in drafts {
                 rev += 1;
-                let record = Arc::new(draft.into_record(rev));
-                ops.push(Op::AppendRevocation(record.as_ref().clone()));
-                records.push(record);
+                let event = Arc::new(draft.into_event(rev));
+                ops.push(Op::AppendRevocation(event.as_ref().clone()));
+                events.push(event);
             }
             self.store.apply(ops)?;
-            let wrote = !records.is_empty();
+            let wrote = !events.is_empty();
             *last = rev;
             drop(last);
             self.revocations
@@ -202,7 +238,7 @@ impl Core {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .events
-                .extend(records);
+                .extend(events);
             (value, if wrote { rev } else { 0 })
         };
         // The flusher publishes every event its flush made durable (see `GroupCommit`), so
@@ -238,10 +274,9 @@ impl Core {
                 if rec.revision > bounds.last {
                     break 'scan;
                 }
-                let done = if rec.expire_ms > 0 {
-                    rec.expire_ms <= now
-                } else {
-                    rec.revoke_ms.saturating_add(retention) <= now
+                let done = match rec.expire_ms {
+                    Some(expire_ms) => expire_ms <= now,
+                    None => rec.revoke_ms.saturating_add(retention) <= now,
                 };
                 if !done {
                     break 'scan;
@@ -331,18 +366,14 @@ struct Filter {
 }
 
 impl Filter {
-    fn admits(&self, rec: &RevocationRecord) -> bool {
-        let visible = if rec.instance_id.is_empty() {
+    fn admits(&self, event: &RevocationEvent) -> bool {
+        let visible = match &event.instance_id {
             // Events of keys allowed on every instance: only for callers that see every
             // instance, so a scoped key learns nothing about keys beyond its scope.
-            self.caller.allowed_on_all()
-        } else {
-            self.caller.allowed_on(&rec.instance_id)
+            None => self.caller.allowed_on_all(),
+            Some(id) => self.caller.allowed_on(id),
         };
-        visible
-            && (self.instances.is_empty()
-                || rec.instance_id.is_empty()
-                || self.instances.contains(&rec.instance_id))
+        visible && event.concerns(&self.instances)
     }
 }
 
@@ -421,7 +452,7 @@ impl Watcher {
                     return Ok(());
                 }
                 self.next = rec.revision + 1;
-                let relevant = !snapshot || rec.expire_ms == 0 || rec.expire_ms > now;
+                let relevant = !snapshot || rec.expire_ms.is_none_or(|at| at > now);
                 if relevant && self.filter.admits(&rec) {
                     self.send(Ok(WatchItem::Event(Arc::new(rec)))).await?;
                 }
@@ -432,7 +463,7 @@ impl Watcher {
 
     async fn run(
         mut self,
-        mut live: broadcast::Receiver<Arc<RevocationRecord>>,
+        mut live: broadcast::Receiver<Arc<RevocationEvent>>,
         durable: watch::Receiver<RevisionBounds>,
     ) {
         let _ = self.run_inner(&mut live, &durable).await;
@@ -443,7 +474,7 @@ impl Watcher {
     /// a broadcast of the same events, so an idle watcher only needs the broadcast.
     async fn run_inner(
         &mut self,
-        live: &mut broadcast::Receiver<Arc<RevocationRecord>>,
+        live: &mut broadcast::Receiver<Arc<RevocationEvent>>,
         durable: &watch::Receiver<RevisionBounds>,
     ) -> std::result::Result<(), Stop> {
         let mut shutdown = self.core.shutdown.subscribe();

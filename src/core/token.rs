@@ -12,10 +12,10 @@ use sha2::{Digest, Sha256};
 
 use super::revocation::Draft;
 use super::{
-    access_key::check_instance_id, crypto, keyring::random_bytes, now_ms, topic, Caller, Core, Error,
-    Field, Operation, Result, RevocationKind,
+    access_key::check_instance_id, crypto, keyring::random_bytes, now_ms, topic, Caller, Core,
+    Error, Field, Operation, Result, RevocationKind,
 };
-use crate::store::{Op, TokenId, TokenRecord};
+use crate::store::{Op, TokenId};
 
 /// Shortest lifetime ApplyToken accepts.
 pub const MIN_LIFETIME_MS: i64 = 60_000;
@@ -74,6 +74,25 @@ pub struct TokenRequest {
     pub resources: Vec<String>,
     /// Absolute expiry, ms since the Unix epoch.
     pub expire_time: i64,
+}
+
+/// A token as the service keeps it (the token string itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The instance it was minted for.
+    pub instance_id: String,
+    /// What it grants.
+    pub actions: Actions,
+    /// Topic filters, sorted and de-duplicated.
+    pub resources: Vec<String>,
+    /// Expiry, ms since the Unix epoch.
+    pub expire_ms: i64,
+    /// The access key that minted it.
+    pub creator: String,
+    /// Creation time, ms since the Unix epoch.
+    pub create_ms: i64,
+    /// Revocation time, ms since the Unix epoch, once revoked.
+    pub revoked_ms: Option<i64>,
 }
 
 /// ApplyToken output.
@@ -145,12 +164,12 @@ impl Core {
         &self,
         verified: VerifiedToken,
         now: i64,
-    ) -> Result<std::result::Result<TokenRecord, TokenState>> {
+    ) -> Result<std::result::Result<IssuedToken, TokenState>> {
         let Some(record) = self.store.token(&verified.id)? else {
             // Swept after expiry, or never stored (e.g. the store was replaced).
             return Ok(Err(TokenState::Unknown));
         };
-        if record.revoke_ms != 0 {
+        if record.revoked_ms.is_some() {
             return Ok(Err(TokenState::Revoked));
         }
         if record.expire_ms <= now {
@@ -203,15 +222,14 @@ impl Core {
         let expire_time = req.expire_time.min(now.saturating_add(MAX_LIFETIME_MS));
         let id: TokenId = random_bytes();
         let token = self.encode_token(&req.instance_id, &id)?;
-        let record = TokenRecord {
+        let record = IssuedToken {
             instance_id: req.instance_id,
-            read: req.actions.read,
-            write: req.actions.write,
+            actions: req.actions,
             resources,
             expire_ms: expire_time,
             creator: caller.access_key_id().to_owned(),
             create_ms: now,
-            revoke_ms: 0,
+            revoked_ms: None,
         };
         // A fresh random id cannot collide with a concurrent writer: no writer lock needed.
         self.store.apply(vec![Op::PutToken(id, record)])?;
@@ -267,14 +285,19 @@ impl Core {
                 let Some(mut record) = store.token(&verified.id)? else {
                     return Ok((vec![], vec![], ()));
                 };
-                if record.revoke_ms != 0 || record.expire_ms <= now {
+                if record.revoked_ms.is_some() || record.expire_ms <= now {
                     return Ok((vec![], vec![], ()));
                 }
-                record.revoke_ms = now;
+                record.revoked_ms = Some(now);
                 let draft = Draft {
                     token_fingerprint: fingerprint,
-                    expire_ms: record.expire_ms,
-                    ..Draft::new(RevocationKind::TokenRevoked, &instance, "RevokeToken", now)
+                    expire_ms: Some(record.expire_ms),
+                    ..Draft::new(
+                        RevocationKind::TokenRevoked,
+                        Some(&instance),
+                        "RevokeToken",
+                        now,
+                    )
                 };
                 Ok((vec![Op::PutToken(verified.id, record)], vec![draft], ()))
             })
