@@ -98,16 +98,19 @@ pub struct RateLimits {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        Self {
-            apply_token: 100,
-            query_token: 100,
-            revoke_token: 5,
-            device_credential: 500,
-        }
+        Self::DEFAULT
     }
 }
 
 impl RateLimits {
+    /// The defaults: Alibaba's documented limits. The command line's defaults are these.
+    pub const DEFAULT: Self = Self {
+        apply_token: 100,
+        query_token: 100,
+        revoke_token: 5,
+        device_credential: 500,
+    };
+
     /// No limits at all (benchmarks, tests).
     pub fn unlimited() -> Self {
         Self {

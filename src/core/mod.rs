@@ -57,7 +57,7 @@ pub fn new_request_id() -> String {
 }
 
 /// Knobs of the core, with the defaults documented in the README.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoreConfig {
     /// Per access key and operation rate limits.
     pub rate_limits: RateLimits,
@@ -74,16 +74,21 @@ pub struct CoreConfig {
     pub watch_buffer: usize,
 }
 
+impl CoreConfig {
+    /// The defaults: the one place they are written. The command line's defaults are these.
+    pub const DEFAULT: Self = Self {
+        rate_limits: RateLimits::DEFAULT,
+        max_devices_per_instance: 1_000_000,
+        watch_progress_interval: Duration::from_secs(10),
+        revocation_retention: Duration::from_secs(7 * 24 * 3600),
+        maintenance_interval: Duration::from_secs(60),
+        watch_buffer: 4096,
+    };
+}
+
 impl Default for CoreConfig {
     fn default() -> Self {
-        Self {
-            rate_limits: RateLimits::default(),
-            max_devices_per_instance: 1_000_000,
-            watch_progress_interval: Duration::from_secs(10),
-            revocation_retention: Duration::from_secs(7 * 24 * 3600),
-            maintenance_interval: Duration::from_secs(60),
-            watch_buffer: 4096,
-        }
+        Self::DEFAULT
     }
 }
 

@@ -42,13 +42,16 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_HOST_ID_LEN: usize = 256;
 
 /// REST-only settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestConfig {
     /// Requests per second per source IP; 0 = unlimited.
     pub rate_per_ip: u32,
 }
 
 impl RestConfig {
+    /// The defaults (Alibaba: 300 requests/s per IP). The command line's defaults are these.
+    pub const DEFAULT: Self = Self { rate_per_ip: 300 };
+
     /// Takes the REST settings out of the serve configuration.
     pub fn from_serve(config: &ServeConfig) -> Self {
         Self {
