@@ -15,7 +15,7 @@ use super::{
     keyring::{random_bytes, Keyring},
     now_ms, Core, Error, Field, RevocationKind, RootKey,
 };
-use crate::store::Op;
+use crate::store::{Op, Store};
 
 /// The instance wildcard: a key allowed on every instance.
 pub const ALL_INSTANCES: &str = "*";
@@ -385,10 +385,8 @@ impl Core {
         access_key_id: &str,
     ) -> Result<(), Error> {
         require_root(caller)?;
-        self.commit(|_| {
-            // Under the writer lock, so two concurrent deletes emit one set of events. The key
-            // leaves memory before the flush and the publish: a broker acting on the event
-            // must find it gone, and denying early is safe.
+        // Under the writer lock, so two concurrent deletes emit one set of events.
+        let build = |_: &dyn Store| {
             let target = self
                 .access_keys
                 .get(access_key_id)
@@ -398,7 +396,6 @@ impl Core {
                     "the root access key cannot be deleted",
                 ));
             }
-            self.access_keys.remove(access_key_id);
             let now = now_ms();
             let drafts = target
                 .0
@@ -424,6 +421,12 @@ impl Core {
                 drafts,
                 (),
             ))
+        };
+        // The key leaves memory once the delete is applied, before the flush and the publish:
+        // a broker acting on the event must find it gone, and denying early is safe. Not
+        // before: if the write fails, the key is still on disk and must keep working.
+        self.commit_then(build, |()| {
+            self.access_keys.remove(access_key_id);
         })
         .await?;
         Ok(())

@@ -213,6 +213,17 @@ impl Core {
         &self,
         build: impl FnOnce(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
     ) -> Result<(T, u64)> {
+        self.commit_then(build, |_| {}).await
+    }
+
+    /// [`Core::commit`], and `applied` runs once the batch is applied, still under the writer
+    /// lock and before the flush and the publish: where in-memory state mirrors the store, it
+    /// changes only after the write succeeded, and before anyone hears of it.
+    pub(crate) async fn commit_then<T>(
+        &self,
+        build: impl FnOnce(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
+        applied: impl FnOnce(&T),
+    ) -> Result<(T, u64)> {
         let (value, last_rev) = {
             let _w = self.lock_writer();
             let (mut ops, drafts, value) = build(self.store.as_ref())?;
@@ -230,6 +241,7 @@ impl Core {
                 events.push(event);
             }
             self.store.apply(ops)?;
+            applied(&value);
             let wrote = !events.is_empty();
             *last = rev;
             drop(last);
