@@ -8,8 +8,11 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::server::TcpIncoming;
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     config::ServeConfig,
@@ -76,6 +79,8 @@ pub struct Server {
     core: Arc<Core>,
     store: Weak<SledStore>,
     shutdown_tx: Option<oneshot::Sender<()>>,
+    /// Cuts the gRPC connections still open when the shutdown grace period is over.
+    cut: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), AppError>>>,
     health: tonic_health::server::HealthReporter,
     grace: Duration,
@@ -240,6 +245,8 @@ impl Server {
         let shutdown = futures_shared(shutdown_rx);
 
         let grpc_shutdown = shutdown.clone();
+        let (cut, cut_rx) = watch::channel(false);
+        let grpc_incoming = grpc::conn::severable_incoming(grpc_listener, cut_rx);
         let grpc_task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -253,13 +260,7 @@ impl Server {
                 .add_service(services.device)
                 .add_service(services.broker)
                 .add_service(services.revocation)
-                // tonic ignores `tcp_nodelay` for a caller-supplied incoming stream, so set it
-                // on the incoming itself: without it Nagle + delayed ACK add ~40 ms to
-                // responses written in more than one segment.
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                    grpc_shutdown.wait(),
-                )
+                .serve_with_incoming_shutdown(grpc_incoming, grpc_shutdown.wait())
                 .await?;
             Ok(())
         });
@@ -300,6 +301,7 @@ impl Server {
             core,
             store: weak_store,
             shutdown_tx: Some(shutdown_tx),
+            cut,
             tasks,
             health,
             grace: config.shutdown_grace,
@@ -322,8 +324,9 @@ impl Server {
     }
 
     /// Stops gracefully: health to NOT_SERVING, watch streams end with UNAVAILABLE, no new
-    /// calls, in-flight calls drain (up to the grace period), then a final flush; returns once
-    /// the data directory is closed, so a new server may open it.
+    /// calls, in-flight calls drain (up to the grace period, after which the gRPC connections
+    /// still open are cut), then a final flush and the flusher stops; returns once the data
+    /// directory is closed, so a new server may open it.
     ///
     /// # Errors
     /// A server task failed or the final flush failed.
@@ -341,9 +344,10 @@ impl Server {
             let _ = tx.send(());
         }
         let mut first_error = None;
+        let deadline = tokio::time::Instant::now() + self.grace;
         for task in self.tasks.drain(..) {
             let abort = task.abort_handle();
-            match tokio::time::timeout(self.grace, task).await {
+            match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => {
                     first_error.get_or_insert(e);
@@ -354,11 +358,15 @@ impl Server {
                 }
                 Err(_) => {
                     tracing::warn!("shutdown grace period over; closing remaining connections");
+                    // Aborting the server task leaves the connection tasks it spawned running
+                    // (and holding the core): cut them, so they end on their own at once.
+                    self.cut.send_replace(true);
                     abort.abort();
                 }
             }
         }
         self.core.flush().await?;
+        self.core.finish_shutdown();
         let store = self.store.clone();
         drop(self);
         // Open streams and the flusher hold the store for a moment after the servers stop;

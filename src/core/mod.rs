@@ -7,7 +7,8 @@
 //! `token` (token format, ApplyToken/QueryToken/RevokeToken), `access_key` (callers and their
 //! permissions), `device` (device credentials), `broker` (CONNECT and topic checks), `topic`
 //! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
-//! `revocation` (the revocation log and its watchers), `maintenance` (background sweeps).
+//! `revocation` (the revocation log), `watch` (its watchers), `maintenance` (background
+//! sweeps).
 
 pub mod access_key;
 pub mod broker;
@@ -21,6 +22,7 @@ pub mod maintenance;
 pub mod revocation;
 pub mod token;
 pub mod topic;
+pub mod watch;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -33,8 +35,9 @@ pub use device::{DeviceCredential, DevicePage};
 pub use error::{Error, Field, Result};
 pub use keyring::Keyring;
 pub use limits::{Operation, RateLimits};
-pub use revocation::{RevocationEvent, RevocationKind, WatchItem, WatchStart};
+pub use revocation::{RevocationEvent, RevocationKind};
 pub use token::{Actions, AppliedToken, TokenRequest};
+pub use watch::{WatchItem, WatchStart, WatchStream};
 
 use crate::store::Store;
 
@@ -184,6 +187,15 @@ impl Core {
     /// elsewhere or later, instead of holding the server's graceful shutdown open.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Ends shutdown, once in-flight calls have drained and the final flush is done: the
+    /// group-commit flusher flushes what is still queued and stops. A write that comes later
+    /// (a call that outlived the drain, a caller holding the core) is not acknowledged: it
+    /// fails with `ServiceUnavailable`.
+    pub fn finish_shutdown(&self) {
+        self.begin_shutdown();
+        self.durability.close();
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, ()> {

@@ -1,4 +1,5 @@
-//! The revocation log and its watchers.
+//! The revocation log: its events, how they get revisions and become durable, and compaction.
+//! Watchers (`super::watch`) read it.
 //!
 //! Guarantees (the same as etcd's watch): every revocation gets a revision `last + 1`, assigned
 //! under the writer lock and written in the same atomic batch as the revocation itself; an event
@@ -11,16 +12,12 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
-use super::{now_ms, Caller, Core, Error, Field, Result};
+use super::{now_ms, Core, Result};
 use crate::store::{Op, RevisionBounds, Store};
-
-/// Most instance ids one watch may filter on.
-const MAX_WATCH_INSTANCES: usize = 100;
 
 /// What was revoked. The store and the API each number these in their own codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +60,7 @@ pub struct RevocationEvent {
 impl RevocationEvent {
     /// Whether a watch filtering on `instances` (empty: every instance) wants this event.
     /// Events of keys allowed on every instance concern every instance.
-    fn concerns(&self, instances: &[String]) -> bool {
+    pub(crate) fn concerns(&self, instances: &[String]) -> bool {
         match &self.instance_id {
             None => true,
             Some(id) => instances.is_empty() || instances.contains(id),
@@ -120,28 +117,6 @@ impl Draft {
     }
 }
 
-/// Where a watch starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchStart {
-    /// Events written after the watch opened.
-    Now,
-    /// Every event from this revision on.
-    Revision(u64),
-    /// Every retained event whose credential has not expired, a marker, then live events.
-    Snapshot,
-}
-
-/// One message for a watcher.
-#[derive(Debug, Clone)]
-pub enum WatchItem {
-    /// A revocation.
-    Event(Arc<RevocationEvent>),
-    /// Heartbeat: everything up to this revision has been sent (or filtered out).
-    Progress(u64),
-    /// End of the snapshot; everything up to this revision has been sent.
-    SnapshotEnd(u64),
-}
-
 struct Pending {
     events: VecDeque<Arc<RevocationEvent>>,
 }
@@ -151,8 +126,10 @@ pub(crate) struct RevocationLog {
     /// The last revision applied to the store. Changed only under the core's writer lock.
     last_applied: Mutex<u64>,
     pending: Mutex<Pending>,
-    live: broadcast::Sender<Arc<RevocationEvent>>,
-    durable: watch::Sender<RevisionBounds>,
+    /// Durable events, in revision order, for watchers that are caught up.
+    pub(crate) live: broadcast::Sender<Arc<RevocationEvent>>,
+    /// The durable revision range; bumped after the events up to it went on `live`.
+    pub(crate) durable: watch::Sender<RevisionBounds>,
 }
 
 impl RevocationLog {
@@ -308,238 +285,5 @@ impl Core {
             tracing::debug!(oldest = below, "compacted the revocation log");
         }
         Ok(below)
-    }
-
-    /// Opens a watch: validates the start and filter, then spawns a task that feeds the
-    /// returned channel. Dropping the receiver ends the task.
-    ///
-    /// # Errors
-    /// `InstancePermissionCheckFailed` for an instance the caller may not see;
-    /// `RevisionCompacted` (start below the oldest retained revision) or `FutureRevision`.
-    pub fn watch(
-        self: &Arc<Self>,
-        caller: &Caller,
-        start: WatchStart,
-        instance_ids: Vec<String>,
-    ) -> Result<mpsc::Receiver<Result<WatchItem>>> {
-        if instance_ids.len() > MAX_WATCH_INSTANCES {
-            return Err(Error::invalid(
-                Field::InstanceIds,
-                format!("at most {MAX_WATCH_INSTANCES} instance ids"),
-            ));
-        }
-        for id in &instance_ids {
-            caller.check_instance(id)?;
-        }
-        let filter = Filter {
-            caller: caller.clone(),
-            instances: instance_ids,
-        };
-        // Subscribe before reading the bounds so nothing published in between is missed.
-        let live = self.revocations.live.subscribe();
-        let bounds = self.revocations.bounds();
-        let next = match start {
-            WatchStart::Now => bounds.last + 1,
-            WatchStart::Snapshot => bounds.oldest,
-            WatchStart::Revision(0) => {
-                return Err(Error::invalid(Field::StartRevision, "revisions start at 1"))
-            }
-            WatchStart::Revision(r) if r < bounds.oldest => {
-                return Err(Error::RevisionCompacted {
-                    requested: r,
-                    oldest: bounds.oldest,
-                })
-            }
-            WatchStart::Revision(r) if r > bounds.last + 1 => {
-                return Err(Error::FutureRevision {
-                    requested: r,
-                    current: bounds.last,
-                })
-            }
-            WatchStart::Revision(r) => r,
-        };
-        let (tx, rx) = mpsc::channel(256);
-        let watcher = Watcher {
-            core: self.clone(),
-            tx,
-            filter,
-            next,
-            snapshot: start == WatchStart::Snapshot,
-            progress_every: self.config.watch_progress_interval,
-        };
-        tokio::spawn(watcher.run(live, self.revocations.durable.subscribe()));
-        Ok(rx)
-    }
-}
-
-struct Filter {
-    caller: Caller,
-    instances: Vec<String>,
-}
-
-impl Filter {
-    fn admits(&self, event: &RevocationEvent) -> bool {
-        let visible = match &event.instance_id {
-            // Events of keys allowed on every instance: only for callers that see every
-            // instance, so a scoped key learns nothing about keys beyond its scope.
-            None => self.caller.allowed_on_all(),
-            Some(id) => self.caller.allowed_on(id),
-        };
-        visible && event.concerns(&self.instances)
-    }
-}
-
-struct Watcher {
-    core: Arc<Core>,
-    tx: mpsc::Sender<Result<WatchItem>>,
-    filter: Filter,
-    /// The next revision to deliver.
-    next: u64,
-    snapshot: bool,
-    progress_every: Duration,
-}
-
-/// Why a watcher stopped.
-enum Stop {
-    /// The receiver is gone.
-    Closed,
-}
-
-impl Watcher {
-    async fn send(&self, item: Result<WatchItem>) -> std::result::Result<(), Stop> {
-        // A deleted key's stream ends: from the moment of deletion it may see nothing more.
-        let item = match item {
-            Ok(_)
-                if self
-                    .core
-                    .access_key(self.filter.caller.access_key_id())
-                    .is_err() =>
-            {
-                Err(Error::AccessKeyNotFound)
-            }
-            other => other,
-        };
-        let end = item.is_err();
-        self.tx.send(item).await.map_err(|_| Stop::Closed)?;
-        if end {
-            return Err(Stop::Closed);
-        }
-        Ok(())
-    }
-
-    /// Ends the stream with `err`.
-    async fn fail(&self, err: Error) -> std::result::Result<(), Stop> {
-        self.send(Err(err)).await
-    }
-
-    /// Sends every stored event from `self.next` up to `until` (inclusive). In a snapshot,
-    /// events of credentials that have already expired are skipped, and a compaction racing
-    /// the snapshot moves it forward instead of failing it (a snapshot is how brokers resync).
-    async fn catch_up(&mut self, until: u64, snapshot: bool) -> std::result::Result<(), Stop> {
-        let now = now_ms();
-        while self.next <= until {
-            let batch = match self.core.store.revocations(self.next, 512) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "watch catch-up read failed");
-                    return self.fail(Error::internal(e)).await;
-                }
-            };
-            match batch.first() {
-                Some(first) if first.revision == self.next => {}
-                Some(first) if snapshot && first.revision > self.next => self.next = first.revision,
-                _ => {
-                    // Compacted under our feet: the broker must resync.
-                    let oldest = self.core.revocations.bounds().oldest;
-                    return self
-                        .fail(Error::RevisionCompacted {
-                            requested: self.next,
-                            oldest,
-                        })
-                        .await;
-                }
-            }
-            for rec in batch {
-                if rec.revision > until {
-                    return Ok(());
-                }
-                self.next = rec.revision + 1;
-                let relevant = !snapshot || rec.expire_ms.is_none_or(|at| at > now);
-                if relevant && self.filter.admits(&rec) {
-                    self.send(Ok(WatchItem::Event(Arc::new(rec)))).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn run(
-        mut self,
-        mut live: broadcast::Receiver<Arc<RevocationEvent>>,
-        durable: watch::Receiver<RevisionBounds>,
-    ) {
-        let _ = self.run_inner(&mut live, &durable).await;
-    }
-
-    /// Storage until caught up with the durable revision, then the live broadcast; back to
-    /// storage whenever the broadcast lagged or skipped a revision. Every durable bump follows
-    /// a broadcast of the same events, so an idle watcher only needs the broadcast.
-    async fn run_inner(
-        &mut self,
-        live: &mut broadcast::Receiver<Arc<RevocationEvent>>,
-        durable: &watch::Receiver<RevisionBounds>,
-    ) -> std::result::Result<(), Stop> {
-        let mut shutdown = self.core.shutdown.subscribe();
-        if self.snapshot {
-            let until = durable.borrow().last;
-            self.catch_up(until, true).await?;
-            self.next = self.next.max(until + 1);
-            self.send(Ok(WatchItem::SnapshotEnd(until))).await?;
-        }
-        let mut behind = true;
-        let mut next_progress = tokio::time::Instant::now() + self.progress_every;
-        loop {
-            // A deleted key's stream ends: it may no longer see anything.
-            if self
-                .core
-                .access_key(self.filter.caller.access_key_id())
-                .is_err()
-            {
-                return self.fail(Error::AccessKeyNotFound).await;
-            }
-            if behind {
-                let until = durable.borrow().last;
-                self.catch_up(until, false).await?;
-                behind = false;
-                continue;
-            }
-            tokio::select! {
-                // Live events first: they are already in memory.
-                biased;
-                received = live.recv() => match received {
-                    Ok(event) if event.revision < self.next => {} // sent during catch-up
-                    Ok(event) if event.revision > self.next => behind = true, // a gap
-                    Ok(event) => {
-                        self.next += 1;
-                        if self.filter.admits(&event) {
-                            self.send(Ok(WatchItem::Event(event))).await?;
-                            next_progress = tokio::time::Instant::now() + self.progress_every;
-                        }
-                    }
-                    // Fell behind the in-memory buffer: catch up from storage.
-                    Err(broadcast::error::RecvError::Lagged(_)) => behind = true,
-                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
-                },
-                _ = tokio::time::sleep_until(next_progress) => {
-                    self.send(Ok(WatchItem::Progress(self.next - 1))).await?;
-                    next_progress = tokio::time::Instant::now() + self.progress_every;
-                }
-                _ = self.tx.closed() => return Err(Stop::Closed),
-                _ = async { shutdown.wait_for(|down| *down).await.map(|_| ()) } => {
-                    // Brokers resume from their last revision once the server is back.
-                    return self.fail(Error::ServiceUnavailable).await;
-                }
-            }
-        }
     }
 }

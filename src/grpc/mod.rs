@@ -2,11 +2,12 @@
 //! call the core and convert back. Every response carries a `request_id` field and an
 //! `x-request-id` metadata entry; every error goes through [`status::to_status`].
 //!
-//! Children: `status` (error mapping), `token`, `access_key`, `device`, `broker`,
-//! `revocation` (one file per service).
+//! Children: `status` (error mapping), `conn` (connections the server can cut at the end of
+//! shutdown), `token`, `access_key`, `device`, `broker`, `revocation` (one file per service).
 
 mod access_key;
 mod broker;
+pub mod conn;
 mod device;
 mod revocation;
 pub mod status;

@@ -1,8 +1,8 @@
-//! RevocationService: WatchRevocations, a server stream fed by a core watcher task.
+//! RevocationService: WatchRevocations, the core's watch stream converted to the wire.
 
 use std::{pin::Pin, sync::Arc};
 
-use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{open, status::to_status};
@@ -68,12 +68,12 @@ impl RevocationService for RevocationGrpc {
                 )))
             }
         };
-        let rx = self
+        let items = self
             .0
             .watch(&ctx.caller, start, req.instance_ids)
             .map_err(|e| ctx.err(e))?;
         let request_id = ctx.request_id.clone();
-        let stream = ReceiverStream::new(rx).map(move |item| {
+        let stream = items.map(move |item| {
             let message = match item {
                 Ok(WatchItem::Event(e)) => Message::Event(event(&e)),
                 Ok(WatchItem::Progress(rev)) => {
