@@ -3,6 +3,7 @@
 
 use std::{
     net::SocketAddr,
+    os::unix::fs::DirBuilderExt,
     path::PathBuf,
     sync::{Arc, Weak},
     time::Duration,
@@ -167,23 +168,19 @@ fn check_keyring(
     Ok(())
 }
 
-/// Makes every file this process creates private (0600 files, 0700 directories), so the
-/// database files sled creates later (snapshots, blobs) are never world-readable.
-fn private_umask() {
-    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
-    unsafe {
-        libc::umask(0o077);
-    }
-}
-
 impl Server {
     /// Opens the store, starts the core, binds both listeners and starts serving.
     ///
     /// # Errors
     /// The keyring, the store or a listener cannot be opened.
     pub async fn start(config: ServeConfig) -> Result<Self, AppError> {
-        private_umask();
-        std::fs::create_dir_all(&config.data_dir)
+        // The process umask is the binary's business (`main` makes it 0077); what must be
+        // private whatever it is gets explicit modes: the keyring and the root key file are
+        // written 0600, and a new data directory is 0700.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
             .map_err(io(format!("creating {}", config.data_dir.display())))?;
         let (keyring, created) = Keyring::load_or_create(&config.keyring, now_ms())?;
         if created {
