@@ -13,6 +13,7 @@
 //! the password: it is a MAC-protected reference to the credential, re-checked for liveness
 //! on every use, so a revoked credential stops authorizing at once.
 
+use super::crypto;
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine,
@@ -20,8 +21,8 @@ use base64::{
 use prost::Message;
 
 use super::{
-    crypto, device::check_client_id, now_ms, token::fingerprint, token::TokenState, topic, Caller,
-    Core, Result,
+    device::check_client_id, now_ms, token::fingerprint, token::TokenState, topic, Caller, Core,
+    Result,
 };
 use crate::store::TokenId;
 

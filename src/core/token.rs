@@ -10,10 +10,11 @@
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use sha2::{Digest, Sha256};
 
+use super::crypto;
 use super::revocation::Draft;
 use super::{
-    access_key::check_instance_id, crypto, keyring::random_bytes, now_ms, topic, Caller, Core,
-    Error, Field, Operation, Result, RevocationKind,
+    access_key::check_instance_id, keyring::random_bytes, now_ms, topic, Caller, Core, Error,
+    Field, Operation, Result, RevocationKind,
 };
 use crate::store::{Op, TokenId};
 
