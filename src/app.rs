@@ -3,14 +3,18 @@
 
 use std::{
     net::SocketAddr,
+    os::unix::fs::DirBuilderExt,
     path::PathBuf,
     sync::{Arc, Weak},
     time::Duration,
 };
 
 use axum::serve::ListenerExt;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::server::TcpIncoming;
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     config::ServeConfig,
@@ -83,6 +87,8 @@ pub struct Server {
     core: Arc<Core>,
     store: Weak<SledStore>,
     shutdown_tx: Option<oneshot::Sender<()>>,
+    /// Cuts the gRPC connections still open when the shutdown grace period is over.
+    cut: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), AppError>>>,
     health: tonic_health::server::HealthReporter,
     grace: Duration,
@@ -170,22 +176,12 @@ fn check_keyring(
     Ok(())
 }
 
-/// Makes every file this process creates private (0600 files, 0700 directories), so the
-/// database files sled creates later (snapshots, blobs) are never world-readable.
-fn private_umask() {
-    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
-    unsafe {
-        libc::umask(0o077);
-    }
-}
-
 impl Server {
     /// Opens the store, starts the core, binds both listeners and starts serving.
     ///
     /// # Errors
     /// The keyring, the store or a listener cannot be opened.
     pub async fn start(config: ServeConfig) -> Result<Self, AppError> {
-        private_umask();
         // Checked first: a typo in a certificate path should not wait for the store to open.
         let tls = match config.tls.files() {
             Some(files) => Some(Arc::new(ServerTls::load(files)?)),
@@ -196,7 +192,13 @@ impl Server {
             core_config.audit = observe::AuditLog::open(destination)
                 .map_err(io(format!("opening the audit log {destination:?}")))?;
         }
-        std::fs::create_dir_all(&config.data_dir)
+        // The process umask is the binary's business (`main` makes it 0077); what must be
+        // private whatever it is gets explicit modes: the keyring and the root key file are
+        // written 0600, and a new data directory is 0700.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
             .map_err(io(format!("creating {}", config.data_dir.display())))?;
         let (keyring, created) = Keyring::load_or_create(&config.keyring, now_ms())?;
         if created {
@@ -270,6 +272,7 @@ impl Server {
         let grpc_shutdown = shutdown.clone();
         let grpc_tls = tls.clone();
         let metrics = core.metrics().clone();
+        let (cut, cut_rx) = watch::channel(false);
         let grpc_task = tokio::spawn(async move {
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -289,18 +292,19 @@ impl Server {
                 Some(tls) => {
                     router
                         .serve_with_incoming_shutdown(
-                            TlsIncoming::new(grpc_listener, tls, metrics),
+                            grpc::conn::severable(
+                                TlsIncoming::new(grpc_listener, tls, metrics),
+                                cut_rx,
+                            ),
                             grpc_shutdown.wait(),
                         )
                         .await?
                 }
-                // tonic ignores `tcp_nodelay` for a caller-supplied incoming stream, so set it
-                // on the incoming itself: without it Nagle + delayed ACK add ~40 ms to
-                // responses written in more than one segment.
+                // Plain TCP with TCP_NODELAY (see `severable_incoming`).
                 None => {
                     router
                         .serve_with_incoming_shutdown(
-                            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                            grpc::conn::severable_incoming(grpc_listener, cut_rx),
                             grpc_shutdown.wait(),
                         )
                         .await?
@@ -381,6 +385,7 @@ impl Server {
             core,
             store: weak_store,
             shutdown_tx: Some(shutdown_tx),
+            cut,
             tasks,
             health,
             grace: config.shutdown_grace,
@@ -430,8 +435,9 @@ impl Server {
     }
 
     /// Stops gracefully: health to NOT_SERVING, watch streams end with UNAVAILABLE, no new
-    /// calls, in-flight calls drain (up to the grace period), then a final flush; returns once
-    /// the data directory is closed, so a new server may open it.
+    /// calls, in-flight calls drain (up to the grace period, after which the gRPC connections
+    /// still open are cut), then a final flush and the flusher stops; returns once the data
+    /// directory is closed, so a new server may open it.
     ///
     /// # Errors
     /// A server task failed or the final flush failed.
@@ -449,9 +455,10 @@ impl Server {
             let _ = tx.send(());
         }
         let mut first_error = None;
+        let deadline = tokio::time::Instant::now() + self.grace;
         for task in self.tasks.drain(..) {
             let abort = task.abort_handle();
-            match tokio::time::timeout(self.grace, task).await {
+            match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => {
                     first_error.get_or_insert(e);
@@ -462,11 +469,15 @@ impl Server {
                 }
                 Err(_) => {
                     tracing::warn!("shutdown grace period over; closing remaining connections");
+                    // Aborting the server task leaves the connection tasks it spawned running
+                    // (and holding the core): cut them, so they end on their own at once.
+                    self.cut.send_replace(true);
                     abort.abort();
                 }
             }
         }
         self.core.flush().await?;
+        self.core.finish_shutdown();
         let store = self.store.clone();
         drop(self);
         // Open streams and the flusher hold the store for a moment after the servers stop;

@@ -1,24 +1,63 @@
 //! The command line. Every flag has an `MQTT_TOKEND_*` environment variable; defaults are
 //! the embedded ones a new user gets from `cargo run --release -- serve`.
+//!
+//! Each default is written once, as a constant (here, or `CoreConfig::DEFAULT`,
+//! `RateLimits::DEFAULT` and `RestConfig::DEFAULT` for the knobs of those layers); clap
+//! shows and parses the constants, and [`ServeConfig::default`] builds the same values
+//! without clap, so code that needs a configuration (tests, benchmarks) never reads the
+//! process's environment.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
     core::{CoreConfig, RateLimits},
     observe::AuditDestination,
+    rest::RestConfig,
 };
 
 /// Default gRPC listen address.
-pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+pub const DEFAULT_GRPC_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051));
 /// Default REST (Action-style HTTP) listen address.
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_HTTP_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default keyring file: outside the data directory, so a copy of the data alone leaks no
 /// secret.
 pub const DEFAULT_KEYRING: &str = "./mqtt-tokend-keyring.json";
+/// Name of the root access key file inside the data directory.
+pub const ROOT_KEY_FILE_NAME: &str = "root-access-key.json";
+/// Default time shutdown waits for in-flight calls.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default log filter.
+pub const DEFAULT_LOG: &str = "info";
+
+/// A default computed from a constant, as the `&'static str` clap shows in `--help` and
+/// parses when the flag is absent. Computed once per call site.
+macro_rules! default_text {
+    ($value:expr) => {{
+        static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        TEXT.get_or_init(|| $value).as_str()
+    }};
+}
+
+/// A duration the way people write it and humantime parses it back: whole days as `7days`,
+/// whole seconds as `60s`, anything finer as humantime formats it.
+fn duration_text(d: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    match (d.as_secs(), d.subsec_nanos()) {
+        (secs, 0) if secs > 0 && secs % DAY == 0 => format!("{}days", secs / DAY),
+        (secs, 0) => format!("{secs}s"),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
 
 /// mqtt-tokend: MQTT tokens, device credentials and broker checks, Alibaba Cloud MQTT compatible.
 #[derive(Debug, Parser)]
@@ -43,13 +82,13 @@ pub enum Command {
 }
 
 /// Everything `serve` needs.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ServeConfig {
     /// gRPC listen address (port 0 picks a free port).
-    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
+    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value_t = DEFAULT_GRPC_ADDR)]
     pub grpc_addr: SocketAddr,
     /// REST (Alibaba Action-style HTTP) listen address; "off" disables it.
-    #[arg(long, env = "MQTT_TOKEND_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR, value_parser = parse_optional_addr)]
+    #[arg(long, env = "MQTT_TOKEND_HTTP_ADDR", default_value_t = OptionalAddr(Some(DEFAULT_HTTP_ADDR)), value_parser = parse_optional_addr)]
     pub http_addr: OptionalAddr,
     /// Data directory (sled database and root-access-key.json).
     #[arg(long, env = "MQTT_TOKEND_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -59,49 +98,41 @@ pub struct ServeConfig {
     #[arg(long, env = "MQTT_TOKEND_KEYRING", default_value = DEFAULT_KEYRING)]
     pub keyring: PathBuf,
     /// ApplyToken calls per second per access key; 0 = unlimited.
-    #[arg(long, env = "MQTT_TOKEND_RATE_APPLY_TOKEN", default_value_t = 100)]
+    #[arg(long, env = "MQTT_TOKEND_RATE_APPLY_TOKEN", default_value_t = RateLimits::DEFAULT.apply_token)]
     pub rate_apply_token: u32,
     /// QueryToken calls per second per access key; 0 = unlimited.
-    #[arg(long, env = "MQTT_TOKEND_RATE_QUERY_TOKEN", default_value_t = 100)]
+    #[arg(long, env = "MQTT_TOKEND_RATE_QUERY_TOKEN", default_value_t = RateLimits::DEFAULT.query_token)]
     pub rate_query_token: u32,
     /// RevokeToken calls per second per access key; 0 = unlimited.
-    #[arg(long, env = "MQTT_TOKEND_RATE_REVOKE_TOKEN", default_value_t = 5)]
+    #[arg(long, env = "MQTT_TOKEND_RATE_REVOKE_TOKEN", default_value_t = RateLimits::DEFAULT.revoke_token)]
     pub rate_revoke_token: u32,
     /// Calls per second per access key of each device credential operation; 0 = unlimited.
-    #[arg(
-        long,
-        env = "MQTT_TOKEND_RATE_DEVICE_CREDENTIAL",
-        default_value_t = 500
-    )]
+    #[arg(long, env = "MQTT_TOKEND_RATE_DEVICE_CREDENTIAL", default_value_t = RateLimits::DEFAULT.device_credential)]
     pub rate_device_credential: u32,
     /// REST requests per second per source IP; 0 = unlimited.
-    #[arg(long, env = "MQTT_TOKEND_RATE_PER_IP", default_value_t = 300)]
+    #[arg(long, env = "MQTT_TOKEND_RATE_PER_IP", default_value_t = RestConfig::DEFAULT.rate_per_ip)]
     pub rate_per_ip: u32,
     /// Most device credentials per instance (DeviceCredentialNumExceed past it).
-    #[arg(
-        long,
-        env = "MQTT_TOKEND_MAX_DEVICES_PER_INSTANCE",
-        default_value_t = 1_000_000
-    )]
+    #[arg(long, env = "MQTT_TOKEND_MAX_DEVICES_PER_INSTANCE", default_value_t = CoreConfig::DEFAULT.max_devices_per_instance)]
     pub max_devices_per_instance: u64,
     /// Interval of progress messages on idle revocation watch streams.
-    #[arg(long, env = "MQTT_TOKEND_WATCH_PROGRESS_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
+    #[arg(long, env = "MQTT_TOKEND_WATCH_PROGRESS_INTERVAL", default_value = default_text!(duration_text(CoreConfig::DEFAULT.watch_progress_interval)), value_parser = parse_positive_duration)]
     pub watch_progress_interval: Duration,
     /// Revocation events a watcher may fall behind the live broadcast before it switches to
     /// catching up from storage (it is never dropped).
-    #[arg(long, env = "MQTT_TOKEND_WATCH_BUFFER", default_value_t = 4096)]
+    #[arg(long, env = "MQTT_TOKEND_WATCH_BUFFER", default_value_t = CoreConfig::DEFAULT.watch_buffer)]
     pub watch_buffer: usize,
     /// How long revocations without an expiry (device credentials, access keys) stay
     /// resumable on the watch stream.
-    #[arg(long, env = "MQTT_TOKEND_REVOCATION_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MQTT_TOKEND_REVOCATION_RETENTION", default_value = default_text!(duration_text(CoreConfig::DEFAULT.revocation_retention)), value_parser = humantime::parse_duration)]
     pub revocation_retention: Duration,
     /// How often expired tokens are swept and the revocation log compacted.
-    #[arg(long, env = "MQTT_TOKEND_MAINTENANCE_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
+    #[arg(long, env = "MQTT_TOKEND_MAINTENANCE_INTERVAL", default_value = default_text!(duration_text(CoreConfig::DEFAULT.maintenance_interval)), value_parser = parse_positive_duration)]
     pub maintenance_interval: Duration,
     /// Longest life of a broker session recorded by the EMQX/rmqtt HTTP endpoints and the
     /// mosquitto-go-auth backend (capped at --revocation-retention); EMQX and rmqtt disconnect
     /// the client when it ends, and it reconnects.
-    #[arg(long, env = "MQTT_TOKEND_BROKER_SESSION_TTL", default_value = "7days", value_parser = parse_positive_duration)]
+    #[arg(long, env = "MQTT_TOKEND_BROKER_SESSION_TTL", default_value = default_text!(duration_text(CoreConfig::DEFAULT.broker_session_ttl)), value_parser = parse_positive_duration)]
     pub broker_session_ttl: Duration,
     /// Access key the mosquitto-go-auth gRPC backend (`grpc.AuthService`) acts as; unset, the
     /// service is not served. go-auth sends no credentials: serve it only where the broker
@@ -109,10 +140,10 @@ pub struct ServeConfig {
     #[arg(long, env = "MQTT_TOKEND_GO_AUTH_ACCESS_KEY")]
     pub go_auth_access_key: Option<String>,
     /// How long shutdown waits for in-flight calls before closing.
-    #[arg(long, env = "MQTT_TOKEND_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MQTT_TOKEND_SHUTDOWN_GRACE", default_value = default_text!(duration_text(DEFAULT_SHUTDOWN_GRACE)), value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `mqtt_tokend=debug`.
-    #[arg(long, env = "MQTT_TOKEND_LOG", default_value = "info")]
+    #[arg(long, env = "MQTT_TOKEND_LOG", default_value = DEFAULT_LOG)]
     pub log: String,
     /// TLS and mutual TLS of both listeners.
     #[command(flatten)]
@@ -123,7 +154,7 @@ pub struct ServeConfig {
 }
 
 /// TLS of the gRPC and REST listeners. Without these flags both serve plaintext.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct TlsOptions {
     /// Server certificate chain (PEM, leaf first) for both listeners; turns TLS on. Re-read,
     /// with the key and client CA, on SIGHUP.
@@ -152,7 +183,7 @@ impl TlsOptions {
 }
 
 /// The operations endpoint and the audit log.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct ObserveOptions {
     /// Listen address of /metrics (Prometheus), /healthz and /readyz, plain HTTP; off unless
     /// set, e.g. 127.0.0.1:9464.
@@ -166,6 +197,16 @@ pub struct ObserveOptions {
 /// A listen address that can be turned off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::fmt::Display for OptionalAddr {
+    /// The form the flag takes: the address, or `off`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
@@ -184,24 +225,49 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
         .map_err(|e| format!("{e} (expected host:port or \"off\")"))
 }
 
+impl Default for ServeConfig {
+    /// What `serve` runs with when no flag and no `MQTT_TOKEND_*` variable is given, built
+    /// from the constants without clap, so it never depends on the environment.
+    fn default() -> Self {
+        let core = CoreConfig::DEFAULT;
+        Self {
+            grpc_addr: DEFAULT_GRPC_ADDR,
+            http_addr: OptionalAddr(Some(DEFAULT_HTTP_ADDR)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            keyring: PathBuf::from(DEFAULT_KEYRING),
+            rate_apply_token: core.rate_limits.apply_token,
+            rate_query_token: core.rate_limits.query_token,
+            rate_revoke_token: core.rate_limits.revoke_token,
+            rate_device_credential: core.rate_limits.device_credential,
+            rate_per_ip: RestConfig::DEFAULT.rate_per_ip,
+            max_devices_per_instance: core.max_devices_per_instance,
+            watch_progress_interval: core.watch_progress_interval,
+            watch_buffer: core.watch_buffer,
+            revocation_retention: core.revocation_retention,
+            maintenance_interval: core.maintenance_interval,
+            broker_session_ttl: core.broker_session_ttl,
+            go_auth_access_key: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            log: DEFAULT_LOG.to_owned(),
+            tls: TlsOptions::default(),
+            observe: ObserveOptions::default(),
+        }
+    }
+}
+
 impl ServeConfig {
-    /// The embedded defaults with the given data directory and keyring, for tests and
-    /// benchmarks; everything else as `serve` without flags.
+    /// The defaults with the given data directory and keyring and both listeners on
+    /// 127.0.0.1 port 0, for tests and benchmarks. Like [`ServeConfig::default`], it reads
+    /// neither the command line nor the environment.
     pub fn with_dirs(data_dir: PathBuf, keyring: PathBuf) -> Self {
-        let cli = Cli::parse_from([
-            "mqtt-tokend",
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ]);
-        let Command::Serve(mut config) = cli.command else {
-            unreachable!("parsed a serve command")
-        };
-        config.data_dir = data_dir;
-        config.keyring = keyring;
-        *config
+        let any_port = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+        Self {
+            grpc_addr: any_port,
+            http_addr: OptionalAddr(Some(any_port)),
+            data_dir,
+            keyring,
+            ..Self::default()
+        }
     }
 
     /// The core's part of the configuration.
@@ -219,7 +285,7 @@ impl ServeConfig {
             maintenance_interval: self.maintenance_interval,
             watch_buffer: self.watch_buffer,
             // Opened by the app, which reports a failure to open it.
-            audit: crate::observe::AuditLog::default(),
+            audit: crate::observe::AuditLog::OFF,
             // A session must not outlive the revocation events that would end it: a kicker
             // that resumes within the retention then finds every session it has to end.
             broker_session_ttl: self.broker_session_ttl.min(self.revocation_retention),
@@ -228,7 +294,7 @@ impl ServeConfig {
 
     /// Where the root access key is written on first start.
     pub fn root_key_path(&self) -> PathBuf {
-        self.data_dir.join("root-access-key.json")
+        self.data_dir.join(ROOT_KEY_FILE_NAME)
     }
 }
 
@@ -236,14 +302,10 @@ impl ServeConfig {
 #[derive(Debug, Clone, Args)]
 pub struct ClientOptions {
     /// The server's gRPC address.
-    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
+    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value_t = DEFAULT_GRPC_ADDR)]
     pub grpc_addr: SocketAddr,
     /// File with the root key, as written on first start.
-    #[arg(
-        long,
-        env = "MQTT_TOKEND_ROOT_KEY_FILE",
-        default_value = "./data/root-access-key.json"
-    )]
+    #[arg(long, env = "MQTT_TOKEND_ROOT_KEY_FILE", default_value = default_text!(Path::new(DEFAULT_DATA_DIR).join(ROOT_KEY_FILE_NAME).display().to_string()))]
     pub root_key_file: PathBuf,
 }
 
@@ -308,7 +370,25 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(config.http_addr, OptionalAddr(None));
-        assert_eq!(config.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
-        assert_eq!(config.rate_revoke_token, 5);
+    }
+
+    #[test]
+    fn duration_defaults_read_as_the_readme_writes_them() {
+        let core = CoreConfig::DEFAULT;
+        for (d, text) in [
+            (core.watch_progress_interval, "10s"),
+            (core.revocation_retention, "7days"),
+            (core.maintenance_interval, "60s"),
+            (DEFAULT_SHUTDOWN_GRACE, "10s"),
+            (Duration::from_millis(1500), "1s 500ms"),
+        ] {
+            assert_eq!(duration_text(d), text);
+            assert_eq!(humantime::parse_duration(text).ok(), Some(d));
+        }
+        assert_eq!(
+            OptionalAddr(Some(DEFAULT_HTTP_ADDR)).to_string(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(parse_optional_addr("off"), Ok(OptionalAddr(None)));
     }
 }

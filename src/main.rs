@@ -36,8 +36,19 @@ async fn wait_for_signal(server: &Server) -> anyhow::Result<()> {
     }
 }
 
+/// Makes every file this process creates private (0600 files, 0700 directories), so the
+/// database files sled creates (snapshots, blobs) are never readable by others. Set here, not
+/// in the library: a process that embeds the server (tests, benchmarks) keeps its own umask.
+fn private_umask() {
+    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    private_umask();
     match Cli::parse().command {
         Command::Serve(config) => {
             init_tracing(&config.log);

@@ -108,45 +108,6 @@ async fn apply_query_revoke_survives_restart() {
 }
 
 #[tokio::test]
-async fn root_key_file_is_private_and_data_files_too() {
-    use std::os::unix::fs::PermissionsExt;
-    let mut ts = TestServer::start().await;
-    let mode = std::fs::metadata(ts.config.root_key_path())
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
-    let mode = std::fs::metadata(&ts.config.keyring)
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
-    ts.stop().await;
-    for entry in walk(&ts.data_dir()) {
-        let mode = std::fs::metadata(&entry).unwrap().permissions().mode();
-        assert_eq!(
-            mode & 0o077,
-            0,
-            "{} is readable by others: {:o}",
-            entry.display(),
-            mode
-        );
-    }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        }
-        out.push(p);
-    }
-    out
-}
-
-#[tokio::test]
 async fn each_bad_field_gets_its_own_code_and_changes_nothing() {
     let ts = TestServer::start().await;
     let mut c = ts.tokens(&ts.root);

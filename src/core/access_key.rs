@@ -8,26 +8,43 @@ use std::{
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use subtle::ConstantTimeEq;
 
 use super::revocation::Draft;
 use super::{
+    crypto,
     keyring::{random_bytes, Keyring},
     now_ms, Core, Error, Field, RevocationKind, RootKey,
 };
-use crate::store::{AccessKeyRecord, Op};
+use crate::store::{Op, Store};
 
 /// The instance wildcard: a key allowed on every instance.
 pub const ALL_INSTANCES: &str = "*";
 const MAX_DESCRIPTION: usize = 256;
 const MAX_INSTANCE_IDS: usize = 100;
 
+/// An access key as the service keeps it (the secret is derived, never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    /// The key id.
+    pub id: String,
+    /// Instances it may act on; `*` = all.
+    pub instance_ids: Vec<String>,
+    /// Free text.
+    pub description: String,
+    /// Creation time, ms since the Unix epoch.
+    pub create_ms: i64,
+    /// The root key, created on first start.
+    pub root: bool,
+    /// Id of the keyring key its secret is derived from.
+    pub keyring_id: u32,
+}
+
 /// An authenticated caller: one access key and what it may touch.
 #[derive(Clone)]
 pub struct Caller(Arc<KeyEntry>);
 
 struct KeyEntry {
-    record: AccessKeyRecord,
+    record: AccessKey,
     secret: String,
 }
 
@@ -87,7 +104,7 @@ impl Caller {
 
     /// Checks the secret presented by a client in constant time.
     pub fn secret_matches(&self, presented: &str) -> bool {
-        self.0.secret.as_bytes().ct_eq(presented.as_bytes()).into()
+        crypto::constant_time_eq(self.0.secret.as_bytes(), presented.as_bytes())
     }
 }
 
@@ -120,13 +137,13 @@ pub(crate) struct AccessKeys {
     by_id: RwLock<HashMap<String, Caller>>,
 }
 
-fn entry(keyring: &Keyring, record: AccessKeyRecord) -> Option<Caller> {
+fn entry(keyring: &Keyring, record: AccessKey) -> Option<Caller> {
     let secret = keyring.access_key_secret(record.keyring_id, &record.id)?;
     Some(Caller(Arc::new(KeyEntry { record, secret })))
 }
 
 impl AccessKeys {
-    pub(crate) fn load(keyring: &Keyring, records: Vec<AccessKeyRecord>) -> Self {
+    pub(crate) fn load(keyring: &Keyring, records: Vec<AccessKey>) -> Self {
         let mut by_id = HashMap::new();
         for record in records {
             let id = record.id.clone();
@@ -272,7 +289,7 @@ impl Core {
         description: String,
         root: bool,
     ) -> Result<NewAccessKey, Error> {
-        let record = AccessKeyRecord {
+        let record = AccessKey {
             id: new_access_key_id(),
             instance_ids,
             description,
@@ -372,10 +389,8 @@ impl Core {
         access_key_id: &str,
     ) -> Result<(), Error> {
         require_root(caller)?;
-        self.commit(|_| {
-            // Under the writer lock, so two concurrent deletes emit one set of events. The key
-            // leaves memory before the flush and the publish: a broker acting on the event
-            // must find it gone, and denying early is safe.
+        // Under the writer lock, so two concurrent deletes emit one set of events.
+        let build = |_: &dyn Store| {
             let target = self
                 .access_keys
                 .get(access_key_id)
@@ -385,7 +400,6 @@ impl Core {
                     "the root access key cannot be deleted",
                 ));
             }
-            self.access_keys.remove(access_key_id);
             let now = now_ms();
             let drafts = target
                 .0
@@ -393,12 +407,8 @@ impl Core {
                 .instance_ids
                 .iter()
                 .map(|instance| {
-                    // A key allowed everywhere revokes on every instance: empty instance id.
-                    let instance = if instance == ALL_INSTANCES {
-                        ""
-                    } else {
-                        instance
-                    };
+                    // A key allowed everywhere revokes on every instance.
+                    let instance = (instance != ALL_INSTANCES).then_some(instance.as_str());
                     Draft {
                         key_id: access_key_id.to_owned(),
                         ..Draft::new(
@@ -415,6 +425,12 @@ impl Core {
                 drafts,
                 (),
             ))
+        };
+        // The key leaves memory once the delete is applied, before the flush and the publish:
+        // a broker acting on the event must find it gone, and denying early is safe. Not
+        // before: if the write fails, the key is still on disk and must keep working.
+        self.commit_then(build, |()| {
+            self.access_keys.remove(access_key_id);
         })
         .await?;
         Ok(())

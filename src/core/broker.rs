@@ -13,15 +13,12 @@
 //! the password: it is a MAC-protected reference to the credential, re-checked for liveness
 //! on every use, so a revoked credential stops authorizing at once.
 
+use super::crypto;
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine,
 };
-use hmac::{Hmac, Mac};
 use prost::Message;
-use sha1::Sha1;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use super::{
     device::check_client_id, now_ms, token::fingerprint, token::TokenState, Caller, Core, Result,
@@ -69,6 +66,7 @@ pub enum ConnectDecision {
 struct Session {
     #[prost(string, tag = "1")]
     client_id: String,
+    /// The mode, as a [`mode_code`].
     #[prost(int32, tag = "2")]
     mode: i32,
     #[prost(string, tag = "3")]
@@ -91,6 +89,32 @@ struct SessionToken {
     fingerprint: String,
 }
 
+// The numbers a session handle stores for each mode. Handles are sealed with the keyring and
+// outlive a restart (brokers keep them for as long as a client stays connected), so these
+// never change, whatever happens to the order of `AuthMode`.
+const MODE_TOKEN: i32 = 1;
+const MODE_DEVICE_CREDENTIAL: i32 = 2;
+const MODE_SIGNATURE: i32 = 3;
+
+/// The number a session handle stores for `mode`.
+fn mode_code(mode: AuthMode) -> i32 {
+    match mode {
+        AuthMode::Token => MODE_TOKEN,
+        AuthMode::DeviceCredential => MODE_DEVICE_CREDENTIAL,
+        AuthMode::Signature => MODE_SIGNATURE,
+    }
+}
+
+/// The mode of a stored number; None for a number no version wrote.
+fn mode_from_code(code: i32) -> Option<AuthMode> {
+    match code {
+        MODE_TOKEN => Some(AuthMode::Token),
+        MODE_DEVICE_CREDENTIAL => Some(AuthMode::DeviceCredential),
+        MODE_SIGNATURE => Some(AuthMode::Signature),
+        _ => None,
+    }
+}
+
 /// Longest MQTT username accepted: `Mode|KeyId|InstanceId` fits in far less.
 const MAX_USERNAME_LEN: usize = 512;
 /// Longest MQTT password accepted: three typed tokens fit in far less.
@@ -101,22 +125,15 @@ const TAG_W: u32 = 2;
 
 /// Base64(HMAC-SHA1(key, client_id)): the Signature and DeviceCredential password.
 pub fn mqtt_password(secret: &str, client_id: &str) -> String {
-    // HMAC accepts any key length, so this cannot fail.
-    let mut mac =
-        <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
-    mac.update(client_id.as_bytes());
-    STANDARD.encode(mac.finalize().into_bytes())
+    STANDARD.encode(crypto::hmac_sha1(
+        secret.as_bytes(),
+        &[client_id.as_bytes()],
+    ))
 }
 
 fn password_matches(secret: &str, client_id: &str, presented: &str) -> bool {
     let expected = mqtt_password(secret, client_id);
-    expected.as_bytes().ct_eq(presented.as_bytes()).into()
-}
-
-fn session_mac(key: &[u8; 32], payload: &[u8]) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(payload);
-    mac
+    crypto::constant_time_eq(expected.as_bytes(), presented.as_bytes())
 }
 
 type Decision<T> = std::result::Result<T, DenyReason>;
@@ -208,14 +225,14 @@ impl Core {
         };
         match mode {
             "Token" => {
-                session.mode = AuthMode::Token as i32;
+                session.mode = mode_code(AuthMode::Token);
                 match self.parse_token_password(instance_id, password) {
                     Ok(tokens) => session.tokens = tokens,
                     Err(reason) => return Ok(Err(reason)),
                 }
             }
             "Signature" => {
-                session.mode = AuthMode::Signature as i32;
+                session.mode = mode_code(AuthMode::Signature);
                 let Ok(key) = self.access_key(key_id) else {
                     return Ok(Err(DenyReason::UnknownAccessKey));
                 };
@@ -224,7 +241,7 @@ impl Core {
                 }
             }
             "DeviceCredential" => {
-                session.mode = AuthMode::DeviceCredential as i32;
+                session.mode = mode_code(AuthMode::DeviceCredential);
                 let Some((record, secret)) = self.device_by_key(key_id)? else {
                     return Ok(Err(DenyReason::CredentialNotFound));
                 };
@@ -295,8 +312,8 @@ impl Core {
             token_fingerprints: Vec::new(),
             key_id: session.key_id.clone(),
         };
-        match session.mode {
-            m if m == AuthMode::Token as i32 => {
+        match mode_from_code(session.mode) {
+            Some(AuthMode::Token) => {
                 // The access key in a Token username must exist and be allowed on the instance.
                 match self.access_key(&session.key_id) {
                     Ok(key) if key.allowed_on(&session.instance_id) => {}
@@ -314,7 +331,8 @@ impl Core {
                         Err(TokenState::Revoked) => return Ok(Err(DenyReason::TokenRevoked)),
                         Err(TokenState::Expired) => return Ok(Err(DenyReason::TokenExpired)),
                     };
-                    if (t.tag & TAG_R != 0 && !record.read) || (t.tag & TAG_W != 0 && !record.write)
+                    if (t.tag & TAG_R != 0 && !record.actions.read)
+                        || (t.tag & TAG_W != 0 && !record.actions.write)
                     {
                         return Ok(Err(DenyReason::TokenTypeMismatch));
                     }
@@ -336,7 +354,7 @@ impl Core {
                 grant.subscribe.sort();
                 grant.subscribe.dedup();
             }
-            m if m == AuthMode::Signature as i32 => {
+            Some(AuthMode::Signature) => {
                 match self.access_key(&session.key_id) {
                     Ok(key) if key.allowed_on(&session.instance_id) => {}
                     Ok(_) => return Ok(Err(DenyReason::InstanceMismatch)),
@@ -346,7 +364,7 @@ impl Core {
                 grant.publish = everything();
                 grant.subscribe = everything();
             }
-            m if m == AuthMode::DeviceCredential as i32 => {
+            Some(AuthMode::DeviceCredential) => {
                 match self.store.device_by_key(&session.key_id)? {
                     Some(r)
                         if r.client_id == session.client_id
@@ -357,16 +375,14 @@ impl Core {
                 grant.publish = everything();
                 grant.subscribe = everything();
             }
-            _ => return Ok(Err(DenyReason::InvalidSession)),
+            None => return Ok(Err(DenyReason::InvalidSession)),
         }
         Ok(Ok(grant))
     }
 
     fn seal(&self, session: &Session) -> String {
         let payload = session.encode_to_vec();
-        let tag = session_mac(self.keyring.session_mac_key(), &payload)
-            .finalize()
-            .into_bytes();
+        let tag = crypto::hmac_sha256(self.keyring.session_mac_key(), &[&payload]);
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(&payload),
@@ -381,9 +397,10 @@ impl Core {
         let (payload, tag) = handle.split_once('.')?;
         let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        session_mac(self.keyring.session_mac_key(), &payload)
-            .verify_slice(&tag)
-            .ok()?;
+        let expected = crypto::hmac_sha256(self.keyring.session_mac_key(), &[&payload]);
+        if !crypto::constant_time_eq(&expected, &tag) {
+            return None;
+        }
         Session::decode(payload.as_slice()).ok()
     }
 }
@@ -402,6 +419,49 @@ mod tests {
         assert_eq!(
             mqtt_password("DC.testdevicesecret", "GID_Test@@@0001"),
             "X08O5nXs4WWbBRcs+uUBf4a3YqE="
+        );
+    }
+
+    #[test]
+    fn session_modes_keep_their_stored_numbers() {
+        // Outstanding handles carry these; changing one would misread them.
+        let fixed = [
+            (AuthMode::Token, 1),
+            (AuthMode::DeviceCredential, 2),
+            (AuthMode::Signature, 3),
+        ];
+        for (mode, code) in fixed {
+            assert_eq!(mode_code(mode), code);
+            assert_eq!(mode_from_code(code), Some(mode));
+        }
+        assert_eq!(mode_from_code(0), None);
+        assert_eq!(mode_from_code(4), None);
+    }
+
+    #[test]
+    fn grant_checks_use_mqtt_semantics() {
+        let grant = Grant {
+            mode: AuthMode::Token,
+            instance_id: "i".into(),
+            publish: vec!["a/b".into()],
+            subscribe: vec!["a/#".into()],
+            expire_time: 0,
+            token_fingerprints: vec![],
+            key_id: "k".into(),
+        };
+        assert_eq!(grant.check(TopicAction::Publish, "a/b"), Ok(()));
+        assert_eq!(
+            grant.check(TopicAction::Publish, "a/c"),
+            Err(DenyReason::TopicNotGranted)
+        );
+        assert_eq!(
+            grant.check(TopicAction::Publish, "a/+"),
+            Err(DenyReason::InvalidTopic)
+        );
+        assert_eq!(grant.check(TopicAction::Subscribe, "a/+/c"), Ok(()));
+        assert_eq!(
+            grant.check(TopicAction::Subscribe, "b/#"),
+            Err(DenyReason::TopicNotGranted)
         );
     }
 }

@@ -11,7 +11,7 @@ use super::{
     access_key::check_instance_id, keyring::random_bytes, now_ms, Caller, Core, Error, Field,
     Operation, Result, RevocationKind,
 };
-use crate::store::{DeviceRecord, Op};
+use crate::store::Op;
 
 /// Longest client id Alibaba accepts.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
@@ -33,6 +33,23 @@ pub struct DeviceCredential {
     pub create_time: i64,
     /// Last refresh (or creation) time, ms since the Unix epoch.
     pub update_time: i64,
+}
+
+/// A device credential as the service keeps it (the secret is derived, never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredDevice {
+    /// The instance.
+    pub instance_id: String,
+    /// `GroupId@@@DeviceId`.
+    pub client_id: String,
+    /// The current device access key id.
+    pub device_key_id: String,
+    /// Creation time, ms since the Unix epoch.
+    pub create_ms: i64,
+    /// Last refresh (or creation) time, ms since the Unix epoch.
+    pub update_ms: i64,
+    /// Id of the keyring key its secret is derived from.
+    pub keyring_id: u32,
 }
 
 /// One page of ListDeviceCredentialClientId.
@@ -114,7 +131,7 @@ fn new_device_key_id() -> String {
 }
 
 impl Core {
-    fn device_secret(&self, record: &DeviceRecord) -> Result<String> {
+    fn device_secret(&self, record: &RegisteredDevice) -> Result<String> {
         self.keyring
             .device_secret(record.keyring_id, &record.device_key_id)
             .ok_or_else(|| {
@@ -122,7 +139,7 @@ impl Core {
             })
     }
 
-    fn credential(&self, record: DeviceRecord) -> Result<DeviceCredential> {
+    fn credential(&self, record: RegisteredDevice) -> Result<DeviceCredential> {
         let secret = self.device_secret(&record)?;
         Ok(DeviceCredential {
             client_id: record.client_id,
@@ -151,7 +168,7 @@ impl Core {
     pub(crate) fn device_by_key(
         &self,
         device_key_id: &str,
-    ) -> Result<Option<(DeviceRecord, String)>> {
+    ) -> Result<Option<(RegisteredDevice, String)>> {
         let Some(record) = self.store.device_by_key(device_key_id)? else {
             return Ok(None);
         };
@@ -187,7 +204,7 @@ impl Core {
                     return Err(Error::DeviceCredentialNumExceed);
                 }
                 let now = now_ms();
-                let record = DeviceRecord {
+                let record = RegisteredDevice {
                     instance_id: instance_id.to_owned(),
                     client_id: client_id.to_owned(),
                     device_key_id: new_device_key_id(),
@@ -261,7 +278,7 @@ impl Core {
                     key_id: old.clone(),
                     ..Draft::new(
                         RevocationKind::DeviceCredentialRefreshed,
-                        instance_id,
+                        Some(instance_id),
                         "RefreshDeviceCredential",
                         now,
                     )
@@ -302,7 +319,7 @@ impl Core {
                 key_id: record.device_key_id.clone(),
                 ..Draft::new(
                     RevocationKind::DeviceCredentialUnregistered,
-                    instance_id,
+                    Some(instance_id),
                     "UnRegisterDeviceCredential",
                     now_ms(),
                 )

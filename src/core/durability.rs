@@ -1,10 +1,14 @@
 //! Group commit: a write is acknowledged only after a flush that started after it was applied,
 //! and every writer waiting at the same moment shares that one flush. With fsync at ~0.1 ms and
 //! many concurrent writers this keeps durable writes close to the speed of non-durable ones.
+//!
+//! At the end of shutdown the flusher is closed: it flushes what is queued and stops, and a
+//! write that asks for durability after that is told `ServiceUnavailable` (try again once the
+//! server is back), never acknowledged.
 
 use std::{sync::Arc, time::Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Error, Result};
 use crate::{observe::Metrics, store::Store};
@@ -17,6 +21,7 @@ const GATHER_YIELDS: usize = 16;
 /// Handle to the flusher task.
 pub struct GroupCommit {
     tx: mpsc::UnboundedSender<Waiter>,
+    close: watch::Sender<bool>,
 }
 
 impl GroupCommit {
@@ -35,9 +40,23 @@ impl GroupCommit {
         flushed: impl Fn(u64) + Send + 'static,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
+        let (close, mut closing) = watch::channel(false);
         tokio::spawn(async move {
             let mut batch = Vec::new();
-            while let Some(first) = rx.recv().await {
+            loop {
+                let first = tokio::select! {
+                    // Closing first, so a steady stream of writers cannot keep it open. After
+                    // `close` no waiter gets in; those already queued are still flushed below.
+                    biased;
+                    _ = closing.wait_for(|c| *c), if !rx.is_closed() => {
+                        rx.close();
+                        continue;
+                    }
+                    first = rx.recv() => match first {
+                        Some(first) => first,
+                        None => break,
+                    },
+                };
                 batch.push(first);
                 // Everyone already queued applied their write before queueing, so this flush
                 // covers them too. A flush costs far more CPU than a write (a hand-off to
@@ -72,20 +91,28 @@ impl GroupCommit {
                 }
             }
         });
-        Self { tx }
+        Self { tx, close }
+    }
+
+    /// Stops the flusher once it has flushed every waiter already queued. Idempotent.
+    pub fn close(&self) {
+        self.close.send_replace(true);
     }
 
     /// Returns once every write applied before this call is durable.
     ///
     /// # Errors
-    /// The flush failed, or the flusher is gone (shutdown).
+    /// `ServiceUnavailable` when the flusher is closed or gone (shutdown): the write may not
+    /// be durable, and the client should retry once the server is back; `Internal` when the
+    /// flush failed.
     pub async fn wait(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).map_err(|_| Error::SystemOverFlow)?;
+        self.tx.send(tx).map_err(|_| Error::ServiceUnavailable)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::internal(format!("flush failed: {e}"))),
-            Err(_) => Err(Error::SystemOverFlow),
+            // The flusher dropped the waiter unanswered: it stopped (runtime shutdown).
+            Err(_) => Err(Error::ServiceUnavailable),
         }
     }
 }

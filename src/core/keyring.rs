@@ -15,12 +15,10 @@ use std::{
 };
 
 use base64::{engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+use super::crypto;
 
 /// A failure to load or create the keyring file.
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +100,7 @@ impl std::fmt::Debug for Keyring {
 }
 
 fn derive(secret: &[u8; 32], purpose: Purpose, data: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so new_from_slice cannot fail here.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    mac.update(purpose.label());
-    mac.update(data);
-    mac.finalize().into_bytes().into()
+    crypto::hmac_sha256(secret, &[purpose.label(), data])
 }
 
 /// Fills a buffer from the OS CSPRNG.

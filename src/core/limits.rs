@@ -1,14 +1,66 @@
-//! Per access key, per operation rate limits (GCRA, i.e. a token bucket with a burst of one
-//! second's worth of calls). Defaults are Alibaba's current documented QPS limits; 0 means
-//! unlimited and skips the limiter entirely.
+//! Rate limits: one GCRA limiter (a token bucket with a burst of one second's worth of calls),
+//! used per access key and operation by the core and per source IP by the REST shim.
+//! Defaults are Alibaba's current documented QPS limits; 0 means unlimited and skips the
+//! limiter entirely.
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use super::{Error, Result};
+
+/// Buckets kept before the ones that have refilled are swept: a refilled bucket carries no
+/// state worth keeping, so this bounds memory whatever the number of keys.
+const SWEEP_AT: usize = 100_000;
+
+/// A GCRA limiter over keys of type `K`: each key may make `rate` calls per second, with one
+/// second of burst. The state is one theoretical arrival time per key.
+pub struct RateLimiter<K> {
+    epoch: Instant,
+    tat: Mutex<HashMap<K, Duration>>,
+}
+
+impl<K: Hash + Eq> Default for RateLimiter<K> {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            tat: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq> RateLimiter<K> {
+    /// Admits one call by `key` at `rate` calls per second (0 = unlimited), or returns the
+    /// milliseconds (at least 1) until one would be admitted. A key is meant to be checked
+    /// at one rate; the operation is part of the key where rates differ.
+    ///
+    /// # Errors
+    /// The wait, in milliseconds, when the call is over the rate.
+    pub fn check(&self, key: K, rate: u32) -> std::result::Result<(), u64> {
+        if rate == 0 {
+            return Ok(());
+        }
+        let interval = Duration::from_secs(1) / rate;
+        let burst = Duration::from_secs(1);
+        let now = self.epoch.elapsed();
+        // Nothing panics while the lock is held; a poisoned map is still a valid map.
+        let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > SWEEP_AT {
+            map.retain(|_, tat| *tat > now);
+        }
+        let tat = map.entry(key).or_insert(now);
+        let next = (*tat).max(now) + interval;
+        if next > now + burst {
+            let wait = next - (now + burst);
+            return Err(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+        }
+        *tat = next;
+        Ok(())
+    }
+}
 
 /// The rate-limited operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,16 +98,19 @@ pub struct RateLimits {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        Self {
-            apply_token: 100,
-            query_token: 100,
-            revoke_token: 5,
-            device_credential: 500,
-        }
+        Self::DEFAULT
     }
 }
 
 impl RateLimits {
+    /// The defaults: Alibaba's documented limits. The command line's defaults are these.
+    pub const DEFAULT: Self = Self {
+        apply_token: 100,
+        query_token: 100,
+        revoke_token: 5,
+        device_credential: 500,
+    };
+
     /// No limits at all (benchmarks, tests).
     pub fn unlimited() -> Self {
         Self {
@@ -94,19 +149,17 @@ fn overflow(op: Operation, retry_after_ms: u64) -> Error {
     }
 }
 
-/// The limiter state: theoretical arrival time per (key, operation).
+/// The per access key, per operation limits of the core.
 pub(crate) struct Limiter {
     limits: RateLimits,
-    epoch: Instant,
-    tat: Mutex<HashMap<(String, Operation), Duration>>,
+    buckets: RateLimiter<(String, Operation)>,
 }
 
 impl Limiter {
     pub(crate) fn new(limits: RateLimits) -> Self {
         Self {
             limits,
-            epoch: Instant::now(),
-            tat: Mutex::new(HashMap::new()),
+            buckets: RateLimiter::default(),
         }
     }
 
@@ -114,25 +167,12 @@ impl Limiter {
     pub(crate) fn check(&self, key: &str, op: Operation) -> Result<()> {
         let rate = self.limits.rate(op);
         if rate == 0 {
+            // Skip the key allocation and the lock altogether.
             return Ok(());
         }
-        let interval = Duration::from_secs(1) / rate;
-        let burst = Duration::from_secs(1);
-        let now = self.epoch.elapsed();
-        let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
-        // Bound memory: entries whose bucket has refilled carry no state worth keeping.
-        if map.len() > 100_000 {
-            map.retain(|_, tat| *tat > now);
-        }
-        let tat = map.entry((key.to_owned(), op)).or_insert(now);
-        let start = (*tat).max(now);
-        let next = start + interval;
-        if next > now + burst {
-            let wait = next - (now + burst);
-            return Err(overflow(op, wait.as_millis().max(1) as u64));
-        }
-        *tat = next;
-        Ok(())
+        self.buckets
+            .check((key.to_owned(), op), rate)
+            .map_err(|retry_after_ms| overflow(op, retry_after_ms))
     }
 }
 
@@ -155,5 +195,18 @@ mod tests {
         // Other keys and operations have their own buckets.
         assert!(limiter.check("other", Operation::QueryToken).is_ok());
         assert!(limiter.check("k", Operation::ApplyToken).is_ok());
+    }
+
+    #[test]
+    fn bursts_one_second_then_refuses_per_key() {
+        let limiter = RateLimiter::default();
+        let a: std::net::IpAddr = [10, 0, 0, 1].into();
+        let b: std::net::IpAddr = [10, 0, 0, 2].into();
+        for _ in 0..3 {
+            assert!(limiter.check(a, 3).is_ok());
+        }
+        assert!(limiter.check(a, 3).is_err_and(|ms| ms > 0 && ms <= 334));
+        assert!(limiter.check(b, 3).is_ok());
+        assert!(limiter.check(a, 0).is_ok(), "0 is unlimited");
     }
 }

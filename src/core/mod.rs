@@ -2,17 +2,20 @@
 //! revocation log. Plain Rust: no tonic, HTTP or sled types cross this boundary, so the gRPC
 //! services and the REST shim call the very same functions and get the very same errors.
 //!
-//! Children: `audit` (what the audit log records), `error` (the one error enum), `keyring` (master keys and derived secrets),
+//! Children: `audit` (what the audit log records), `error` (the one error enum), `crypto`
+//! (HMAC, hashes, hex, constant-time compare), `keyring` (master keys and derived secrets),
 //! `token` (token format, ApplyToken/QueryToken/RevokeToken), `access_key` (callers and their
 //! permissions), `device` (device credentials), `broker` (CONNECT and topic checks),
 //! `broker_session` (sessions of brokers that check topics without the password), `topic`
 //! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
-//! `revocation` (the revocation log and its watchers), `maintenance` (background sweeps).
+//! `revocation` (the revocation log), `watch` (its watchers), `maintenance` (background
+//! sweeps).
 
 pub mod access_key;
 pub mod audit;
 pub mod broker;
 pub mod broker_session;
+pub mod crypto;
 pub mod device;
 pub mod durability;
 pub mod error;
@@ -23,6 +26,7 @@ pub mod revocation;
 pub mod token;
 /// MQTT topic validation and matching, shared with brokers through the client crate.
 pub use mqtt_tokend_client::topic;
+pub mod watch;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -35,8 +39,9 @@ pub use device::{DeviceCredential, DevicePage};
 pub use error::{Error, Field, Result};
 pub use keyring::Keyring;
 pub use limits::{Operation, RateLimits};
-pub use revocation::{RevocationKind, WatchItem, WatchStart};
+pub use revocation::{RevocationEvent, RevocationKind};
 pub use token::{Actions, AppliedToken, TokenRequest};
+pub use watch::{WatchItem, WatchStart, WatchStream};
 
 use crate::store::Store;
 
@@ -55,7 +60,7 @@ pub fn new_request_id() -> String {
 }
 
 /// Knobs of the core, with the defaults documented in the README.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoreConfig {
     /// Per access key and operation rate limits.
     pub rate_limits: RateLimits,
@@ -76,18 +81,23 @@ pub struct CoreConfig {
     pub broker_session_ttl: Duration,
 }
 
+impl CoreConfig {
+    /// The defaults: the one place they are written. The command line's defaults are these.
+    pub const DEFAULT: Self = Self {
+        rate_limits: RateLimits::DEFAULT,
+        max_devices_per_instance: 1_000_000,
+        watch_progress_interval: Duration::from_secs(10),
+        revocation_retention: Duration::from_secs(7 * 24 * 3600),
+        maintenance_interval: Duration::from_secs(60),
+        watch_buffer: 4096,
+        audit: crate::observe::AuditLog::OFF,
+        broker_session_ttl: Duration::from_secs(7 * 24 * 3600),
+    };
+}
+
 impl Default for CoreConfig {
     fn default() -> Self {
-        Self {
-            rate_limits: RateLimits::default(),
-            max_devices_per_instance: 1_000_000,
-            watch_progress_interval: Duration::from_secs(10),
-            revocation_retention: Duration::from_secs(7 * 24 * 3600),
-            maintenance_interval: Duration::from_secs(60),
-            watch_buffer: 4096,
-            audit: crate::observe::AuditLog::default(),
-            broker_session_ttl: Duration::from_secs(7 * 24 * 3600),
-        }
+        Self::DEFAULT
     }
 }
 
@@ -230,6 +240,15 @@ impl Core {
     /// elsewhere or later, instead of holding the server's graceful shutdown open.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Ends shutdown, once in-flight calls have drained and the final flush is done: the
+    /// group-commit flusher flushes what is still queued and stops. A write that comes later
+    /// (a call that outlived the drain, a caller holding the core) is not acknowledged: it
+    /// fails with `ServiceUnavailable`.
+    pub fn finish_shutdown(&self) {
+        self.begin_shutdown();
+        self.durability.close();
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, ()> {

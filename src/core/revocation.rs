@@ -1,4 +1,5 @@
-//! The revocation log and its watchers.
+//! The revocation log: its events, how they get revisions and become durable, and compaction.
+//! Watchers (`super::watch`) read it.
 //!
 //! Guarantees (the same as etcd's watch): every revocation gets a revision `last + 1`, assigned
 //! under the writer lock and written in the same atomic batch as the revocation itself; an event
@@ -11,68 +12,100 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
-use super::{now_ms, Caller, Core, Error, Field, Result};
-use crate::store::{Op, RevisionBounds, RevocationRecord, Store};
+use super::{now_ms, Core, Result};
+use crate::store::{Op, RevisionBounds, Store};
 
-/// Most instance ids one watch may filter on.
-const MAX_WATCH_INSTANCES: usize = 100;
-
-/// What was revoked. The values are the API's `RevocationKind` numbers.
+/// What was revoked. The store and the API each number these in their own codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevocationKind {
     /// RevokeToken.
-    TokenRevoked = 1,
+    TokenRevoked,
     /// RefreshDeviceCredential: the old device key id stopped working.
-    DeviceCredentialRefreshed = 2,
+    DeviceCredentialRefreshed,
     /// UnRegisterDeviceCredential.
-    DeviceCredentialUnregistered = 3,
+    DeviceCredentialUnregistered,
     /// DeleteAccessKey.
-    AccessKeyDeleted = 4,
+    AccessKeyDeleted,
+}
+
+/// One entry of the revocation log: what brokers need to drop the clients it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// Position in the log: gap-free, from 1.
+    pub revision: u64,
+    /// What was revoked.
+    pub kind: RevocationKind,
+    /// The instance, or `None` for an access key allowed on every instance: its deletion
+    /// concerns them all.
+    pub instance_id: Option<String>,
+    /// The token's fingerprint (`TokenRevoked`); empty otherwise.
+    pub token_fingerprint: String,
+    /// The client id (device credential events); empty otherwise.
+    pub client_id: String,
+    /// The device access key id or access key id that stopped working; empty for tokens.
+    pub key_id: String,
+    /// Why, in words: the operation that caused it.
+    pub reason: String,
+    /// When the revoked credential would have expired, ms since the Unix epoch; `None` for
+    /// credentials that never expire. After it, the event is of no use to anyone.
+    pub expire_ms: Option<i64>,
+    /// When it was revoked, ms since the Unix epoch.
+    pub revoke_ms: i64,
+}
+
+impl RevocationEvent {
+    /// Whether a watch filtering on `instances` (empty: every instance) wants this event.
+    /// Events of keys allowed on every instance concern every instance.
+    pub(crate) fn concerns(&self, instances: &[String]) -> bool {
+        match &self.instance_id {
+            None => true,
+            Some(id) => instances.is_empty() || instances.contains(id),
+        }
+    }
 }
 
 /// A revocation before it has a revision.
 #[derive(Debug, Clone)]
 pub(crate) struct Draft {
     pub kind: RevocationKind,
-    pub instance_id: String,
+    pub instance_id: Option<String>,
     pub token_fingerprint: String,
     pub client_id: String,
     pub key_id: String,
     pub reason: String,
-    pub expire_ms: i64,
+    pub expire_ms: Option<i64>,
     pub revoke_ms: i64,
 }
 
 impl Draft {
-    /// A revocation of `kind` on `instance_id` at `revoke_ms`, with no expiry and no
-    /// identifiers yet; callers fill in what the kind needs.
+    /// A revocation of `kind` on `instance_id` (`None`: every instance) at `revoke_ms`, with
+    /// no expiry and no identifiers yet; callers fill in what the kind needs.
     pub(crate) fn new(
         kind: RevocationKind,
-        instance_id: &str,
+        instance_id: Option<&str>,
         reason: &str,
         revoke_ms: i64,
     ) -> Self {
         Self {
             kind,
-            instance_id: instance_id.to_owned(),
+            instance_id: instance_id.map(str::to_owned),
             token_fingerprint: String::new(),
             client_id: String::new(),
             key_id: String::new(),
             reason: reason.to_owned(),
-            expire_ms: 0,
+            expire_ms: None,
             revoke_ms,
         }
     }
 
-    fn into_record(self, revision: u64) -> RevocationRecord {
-        RevocationRecord {
+    fn into_event(self, revision: u64) -> RevocationEvent {
+        RevocationEvent {
             revision,
-            kind: self.kind as i32,
+            kind: self.kind,
             instance_id: self.instance_id,
             token_fingerprint: self.token_fingerprint,
             client_id: self.client_id,
@@ -84,30 +117,8 @@ impl Draft {
     }
 }
 
-/// Where a watch starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchStart {
-    /// Events written after the watch opened.
-    Now,
-    /// Every event from this revision on.
-    Revision(u64),
-    /// Every retained event whose credential has not expired, a marker, then live events.
-    Snapshot,
-}
-
-/// One message for a watcher.
-#[derive(Debug, Clone)]
-pub enum WatchItem {
-    /// A revocation.
-    Event(Arc<RevocationRecord>),
-    /// Heartbeat: everything up to this revision has been sent (or filtered out).
-    Progress(u64),
-    /// End of the snapshot; everything up to this revision has been sent.
-    SnapshotEnd(u64),
-}
-
 struct Pending {
-    events: VecDeque<Arc<RevocationRecord>>,
+    events: VecDeque<Arc<RevocationEvent>>,
 }
 
 /// The in-memory side of the log: revision counter, publish queue, broadcast.
@@ -115,8 +126,10 @@ pub(crate) struct RevocationLog {
     /// The last revision applied to the store. Changed only under the core's writer lock.
     last_applied: Mutex<u64>,
     pending: Mutex<Pending>,
-    live: broadcast::Sender<Arc<RevocationRecord>>,
-    durable: watch::Sender<RevisionBounds>,
+    /// Durable events, in revision order, for watchers that are caught up.
+    pub(crate) live: broadcast::Sender<Arc<RevocationEvent>>,
+    /// The durable revision range; bumped after the events up to it went on `live`.
+    pub(crate) durable: watch::Sender<RevisionBounds>,
 }
 
 impl RevocationLog {
@@ -177,6 +190,17 @@ impl Core {
         &self,
         build: impl FnOnce(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
     ) -> Result<(T, u64)> {
+        self.commit_then(build, |_| {}).await
+    }
+
+    /// [`Core::commit`], and `applied` runs once the batch is applied, still under the writer
+    /// lock and before the flush and the publish: where in-memory state mirrors the store, it
+    /// changes only after the write succeeded, and before anyone hears of it.
+    pub(crate) async fn commit_then<T>(
+        &self,
+        build: impl FnOnce(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
+        applied: impl FnOnce(&T),
+    ) -> Result<(T, u64)> {
         let (value, last_rev) = {
             let _w = self.lock_writer();
             let (mut ops, drafts, value) = build(self.store.as_ref())?;
@@ -185,16 +209,17 @@ impl Core {
                 .last_applied
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let mut records = Vec::with_capacity(drafts.len());
+            let mut events = Vec::with_capacity(drafts.len());
             let mut rev = *last;
             for draft in drafts {
                 rev += 1;
-                let record = Arc::new(draft.into_record(rev));
-                ops.push(Op::AppendRevocation(record.as_ref().clone()));
-                records.push(record);
+                let event = Arc::new(draft.into_event(rev));
+                ops.push(Op::AppendRevocation(event.as_ref().clone()));
+                events.push(event);
             }
             self.store.apply(ops)?;
-            let wrote = !records.is_empty();
+            applied(&value);
+            let wrote = !events.is_empty();
             *last = rev;
             drop(last);
             self.revocations
@@ -202,7 +227,7 @@ impl Core {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .events
-                .extend(records);
+                .extend(events);
             (value, if wrote { rev } else { 0 })
         };
         // The flusher publishes every event its flush made durable (see `GroupCommit`), so
@@ -238,10 +263,9 @@ impl Core {
                 if rec.revision > bounds.last {
                     break 'scan;
                 }
-                let done = if rec.expire_ms > 0 {
-                    rec.expire_ms <= now
-                } else {
-                    rec.revoke_ms.saturating_add(retention) <= now
+                let done = match rec.expire_ms {
+                    Some(expire_ms) => expire_ms <= now,
+                    None => rec.revoke_ms.saturating_add(retention) <= now,
                 };
                 if !done {
                     break 'scan;
@@ -261,248 +285,5 @@ impl Core {
             tracing::debug!(oldest = below, "compacted the revocation log");
         }
         Ok(below)
-    }
-
-    /// Opens a watch: validates the start and filter, then spawns a task that feeds the
-    /// returned channel. Dropping the receiver ends the task.
-    ///
-    /// # Errors
-    /// `InstancePermissionCheckFailed` for an instance the caller may not see;
-    /// `RevisionCompacted` (start below the oldest retained revision) or `FutureRevision`.
-    pub fn watch(
-        self: &Arc<Self>,
-        caller: &Caller,
-        start: WatchStart,
-        instance_ids: Vec<String>,
-    ) -> Result<mpsc::Receiver<Result<WatchItem>>> {
-        if instance_ids.len() > MAX_WATCH_INSTANCES {
-            return Err(Error::invalid(
-                Field::InstanceIds,
-                format!("at most {MAX_WATCH_INSTANCES} instance ids"),
-            ));
-        }
-        for id in &instance_ids {
-            caller.check_instance(id)?;
-        }
-        let filter = Filter {
-            caller: caller.clone(),
-            instances: instance_ids,
-        };
-        // Subscribe before reading the bounds so nothing published in between is missed.
-        let live = self.revocations.live.subscribe();
-        let bounds = self.revocations.bounds();
-        let next = match start {
-            WatchStart::Now => bounds.last + 1,
-            WatchStart::Snapshot => bounds.oldest,
-            WatchStart::Revision(0) => {
-                return Err(Error::invalid(Field::StartRevision, "revisions start at 1"))
-            }
-            WatchStart::Revision(r) if r < bounds.oldest => {
-                return Err(Error::RevisionCompacted {
-                    requested: r,
-                    oldest: bounds.oldest,
-                })
-            }
-            WatchStart::Revision(r) if r > bounds.last + 1 => {
-                return Err(Error::FutureRevision {
-                    requested: r,
-                    current: bounds.last,
-                })
-            }
-            WatchStart::Revision(r) => r,
-        };
-        let (tx, rx) = mpsc::channel(256);
-        let watcher = Watcher {
-            core: self.clone(),
-            tx,
-            filter,
-            next,
-            snapshot: start == WatchStart::Snapshot,
-            progress_every: self.config.watch_progress_interval,
-        };
-        tokio::spawn(watcher.run(live, self.revocations.durable.subscribe()));
-        Ok(rx)
-    }
-}
-
-struct Filter {
-    caller: Caller,
-    instances: Vec<String>,
-}
-
-impl Filter {
-    fn admits(&self, rec: &RevocationRecord) -> bool {
-        let visible = if rec.instance_id.is_empty() {
-            // Events of keys allowed on every instance: only for callers that see every
-            // instance, so a scoped key learns nothing about keys beyond its scope.
-            self.caller.allowed_on_all()
-        } else {
-            self.caller.allowed_on(&rec.instance_id)
-        };
-        visible
-            && (self.instances.is_empty()
-                || rec.instance_id.is_empty()
-                || self.instances.contains(&rec.instance_id))
-    }
-}
-
-struct Watcher {
-    core: Arc<Core>,
-    tx: mpsc::Sender<Result<WatchItem>>,
-    filter: Filter,
-    /// The next revision to deliver.
-    next: u64,
-    snapshot: bool,
-    progress_every: Duration,
-}
-
-/// Why a watcher stopped.
-enum Stop {
-    /// The receiver is gone.
-    Closed,
-}
-
-impl Watcher {
-    async fn send(&self, item: Result<WatchItem>) -> std::result::Result<(), Stop> {
-        // A deleted key's stream ends: from the moment of deletion it may see nothing more.
-        let item = match item {
-            Ok(_)
-                if self
-                    .core
-                    .access_key(self.filter.caller.access_key_id())
-                    .is_err() =>
-            {
-                Err(Error::AccessKeyNotFound)
-            }
-            other => other,
-        };
-        let end = item.is_err();
-        if matches!(item, Ok(WatchItem::Event(_))) {
-            // Counted before the hand-off, so a client that has the event sees it counted.
-            self.core.metrics.watch_event_sent();
-        }
-        self.tx.send(item).await.map_err(|_| Stop::Closed)?;
-        if end {
-            return Err(Stop::Closed);
-        }
-        Ok(())
-    }
-
-    /// Ends the stream with `err`.
-    async fn fail(&self, err: Error) -> std::result::Result<(), Stop> {
-        self.send(Err(err)).await
-    }
-
-    /// Sends every stored event from `self.next` up to `until` (inclusive). In a snapshot,
-    /// events of credentials that have already expired are skipped, and a compaction racing
-    /// the snapshot moves it forward instead of failing it (a snapshot is how brokers resync).
-    async fn catch_up(&mut self, until: u64, snapshot: bool) -> std::result::Result<(), Stop> {
-        let now = now_ms();
-        let _catching_up = (self.next <= until).then(|| self.core.metrics.watch_catching_up());
-        while self.next <= until {
-            let batch = match self.core.store.revocations(self.next, 512) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "watch catch-up read failed");
-                    return self.fail(Error::internal(e)).await;
-                }
-            };
-            match batch.first() {
-                Some(first) if first.revision == self.next => {}
-                Some(first) if snapshot && first.revision > self.next => self.next = first.revision,
-                _ => {
-                    // Compacted under our feet: the broker must resync.
-                    let oldest = self.core.revocations.bounds().oldest;
-                    return self
-                        .fail(Error::RevisionCompacted {
-                            requested: self.next,
-                            oldest,
-                        })
-                        .await;
-                }
-            }
-            for rec in batch {
-                if rec.revision > until {
-                    return Ok(());
-                }
-                self.next = rec.revision + 1;
-                let relevant = !snapshot || rec.expire_ms == 0 || rec.expire_ms > now;
-                if relevant && self.filter.admits(&rec) {
-                    self.send(Ok(WatchItem::Event(Arc::new(rec)))).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn run(
-        mut self,
-        mut live: broadcast::Receiver<Arc<RevocationRecord>>,
-        durable: watch::Receiver<RevisionBounds>,
-    ) {
-        let _open = self.core.metrics.watch_stream();
-        let _ = self.run_inner(&mut live, &durable).await;
-    }
-
-    /// Storage until caught up with the durable revision, then the live broadcast; back to
-    /// storage whenever the broadcast lagged or skipped a revision. Every durable bump follows
-    /// a broadcast of the same events, so an idle watcher only needs the broadcast.
-    async fn run_inner(
-        &mut self,
-        live: &mut broadcast::Receiver<Arc<RevocationRecord>>,
-        durable: &watch::Receiver<RevisionBounds>,
-    ) -> std::result::Result<(), Stop> {
-        let mut shutdown = self.core.shutdown.subscribe();
-        if self.snapshot {
-            let until = durable.borrow().last;
-            self.catch_up(until, true).await?;
-            self.next = self.next.max(until + 1);
-            self.send(Ok(WatchItem::SnapshotEnd(until))).await?;
-        }
-        let mut behind = true;
-        let mut next_progress = tokio::time::Instant::now() + self.progress_every;
-        loop {
-            // A deleted key's stream ends: it may no longer see anything.
-            if self
-                .core
-                .access_key(self.filter.caller.access_key_id())
-                .is_err()
-            {
-                return self.fail(Error::AccessKeyNotFound).await;
-            }
-            if behind {
-                let until = durable.borrow().last;
-                self.catch_up(until, false).await?;
-                behind = false;
-                continue;
-            }
-            tokio::select! {
-                // Live events first: they are already in memory.
-                biased;
-                received = live.recv() => match received {
-                    Ok(event) if event.revision < self.next => {} // sent during catch-up
-                    Ok(event) if event.revision > self.next => behind = true, // a gap
-                    Ok(event) => {
-                        self.next += 1;
-                        if self.filter.admits(&event) {
-                            self.send(Ok(WatchItem::Event(event))).await?;
-                            next_progress = tokio::time::Instant::now() + self.progress_every;
-                        }
-                    }
-                    // Fell behind the in-memory buffer: catch up from storage.
-                    Err(broadcast::error::RecvError::Lagged(_)) => behind = true,
-                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
-                },
-                _ = tokio::time::sleep_until(next_progress) => {
-                    self.send(Ok(WatchItem::Progress(self.next - 1))).await?;
-                    next_progress = tokio::time::Instant::now() + self.progress_every;
-                }
-                _ = self.tx.closed() => return Err(Stop::Closed),
-                _ = async { shutdown.wait_for(|down| *down).await.map(|_| ()) } => {
-                    // Brokers resume from their last revision once the server is back.
-                    return self.fail(Error::ServiceUnavailable).await;
-                }
-            }
-        }
     }
 }

@@ -8,17 +8,14 @@
 //! because each names its key.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
+use super::crypto;
 use super::revocation::Draft;
 use super::{
     access_key::check_instance_id, keyring::random_bytes, now_ms, topic, Caller, Core, Error,
     Field, Operation, Result, RevocationKind,
 };
-use crate::store::{Op, TokenId, TokenRecord};
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::store::{Op, TokenId};
 
 /// Shortest lifetime ApplyToken accepts.
 pub const MIN_LIFETIME_MS: i64 = 60_000;
@@ -79,6 +76,25 @@ pub struct TokenRequest {
     pub expire_time: i64,
 }
 
+/// A token as the service keeps it (the token string itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The instance it was minted for.
+    pub instance_id: String,
+    /// What it grants.
+    pub actions: Actions,
+    /// Topic filters, sorted and de-duplicated.
+    pub resources: Vec<String>,
+    /// Expiry, ms since the Unix epoch.
+    pub expire_ms: i64,
+    /// The access key that minted it.
+    pub creator: String,
+    /// Creation time, ms since the Unix epoch.
+    pub create_ms: i64,
+    /// Revocation time, ms since the Unix epoch, once revoked.
+    pub revoked_ms: Option<i64>,
+}
+
 /// ApplyToken output.
 #[derive(Debug, Clone)]
 pub struct AppliedToken {
@@ -94,13 +110,8 @@ pub(crate) struct VerifiedToken {
     pub id: TokenId,
 }
 
-fn mac(key: &[u8; 32], instance_id: &str, id: &TokenId) -> HmacSha256 {
-    // HMAC accepts any key length, so this cannot fail.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(instance_id.as_bytes());
-    mac.update(&[0]);
-    mac.update(id);
-    mac
+fn mac(key: &[u8; 32], instance_id: &str, id: &TokenId) -> [u8; 32] {
+    crypto::hmac_sha256(key, &[instance_id.as_bytes(), &[0], id])
 }
 
 /// The token fingerprint brokers match revocation events with, from the client crate so both
@@ -114,7 +125,7 @@ impl Core {
             .keyring
             .token_mac_key(kid)
             .ok_or_else(|| Error::internal("active keyring key is missing"))?;
-        let tag = mac(key, instance_id, id).finalize().into_bytes();
+        let tag = mac(key, instance_id, id);
         Ok(format!(
             "{kid}.{}.{}",
             URL_SAFE_NO_PAD.encode(id),
@@ -139,8 +150,9 @@ impl Core {
         let key = self.keyring.token_mac_key(kid.parse().ok()?)?;
         let id: TokenId = URL_SAFE_NO_PAD.decode(id).ok()?.try_into().ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        // verify_slice compares in constant time.
-        mac(key, instance_id, &id).verify_slice(&tag).ok()?;
+        if !crypto::constant_time_eq(&mac(key, instance_id, &id), &tag) {
+            return None;
+        }
         Some(VerifiedToken { id })
     }
 
@@ -149,12 +161,12 @@ impl Core {
         &self,
         verified: VerifiedToken,
         now: i64,
-    ) -> Result<std::result::Result<TokenRecord, TokenState>> {
+    ) -> Result<std::result::Result<IssuedToken, TokenState>> {
         let Some(record) = self.store.token(&verified.id)? else {
             // Swept after expiry, or never stored (e.g. the store was replaced).
             return Ok(Err(TokenState::Unknown));
         };
-        if record.revoke_ms != 0 {
+        if record.revoked_ms.is_some() {
             return Ok(Err(TokenState::Revoked));
         }
         if record.expire_ms <= now {
@@ -207,15 +219,14 @@ impl Core {
         let expire_time = req.expire_time.min(now.saturating_add(MAX_LIFETIME_MS));
         let id: TokenId = random_bytes();
         let token = self.encode_token(&req.instance_id, &id)?;
-        let record = TokenRecord {
+        let record = IssuedToken {
             instance_id: req.instance_id,
-            read: req.actions.read,
-            write: req.actions.write,
+            actions: req.actions,
             resources,
             expire_ms: expire_time,
             creator: caller.access_key_id().to_owned(),
             create_ms: now,
-            revoke_ms: 0,
+            revoked_ms: None,
         };
         // A fresh random id cannot collide with a concurrent writer: no writer lock needed.
         self.store.apply(vec![Op::PutToken(id, record)])?;
@@ -271,14 +282,19 @@ impl Core {
                 let Some(mut record) = store.token(&verified.id)? else {
                     return Ok((vec![], vec![], ()));
                 };
-                if record.revoke_ms != 0 || record.expire_ms <= now {
+                if record.revoked_ms.is_some() || record.expire_ms <= now {
                     return Ok((vec![], vec![], ()));
                 }
-                record.revoke_ms = now;
+                record.revoked_ms = Some(now);
                 let draft = Draft {
                     token_fingerprint: fingerprint,
-                    expire_ms: record.expire_ms,
-                    ..Draft::new(RevocationKind::TokenRevoked, &instance, "RevokeToken", now)
+                    expire_ms: Some(record.expire_ms),
+                    ..Draft::new(
+                        RevocationKind::TokenRevoked,
+                        Some(&instance),
+                        "RevokeToken",
+                        now,
+                    )
                 };
                 Ok((vec![Op::PutToken(verified.id, record)], vec![draft], ()))
             })

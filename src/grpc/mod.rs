@@ -5,13 +5,15 @@
 //! Calls are counted, timed and (when they change state or fail authentication) audited in
 //! one place, [`Ctx`]: `open` starts a call, `respond` and `err` finish it.
 //!
-//! Children: `status` (error mapping), `observe` (metrics and audit of a call), `token`,
-//! `access_key`, `device`, `broker`, `revocation`, `broker_session` (one file per service), `go_auth` (mosquitto-go-auth's
-//! `grpc.AuthService`, served only with `--go-auth-access-key`).
+//! Children: `status` (error mapping), `observe` (metrics and audit of a call), `conn`
+//! (connections the server can cut at the end of shutdown), `token`, `access_key`, `device`,
+//! `broker`, `revocation`, `broker_session` (one file per service), `go_auth`
+//! (mosquitto-go-auth's `grpc.AuthService`, served only with `--go-auth-access-key`).
 
 mod access_key;
 mod broker;
 mod broker_session;
+pub mod conn;
 mod device;
 pub mod go_auth;
 mod observe;

@@ -1,34 +1,48 @@
-//! RevocationService: WatchRevocations, a server stream fed by a core watcher task.
+//! RevocationService: WatchRevocations, the core's watch stream converted to the wire.
 
 use std::{pin::Pin, sync::Arc};
 
-use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{open, status::to_status};
 use crate::{
-    core::{Core, WatchItem, WatchStart},
+    core::{revocation::RevocationEvent, Core, RevocationKind, WatchItem, WatchStart},
     proto::{
         self, revocation_service_server::RevocationService, watch_revocations_response::Message,
         StartMode,
     },
-    store::RevocationRecord,
 };
 
 /// The RevocationService implementation.
 pub struct RevocationGrpc(pub(crate) Arc<Core>);
 
-fn event(r: &RevocationRecord) -> proto::RevocationEvent {
+fn kind(k: RevocationKind) -> proto::RevocationKind {
+    match k {
+        RevocationKind::TokenRevoked => proto::RevocationKind::TokenRevoked,
+        RevocationKind::DeviceCredentialRefreshed => {
+            proto::RevocationKind::DeviceCredentialRefreshed
+        }
+        RevocationKind::DeviceCredentialUnregistered => {
+            proto::RevocationKind::DeviceCredentialUnregistered
+        }
+        RevocationKind::AccessKeyDeleted => proto::RevocationKind::AccessKeyDeleted,
+    }
+}
+
+/// The wire form of an event: the API writes "every instance" as an empty instance id and
+/// "never expires" as 0.
+fn event(e: &RevocationEvent) -> proto::RevocationEvent {
     proto::RevocationEvent {
-        revision: r.revision,
-        kind: r.kind,
-        instance_id: r.instance_id.clone(),
-        token_fingerprint: r.token_fingerprint.clone(),
-        client_id: r.client_id.clone(),
-        key_id: r.key_id.clone(),
-        reason: r.reason.clone(),
-        expire_time: r.expire_ms,
-        revoke_time: r.revoke_ms,
+        revision: e.revision,
+        kind: kind(e.kind).into(),
+        instance_id: e.instance_id.clone().unwrap_or_default(),
+        token_fingerprint: e.token_fingerprint.clone(),
+        client_id: e.client_id.clone(),
+        key_id: e.key_id.clone(),
+        reason: e.reason.clone(),
+        expire_time: e.expire_ms.unwrap_or(0),
+        revoke_time: e.revoke_ms,
     }
 }
 
@@ -54,12 +68,12 @@ impl RevocationService for RevocationGrpc {
                 )))
             }
         };
-        let rx = self
+        let items = self
             .0
             .watch(&ctx.caller, start, req.instance_ids)
             .map_err(|e| ctx.err(e))?;
         let request_id = ctx.request_id.clone();
-        let stream = ReceiverStream::new(rx).map(move |item| {
+        let stream = items.map(move |item| {
             let message = match item {
                 Ok(WatchItem::Event(e)) => Message::Event(event(&e)),
                 Ok(WatchItem::Progress(rev)) => {

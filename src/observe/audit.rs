@@ -50,7 +50,24 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
+/// Two handles are equal when they share one sink (or both are off): configurations compare
+/// by where their lines go, not by what was written.
+impl PartialEq for AuditLog {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for AuditLog {}
+
 impl AuditLog {
+    /// No audit log: the default.
+    pub const OFF: Self = Self(None);
+
     /// Opens the destination: a file is created with mode 0600 if missing and appended to.
     ///
     /// # Errors

@@ -14,14 +14,13 @@ use std::{
 };
 
 use axum::http::HeaderMap;
-use sha2::{Digest, Sha256};
 
 use super::{
     envelope::RestError,
     params::Params,
     signature::{self, SignatureError},
 };
-use crate::core::{Caller, Core, Error};
+use crate::core::{crypto, Caller, Core, Error};
 
 /// The API version every action belongs to.
 pub(crate) const API_VERSION: &str = "2020-04-20";
@@ -280,11 +279,7 @@ impl NonceCache {
         nonce: &str,
     ) -> Result<(), RestError> {
         let digest = {
-            let mut h = Sha256::new();
-            h.update(access_key_id.as_bytes());
-            h.update([0u8]);
-            h.update(nonce.as_bytes());
-            let out = h.finalize();
+            let out = crypto::sha256(&[access_key_id.as_bytes(), &[0], nonce.as_bytes()]);
             let mut first = [0u8; 16];
             first.copy_from_slice(&out[..16]);
             u128::from_be_bytes(first)

@@ -5,20 +5,23 @@
 //!
 //! Children: `params` (query and form parameters), `auth` (V1/V3 verification, timestamp
 //! window, nonce replay cache), `signature` (the signature arithmetic), `actions` (the eight
-//! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses), `limit` (the
-//! per-source-IP limit), `observe` (metrics and audit of a request, hooked in `handle`),
-//! `broker_http` (the EMQX/rmqtt HTTP auth endpoints under `/mqtt/`).
+//! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses), `observe`
+//! (metrics and audit of a request, hooked in `handle`), `broker_http` (the EMQX/rmqtt HTTP
+//! auth endpoints under `/mqtt/`). The per-source-IP limit is the core's [`RateLimiter`]
+//! keyed by address.
 
 mod actions;
 mod auth;
 pub mod broker_http;
 mod envelope;
-mod limit;
 mod observe;
 mod params;
 pub mod signature;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     body::Body,
@@ -31,7 +34,7 @@ use tracing::Instrument;
 
 use crate::{
     config::ServeConfig,
-    core::{new_request_id, now_ms, Core},
+    core::{limits::RateLimiter, new_request_id, now_ms, Core},
 };
 use envelope::{Format, RestError};
 use params::Params;
@@ -43,13 +46,16 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_HOST_ID_LEN: usize = 256;
 
 /// REST-only settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestConfig {
     /// Requests per second per source IP; 0 = unlimited.
     pub rate_per_ip: u32,
 }
 
 impl RestConfig {
+    /// The defaults (Alibaba: 300 requests/s per IP). The command line's defaults are these.
+    pub const DEFAULT: Self = Self { rate_per_ip: 300 };
+
     /// Takes the REST settings out of the serve configuration.
     pub fn from_serve(config: &ServeConfig) -> Self {
         Self {
@@ -61,7 +67,8 @@ impl RestConfig {
 struct RestState {
     core: Arc<Core>,
     auth: auth::Authenticator,
-    ip_limit: limit::IpLimiter,
+    ip_limit: RateLimiter<IpAddr>,
+    rate_per_ip: u32,
 }
 
 /// Builds the HTTP router: every request to `/` (GET or POST) is one Action call. Serve it
@@ -72,7 +79,8 @@ pub fn router(core: Arc<Core>, config: RestConfig) -> axum::Router {
     let state = Arc::new(RestState {
         core,
         auth: auth::Authenticator::default(),
-        ip_limit: limit::IpLimiter::new(config.rate_per_ip),
+        ip_limit: RateLimiter::default(),
+        rate_per_ip: config.rate_per_ip,
     });
     axum::Router::new()
         .route("/", any(handle))
@@ -120,7 +128,7 @@ async fn handle(State(state): State<Arc<RestState>>, request: Request) -> Respon
         call.set_action(params.get("Action"));
 
         if let Some(addr) = source {
-            if let Err(retry_after_ms) = state.ip_limit.check(addr.ip()) {
+            if let Err(retry_after_ms) = state.ip_limit.check(addr.ip(), state.rate_per_ip) {
                 return fail(RestError::Throttling { retry_after_ms }, format);
             }
         }

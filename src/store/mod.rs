@@ -3,16 +3,26 @@
 //! durability is a separate [`Store::flush`] so the core can share one flush among many
 //! concurrent writes (group commit). A distributed backend implements the same trait.
 //!
-//! Children: `records` (the persisted record types), `sessions` (broker sessions and their
-//! store trait), `sled_store` (the sled implementation).
+//! The trait speaks the core's types; how they are encoded is the store's business and stays
+//! inside it.
+//!
+//! Children: `records` (the persisted record types and their conversions), `sessions` (broker
+//! sessions and their store trait), `sled_store` (the sled implementation).
 
 mod records;
 mod sessions;
 mod sled_store;
 
-pub use records::{AccessKeyRecord, DeviceRecord, RevocationRecord, TokenId, TokenRecord};
 pub use sessions::{BrokerSessionRecord, BrokerSessionStore};
 pub use sled_store::SledStore;
+
+use crate::core::{
+    access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent,
+    token::IssuedToken,
+};
+
+/// A token's random id: 16 bytes (128 bits) from the OS CSPRNG.
+pub type TokenId = [u8; 16];
 
 /// A storage failure. Never shown to clients; the transport logs it and answers InternalError.
 #[derive(Debug, thiserror::Error)]
@@ -57,25 +67,25 @@ pub struct StoreCounts {
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Insert or replace a token (and its expiry index entry).
-    PutToken(TokenId, TokenRecord),
+    PutToken(TokenId, IssuedToken),
     /// Delete a token and its expiry index entry.
     DeleteToken(TokenId, i64),
     /// Insert or replace an access key.
-    PutAccessKey(AccessKeyRecord),
+    PutAccessKey(AccessKey),
     /// Delete an access key.
     DeleteAccessKey(String),
     /// Insert or replace a device credential. `replaces` is the device access key id of the
     /// record it replaces (None for a new credential, which bumps the counters).
     PutDevice {
         /// The new record.
-        record: DeviceRecord,
+        record: RegisteredDevice,
         /// The key id it replaces, if it replaces one.
         replaces: Option<String>,
     },
     /// Delete a device credential (and its key index entry; decrements the counters).
-    DeleteDevice(DeviceRecord),
+    DeleteDevice(RegisteredDevice),
     /// Append an event to the revocation log; its revision must be `last + 1`.
-    AppendRevocation(RevocationRecord),
+    AppendRevocation(RevocationEvent),
     /// Set a named metadata value.
     PutMeta(String, Vec<u8>),
     /// Drop every revocation below this revision.
@@ -88,15 +98,15 @@ pub enum Op {
 /// by the core; `apply` itself only has to be atomic.
 pub trait Store: BrokerSessionStore + Send + Sync + 'static {
     /// Looks a token up by id.
-    fn token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>>;
+    fn token(&self, id: &TokenId) -> StoreResult<Option<IssuedToken>>;
     /// Ids and expiry times of up to `limit` tokens that expired at or before `now_ms`.
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>>;
     /// Every access key.
-    fn access_keys(&self) -> StoreResult<Vec<AccessKeyRecord>>;
+    fn access_keys(&self) -> StoreResult<Vec<AccessKey>>;
     /// The credential of a client id.
-    fn device(&self, instance_id: &str, client_id: &str) -> StoreResult<Option<DeviceRecord>>;
+    fn device(&self, instance_id: &str, client_id: &str) -> StoreResult<Option<RegisteredDevice>>;
     /// The credential with this device access key id.
-    fn device_by_key(&self, device_key_id: &str) -> StoreResult<Option<DeviceRecord>>;
+    fn device_by_key(&self, device_key_id: &str) -> StoreResult<Option<RegisteredDevice>>;
     /// How many credentials an instance has.
     fn device_count(&self, instance_id: &str) -> StoreResult<u64>;
     /// How many credentials a group of an instance has.
@@ -111,8 +121,9 @@ pub trait Store: BrokerSessionStore + Send + Sync + 'static {
         skip: usize,
         limit: usize,
     ) -> StoreResult<Vec<String>>;
-    /// Up to `limit` revocations from revision `from` on, in order.
-    fn revocations(&self, from: u64, limit: usize) -> StoreResult<Vec<RevocationRecord>>;
+    /// Up to `limit` revocations from revision `from` on, in order. A stored event this
+    /// version cannot decode (e.g. an unknown kind) is [`StoreError::Corrupt`].
+    fn revocations(&self, from: u64, limit: usize) -> StoreResult<Vec<RevocationEvent>>;
     /// The retained revision range.
     fn revision_bounds(&self) -> StoreResult<RevisionBounds>;
     /// Applies the operations atomically: all or none.

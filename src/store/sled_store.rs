@@ -17,9 +17,15 @@ use std::{path::Path, sync::Mutex};
 
 use prost::Message;
 
+use crate::core::crypto::hex;
+
 use super::{
-    AccessKeyRecord, DeviceRecord, Op, RevisionBounds, RevocationRecord, Store, StoreCounts,
-    StoreError, StoreResult, TokenId, TokenRecord,
+    records::{AccessKeyRecord, DeviceRecord, RevocationRecord, TokenRecord},
+    Op, RevisionBounds, Store, StoreCounts, StoreError, StoreResult, TokenId,
+};
+use crate::core::{
+    access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent,
+    token::IssuedToken,
 };
 
 mod sessions;
@@ -58,8 +64,18 @@ fn decode<M: Message + Default>(key: &[u8], bytes: &[u8]) -> StoreResult<M> {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Decodes a record and converts it to the core's type.
+fn decode_into<M: Message + Default, T: From<M>>(key: &[u8], bytes: &[u8]) -> StoreResult<T> {
+    decode::<M>(key, bytes).map(T::from)
+}
+
+fn decode_revocation(key: &[u8], bytes: &[u8]) -> StoreResult<RevocationEvent> {
+    RevocationEvent::try_from(decode::<RevocationRecord>(key, bytes)?).map_err(|reason| {
+        StoreError::Corrupt {
+            key: hex(key),
+            reason,
+        }
+    })
 }
 
 fn read_u64(key: &[u8], bytes: &[u8]) -> StoreResult<u64> {
@@ -183,7 +199,7 @@ impl SledStore {
     /// Whether the stored token `id` exists and is revoked: (exists, revoked).
     fn token_state(&self, id: &TokenId) -> StoreResult<(bool, bool)> {
         Ok(match self.token(id)? {
-            Some(rec) => (true, rec.revoke_ms != 0),
+            Some(token) => (true, token.revoked_ms.is_some()),
             None => (false, false),
         })
     }
@@ -219,9 +235,12 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>> {
+    fn token(&self, id: &TokenId) -> StoreResult<Option<IssuedToken>> {
         let key = token_key(id);
-        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+        self.db
+            .get(&key)?
+            .map(|v| decode_into::<TokenRecord, _>(&key, &v))
+            .transpose()
     }
 
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>> {
@@ -243,28 +262,34 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn access_keys(&self) -> StoreResult<Vec<AccessKeyRecord>> {
+    fn access_keys(&self) -> StoreResult<Vec<AccessKey>> {
         self.db
             .scan_prefix(b"a/")
             .map(|item| {
                 let (k, v) = item?;
-                decode(&k, &v)
+                decode_into::<AccessKeyRecord, _>(&k, &v)
             })
             .collect()
     }
 
-    fn device(&self, instance_id: &str, client_id: &str) -> StoreResult<Option<DeviceRecord>> {
+    fn device(&self, instance_id: &str, client_id: &str) -> StoreResult<Option<RegisteredDevice>> {
         let key = device_key(instance_id, client_id);
-        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+        self.db
+            .get(&key)?
+            .map(|v| decode_into::<DeviceRecord, _>(&key, &v))
+            .transpose()
     }
 
-    fn device_by_key(&self, device_key_id: &str) -> StoreResult<Option<DeviceRecord>> {
+    fn device_by_key(&self, device_key_id: &str) -> StoreResult<Option<RegisteredDevice>> {
         let Some(target) = self.db.get(device_index_key(device_key_id))? else {
             return Ok(None);
         };
         let mut key = b"d/".to_vec();
         key.extend_from_slice(&target);
-        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+        self.db
+            .get(&key)?
+            .map(|v| decode_into::<DeviceRecord, _>(&key, &v))
+            .transpose()
     }
 
     fn device_count(&self, instance_id: &str) -> StoreResult<u64> {
@@ -310,13 +335,13 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn revocations(&self, from: u64, limit: usize) -> StoreResult<Vec<RevocationRecord>> {
+    fn revocations(&self, from: u64, limit: usize) -> StoreResult<Vec<RevocationEvent>> {
         self.db
             .range(revision_key(from)..revision_key(u64::MAX))
             .take(limit)
             .map(|item| {
                 let (k, v) = item?;
-                decode(&k, &v)
+                decode_revocation(&k, &v)
             })
             .collect()
     }
@@ -341,12 +366,12 @@ impl Store for SledStore {
                     if !existed {
                         self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), 1)?;
                     }
-                    let revoked = i64::from(rec.revoke_ms != 0) - i64::from(was_revoked);
+                    let revoked = i64::from(rec.revoked_ms.is_some()) - i64::from(was_revoked);
                     if revoked != 0 {
                         self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), revoked)?;
                     }
                     batch.insert(expiry_key(rec.expire_ms, &id), &[]);
-                    batch.insert(token_key(&id), rec.encode_to_vec());
+                    batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
                 }
                 Op::DeleteToken(id, expire_ms) => {
                     let (existed, was_revoked) = self.token_state(&id)?;
@@ -360,7 +385,8 @@ impl Store for SledStore {
                     batch.remove(token_key(&id));
                 }
                 Op::PutAccessKey(rec) => {
-                    batch.insert([b"a/", rec.id.as_bytes()].concat(), rec.encode_to_vec());
+                    let value = AccessKeyRecord::from(&rec).encode_to_vec();
+                    batch.insert([b"a/", rec.id.as_bytes()].concat(), value);
                 }
                 Op::DeleteAccessKey(id) => batch.remove([b"a/", id.as_bytes()].concat()),
                 Op::PutDevice { record, replaces } => {
@@ -384,7 +410,7 @@ impl Store for SledStore {
                         }
                     }
                     batch.insert(device_index_key(&record.device_key_id), &dkey[2..]);
-                    batch.insert(dkey, record.encode_to_vec());
+                    batch.insert(dkey, DeviceRecord::from(&record).encode_to_vec());
                 }
                 Op::DeleteDevice(record) => {
                     batch.remove(device_key(&record.instance_id, &record.client_id));
@@ -405,7 +431,8 @@ impl Store for SledStore {
                 }
                 Op::AppendRevocation(rec) => {
                     batch.insert(LAST_REV, &rec.revision.to_be_bytes());
-                    batch.insert(revision_key(rec.revision), rec.encode_to_vec());
+                    let value = RevocationRecord::from(&rec).encode_to_vec();
+                    batch.insert(revision_key(rec.revision), value);
                 }
                 Op::PutMeta(name, value) => batch.insert(meta_key(&name), value),
                 Op::CompactRevocationsBelow(below) => {
@@ -440,5 +467,32 @@ impl Store for SledStore {
             revoked_tokens: self.get_u64(N_REVOKED)?,
             device_credentials: self.get_u64(N_DEVICES)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_stored_revocation_kind_is_a_corrupt_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        let record = RevocationRecord {
+            revision: 1,
+            kind: 99,
+            ..RevocationRecord::default()
+        };
+        store
+            .db
+            .insert(revision_key(1), record.encode_to_vec())
+            .expect("insert");
+        match store.revocations(1, 10) {
+            Err(StoreError::Corrupt { key, reason }) => {
+                assert_eq!(key, hex(&revision_key(1)));
+                assert!(reason.contains("unknown revocation kind 99"), "{reason}");
+            }
+            other => panic!("expected a corrupt record, got {other:?}"),
+        }
     }
 }
