@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the benchmark (benches/tokend.rs) side by side with etcd and prints a markdown table.
+# Runs the benchmark (benches/tokend/) side by side with etcd and prints a markdown table.
 #
 #   scripts/bench.sh [--quick] [--only NAME[,NAME...]] [--big] [--devices N]
+#   (every flag goes to the bench: `cargo bench --bench tokend -- --help` lists them)
 #
 # Installs etcd (Debian's etcd-server) if it is missing, starts it on loopback with a temporary
 # data directory and free ports, runs `cargo bench --bench tokend` with ETCD_ENDPOINT set, stops

@@ -1,0 +1,168 @@
+//! mqtt-tokend's unary cells on an empty store: the floor, QueryToken, AuthenticateConnect
+//! (token and device credential), AuthorizeTopic, the REST shim, ApplyToken and RevokeToken,
+//! each at every [`CONCURRENCY`] and each against its etcd peer.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use mqtt_tokend::{
+    app::RootKeyFile,
+    core::broker::mqtt_password,
+    proto::{AuthenticateConnectRequest, RegisterDeviceCredentialRequest},
+};
+
+use crate::{
+    args::Opts,
+    measure::{connect, run_cell, Target, CONCURRENCY},
+    ops::{
+        mint, need_for, op_apply, op_authorize, op_connect, op_health, op_query, op_revoke,
+        pool_len, top_up, Pool, CLIENT_ID, INSTANCE,
+    },
+    report::{Peer, Report},
+    rest::{op_rest_apply, op_rest_query},
+    server::Tokend,
+};
+
+const MAIN: &str = "Unary calls, empty store";
+
+/// Runs the sections `opts` wants against `server`.
+pub async fn tokend_cells(opts: &Opts, server: &Tokend, report: &mut Report) {
+    let ep = server.endpoint.clone();
+    let ep_t = server.target();
+    let key = server.key();
+    if opts.wants("floor") {
+        for c in CONCURRENCY {
+            let cell = run_cell(opts, &ep_t, c, op_health()).await;
+            report.floor.insert(c, cell.ops_per_s);
+            report.add(MAIN, "floor: Health/Check (tokend)", c, cell, Peer::Health);
+        }
+    }
+
+    // Set-up through the API: one live token, a device credential, a session handle.
+    let setup = connect(&ep, Some(&key)).await;
+    let token = mint(&ep, &key, 1).await.remove(0);
+    if opts.wants("query") {
+        let sample = Arc::new(vec![token.clone()]);
+        for c in CONCURRENCY {
+            let cell = run_cell(opts, &ep_t, c, op_query(sample.clone())).await;
+            report.add(MAIN, "QueryToken", c, cell, Peer::Range);
+        }
+    }
+    let token_user = format!("Token|{}|{INSTANCE}", server.root.access_key_id);
+    let token_pass = format!("RW|{token}");
+    if opts.wants("connect-token") || opts.wants("authenticateconnect") {
+        for c in CONCURRENCY {
+            let op = op_connect(token_user.clone(), token_pass.clone());
+            let cell = run_cell(opts, &ep_t, c, op).await;
+            report.add(MAIN, "AuthenticateConnect (token)", c, cell, Peer::Range);
+        }
+    }
+    if opts.wants("connect-device") || opts.wants("authenticateconnect") {
+        let cred = setup
+            .devices()
+            .register_device_credential(RegisterDeviceCredentialRequest {
+                instance_id: INSTANCE.into(),
+                client_id: CLIENT_ID.into(),
+            })
+            .await
+            .expect("RegisterDeviceCredential")
+            .into_inner()
+            .device_credential
+            .expect("credential in response");
+        let user = format!("DeviceCredential|{}|{INSTANCE}", cred.device_access_key_id);
+        let pass = mqtt_password(&cred.device_access_key_secret, CLIENT_ID);
+        for c in CONCURRENCY {
+            let cell = run_cell(opts, &ep_t, c, op_connect(user.clone(), pass.clone())).await;
+            report.add(
+                MAIN,
+                "AuthenticateConnect (device credential)",
+                c,
+                cell,
+                Peer::Range,
+            );
+        }
+    }
+    if opts.wants("authorize") {
+        let handle = setup
+            .broker()
+            .authenticate_connect(AuthenticateConnectRequest {
+                client_id: CLIENT_ID.into(),
+                username: token_user.clone(),
+                password: token_pass.clone(),
+            })
+            .await
+            .expect("AuthenticateConnect")
+            .into_inner()
+            .session_handle;
+        for c in CONCURRENCY {
+            let cell = run_cell(opts, &ep_t, c, op_authorize(handle.clone())).await;
+            report.add(
+                MAIN,
+                "AuthorizeTopic (session handle)",
+                c,
+                cell,
+                Peer::Range,
+            );
+        }
+    }
+    if opts.wants("rest") {
+        rest_cells(opts, server, &token, report).await;
+    }
+    let pool: Pool = Arc::new(Mutex::new(Vec::new()));
+    let mut apply_rate = BTreeMap::new();
+    if opts.wants("apply") || opts.wants("revoke") {
+        for c in CONCURRENCY {
+            let cell = run_cell(opts, &ep_t, c, op_apply(Some(pool.clone()))).await;
+            apply_rate.insert(c, cell.ops_per_s);
+            report.add(MAIN, "ApplyToken (durable)", c, cell, Peer::Put);
+        }
+    }
+    if opts.wants("revoke") {
+        for c in CONCURRENCY {
+            let guess = apply_rate.get(&c).copied().unwrap_or(8_000.0);
+            top_up(&pool, need_for(opts, guess), |n| mint(&ep, &key, n)).await;
+            let cell = run_cell(opts, &ep_t, c, op_revoke(pool.clone())).await;
+            report.add(MAIN, "RevokeToken (durable)", c, cell, Peer::Delete);
+        }
+        let left = pool_len(&pool);
+        eprintln!("  revoke pool left: {left}");
+    }
+}
+
+/// The REST shim's V3-signed QueryToken (of `token`) and ApplyToken.
+async fn rest_cells(opts: &Opts, server: &Tokend, token: &str, report: &mut Report) {
+    // Plain HTTP/1.1 keep-alive connections from a pool, as the SDKs use.
+    let http = reqwest::Client::new();
+    let key = Arc::new(RootKeyFile {
+        access_key_id: server.root.access_key_id.clone(),
+        access_key_secret: server.root.access_key_secret.clone(),
+    });
+    let rest_t = Target {
+        endpoint: server.endpoint.clone(),
+        pid: Some(server.pid()),
+        key: None,
+    };
+    for c in CONCURRENCY {
+        let op = op_rest_query(
+            http.clone(),
+            server.http_endpoint.clone(),
+            key.clone(),
+            token.to_owned(),
+        );
+        let cell = run_cell(opts, &rest_t, c, op).await;
+        report.add(MAIN, "REST V3-signed QueryToken", c, cell, Peer::Range);
+    }
+    for c in CONCURRENCY {
+        let op = op_rest_apply(http.clone(), server.http_endpoint.clone(), key.clone());
+        let cell = run_cell(opts, &rest_t, c, op).await;
+        report.add(
+            MAIN,
+            "REST V3-signed ApplyToken (durable)",
+            c,
+            cell,
+            Peer::Put,
+        );
+    }
+}
