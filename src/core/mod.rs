@@ -6,13 +6,15 @@
 //! `token` (token format, ApplyToken/QueryToken/RevokeToken), `access_key` (callers and their
 //! permissions), `device` (device credentials), `broker` (CONNECT and topic checks), `topic`
 //! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
-//! `revocation` (the revocation log and its watchers), `maintenance` (background sweeps).
+//! `revocation` (the revocation log and its watchers), `maintenance` (background sweeps),
+//! `hint` (what a client can do about each error).
 
 pub mod access_key;
 pub mod broker;
 pub mod device;
 pub mod durability;
 pub mod error;
+mod hint;
 pub mod keyring;
 pub mod limits;
 pub mod maintenance;

@@ -5,14 +5,15 @@
 //!
 //! Children: `params` (query and form parameters), `auth` (V1/V3 verification, timestamp
 //! window, nonce replay cache), `signature` (the signature arithmetic), `actions` (the eight
-//! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses), `limit` (the
-//! per-source-IP limit).
+//! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses), `recommend` (the
+//! hint in error bodies), `limit` (the per-source-IP limit).
 
 mod actions;
 mod auth;
 mod envelope;
 mod limit;
 mod params;
+mod recommend;
 pub mod signature;
 
 use std::{net::SocketAddr, sync::Arc};
