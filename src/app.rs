@@ -13,10 +13,12 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::{
     config::ServeConfig,
-    core::{keyring::write_private_bytes, now_ms, Core, Keyring, RootKey},
+    core::{keyring::write_private_bytes, Core, RootKey},
     grpc, proto, rest,
     store::{SledStore, Store},
 };
+
+mod data_dir;
 
 /// A failure to start or stop the service.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,20 @@ pub enum AppError {
         dir: PathBuf,
         /// The cause.
         source: crate::store::StoreError,
+    },
+    /// Another server (process or in-process instance) has the data directory open.
+    #[error("another mqtt-tokend is running on {dir} (the lock is held): stop it first, or give this one another --data-dir")]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The keyring file is missing although the data directory was created with one.
+    #[error("the keyring {path} does not exist, but the data directory {dir} was created with a keyring: point --keyring (MQTT_TOKEND_KEYRING) at that file; a new keyring would make every token and secret invalid")]
+    KeyringMissing {
+        /// The keyring path given.
+        path: PathBuf,
+        /// The data directory.
+        dir: PathBuf,
     },
     /// The keyring is not the one the data directory was created with.
     #[error("the keyring {path} does not match the data directory {dir} (key {key}): every token and secret would be invalid; point --keyring at the right file")]
@@ -75,6 +91,8 @@ pub struct Server {
     http_addr: Option<SocketAddr>,
     core: Arc<Core>,
     store: Weak<SledStore>,
+    /// The data directory's lock, released once the store is closed.
+    lock: Option<data_dir::DirLock>,
     shutdown_tx: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<Result<(), AppError>>>,
     health: tonic_health::server::HealthReporter,
@@ -122,46 +140,6 @@ fn write_root_key(path: &std::path::Path, root: &RootKey) -> Result<(), AppError
     write_private_bytes(path, &json).map_err(io(format!("writing {}", path.display())))
 }
 
-/// Compares the keyring with the check values stored at first start (storing those missing).
-fn check_keyring(
-    store: &SledStore,
-    keyring: &Keyring,
-    config: &ServeConfig,
-) -> Result<(), AppError> {
-    let store_err = |source| AppError::Store {
-        dir: config.data_dir.clone(),
-        source,
-    };
-    let mut missing = Vec::new();
-    for (name, value) in keyring.check_values() {
-        match store.meta(&name).map_err(store_err)? {
-            Some(stored) if stored == value => {}
-            Some(_) => {
-                return Err(AppError::KeyringMismatch {
-                    path: config.keyring.clone(),
-                    dir: config.data_dir.clone(),
-                    key: name,
-                })
-            }
-            None => missing.push(crate::store::Op::PutMeta(name, value)),
-        }
-    }
-    if !missing.is_empty() {
-        // No check value at all, yet access keys exist: a new keyring on an old database.
-        let all_missing = missing.len() == keyring.check_values().len();
-        if all_missing && !store.access_keys().map_err(store_err)?.is_empty() {
-            return Err(AppError::KeyringMismatch {
-                path: config.keyring.clone(),
-                dir: config.data_dir.clone(),
-                key: "no check value stored, yet access keys exist".into(),
-            });
-        }
-        store.apply(missing).map_err(store_err)?;
-        store.flush().map_err(store_err)?;
-    }
-    Ok(())
-}
-
 /// Makes every file this process creates private (0600 files, 0700 directories), so the
 /// database files sled creates later (snapshots, blobs) are never world-readable.
 fn private_umask() {
@@ -178,21 +156,12 @@ impl Server {
     /// The keyring, the store or a listener cannot be opened.
     pub async fn start(config: ServeConfig) -> Result<Self, AppError> {
         private_umask();
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(io(format!("creating {}", config.data_dir.display())))?;
-        let (keyring, created) = Keyring::load_or_create(&config.keyring, now_ms())?;
-        if created {
-            tracing::info!(path = %config.keyring.display(), "created a new keyring; back it up apart from the data directory");
-        }
-        let store =
-            Arc::new(
-                SledStore::open(&config.data_dir).map_err(|source| AppError::Store {
-                    dir: config.data_dir.clone(),
-                    source,
-                })?,
-            );
+        let data_dir::DataDir {
+            lock,
+            store,
+            keyring,
+        } = data_dir::open(&config)?;
         let weak_store = Arc::downgrade(&store);
-        check_keyring(store.as_ref(), &keyring, &config)?;
         let (core, root) = Core::open(store.clone() as Arc<dyn Store>, keyring, config.core())?;
         drop(store);
         let path = config.root_key_path();
@@ -208,7 +177,7 @@ impl Server {
             }
         }
 
-        let grpc_listener = TcpListener::bind(config.grpc_addr)
+        let grpc_listener = TcpListener::bind(config.grpc_addr.host_port())
             .await
             .map_err(io(format!("binding gRPC on {}", config.grpc_addr)))?;
         let grpc_addr = grpc_listener
@@ -265,9 +234,9 @@ impl Server {
         });
         let mut tasks = vec![grpc_task];
 
-        let http_addr = match config.http_addr.0 {
+        let http_addr = match &config.http_addr.0 {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
+                let listener = TcpListener::bind(addr.host_port())
                     .await
                     .map_err(io(format!("binding HTTP on {addr}")))?;
                 let local = listener.local_addr().map_err(io("HTTP local address"))?;
@@ -293,12 +262,14 @@ impl Server {
             Ok(())
         }));
 
-        tracing::info!(%grpc_addr, http_addr = ?http_addr, data_dir = %config.data_dir.display(), "serving");
+        let http = http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(%grpc_addr, http_addr = %http, data_dir = %config.data_dir.display(), "serving");
         Ok(Self {
             grpc_addr,
             http_addr,
             core,
             store: weak_store,
+            lock: Some(lock),
             shutdown_tx: Some(shutdown_tx),
             tasks,
             health,
@@ -360,6 +331,7 @@ impl Server {
         }
         self.core.flush().await?;
         let store = self.store.clone();
+        let lock = self.lock.take();
         drop(self);
         // Open streams and the flusher hold the store for a moment after the servers stop;
         // wait (bounded) until the database is closed so the directory can be reopened.
@@ -372,6 +344,7 @@ impl Server {
         if store.upgrade().is_some() {
             tracing::warn!("the store is still referenced after shutdown");
         }
+        drop(lock);
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
