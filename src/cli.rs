@@ -3,6 +3,8 @@
 
 use tonic::{metadata::MetadataValue, transport::Channel, Request};
 
+pub mod errors;
+
 use crate::{
     app::RootKeyFile,
     config::{AccessKeyCommand, ClientOptions, KeyringCommand},
@@ -22,7 +24,7 @@ pub enum CliError {
         reason: String,
     },
     /// Connecting to the server failed.
-    #[error("connecting to {addr}: {source}")]
+    #[error("{}", errors::connect_message(addr, source))]
     Connect {
         /// The address.
         addr: String,
@@ -30,7 +32,7 @@ pub enum CliError {
         source: tonic::transport::Error,
     },
     /// The server refused the call.
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{}", errors::status_message(.0))]
     Status(#[from] tonic::Status),
     /// Keyring rotation failed.
     #[error(transparent)]
@@ -46,20 +48,18 @@ async fn client(
     ),
     CliError,
 > {
-    let raw = std::fs::read(&opts.root_key_file).map_err(|e| CliError::RootKey {
-        path: opts.root_key_file.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let key: RootKeyFile = serde_json::from_slice(&raw).map_err(|e| CliError::RootKey {
-        path: opts.root_key_file.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let path = opts.root_key_file();
+    let root_key_error = |reason: String| CliError::RootKey {
+        path: path.display().to_string(),
+        reason,
+    };
+    let raw = std::fs::read(&path)
+        .map_err(|e| root_key_error(format!("{e}{}", errors::root_key_hint(&e))))?;
+    let key: RootKeyFile =
+        serde_json::from_slice(&raw).map_err(|e| root_key_error(e.to_string()))?;
     let bearer = format!("Bearer {}:{}", key.access_key_id, key.access_key_secret)
         .parse()
-        .map_err(|_| CliError::RootKey {
-            path: opts.root_key_file.display().to_string(),
-            reason: "the key is not ASCII".into(),
-        })?;
+        .map_err(|_| root_key_error("the key is not ASCII".into()))?;
     let addr = format!("http://{}", opts.grpc_addr);
     let channel = Channel::from_shared(addr.clone())
         .map_err(|_| CliError::RootKey {
@@ -137,10 +137,16 @@ pub async fn access_key(command: AccessKeyCommand) -> Result<(), CliError> {
         } => {
             let (mut c, bearer) = client(&opts).await?;
             c.delete_access_key(authed(
-                proto::DeleteAccessKeyRequest { access_key_id },
+                proto::DeleteAccessKeyRequest {
+                    access_key_id: access_key_id.clone(),
+                },
                 &bearer,
             ))
             .await?;
+            println!(
+                "{}",
+                serde_json::json!({"AccessKeyId": access_key_id, "Deleted": true})
+            );
         }
     }
     Ok(())

@@ -1,11 +1,14 @@
 //! The command line. Every flag has an `MQTT_TOKEND_*` environment variable; defaults are
 //! the embedded ones a new user gets from `cargo run --release -- serve`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::core::{CoreConfig, RateLimits};
+
+mod listen_addr;
+pub use listen_addr::HostPort;
 
 /// Default gRPC listen address.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
@@ -16,6 +19,8 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default keyring file: outside the data directory, so a copy of the data alone leaks no
 /// secret.
 pub const DEFAULT_KEYRING: &str = "./mqtt-tokend-keyring.json";
+/// The root access key file's name inside the data directory.
+pub const ROOT_KEY_FILE_NAME: &str = "root-access-key.json";
 
 /// mqtt-tokend: MQTT tokens, device credentials and broker checks, Alibaba Cloud MQTT compatible.
 #[derive(Debug, Parser)]
@@ -42,9 +47,10 @@ pub enum Command {
 /// Everything `serve` needs.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// gRPC listen address (port 0 picks a free port).
+    /// gRPC listen address, host:port (a host name is resolved at start; port 0 picks a
+    /// free port).
     #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
-    pub grpc_addr: SocketAddr,
+    pub grpc_addr: HostPort,
     /// REST (Alibaba Action-style HTTP) listen address; "off" disables it.
     #[arg(long, env = "MQTT_TOKEND_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR, value_parser = parse_optional_addr)]
     pub http_addr: OptionalAddr,
@@ -104,8 +110,8 @@ pub struct ServeConfig {
 }
 
 /// A listen address that can be turned off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OptionalAddr(pub Option<SocketAddr>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<HostPort>);
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
@@ -121,7 +127,7 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     }
     s.parse()
         .map(|a| OptionalAddr(Some(a)))
-        .map_err(|e| format!("{e} (expected host:port or \"off\")"))
+        .map_err(|e| format!("{e}, or \"off\""))
 }
 
 impl ServeConfig {
@@ -163,7 +169,7 @@ impl ServeConfig {
 
     /// Where the root access key is written on first start.
     pub fn root_key_path(&self) -> PathBuf {
-        self.data_dir.join("root-access-key.json")
+        self.data_dir.join(ROOT_KEY_FILE_NAME)
     }
 }
 
@@ -172,14 +178,22 @@ impl ServeConfig {
 pub struct ClientOptions {
     /// The server's gRPC address.
     #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
-    pub grpc_addr: SocketAddr,
-    /// File with the root key, as written on first start.
-    #[arg(
-        long,
-        env = "MQTT_TOKEND_ROOT_KEY_FILE",
-        default_value = "./data/root-access-key.json"
-    )]
-    pub root_key_file: PathBuf,
+    pub grpc_addr: HostPort,
+    /// The server's data directory, where `serve` wrote root-access-key.json.
+    #[arg(long, env = "MQTT_TOKEND_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// File with the root key [default: <data dir>/root-access-key.json].
+    #[arg(long, env = "MQTT_TOKEND_ROOT_KEY_FILE")]
+    pub root_key_file: Option<PathBuf>,
+}
+
+impl ClientOptions {
+    /// The root key file: `--root-key-file`, else the one `serve` writes in the data directory.
+    pub fn root_key_file(&self) -> PathBuf {
+        self.root_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(ROOT_KEY_FILE_NAME))
+    }
 }
 
 /// `access-key` subcommands.

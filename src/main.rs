@@ -1,13 +1,16 @@
-//! The `mqtt-tokend` binary: parse the command line, set up logging, run, map errors to an
-//! exit code.
+//! The `mqtt-tokend` binary: parse the command line, set up logging, run, and report a failure
+//! as one line on stderr (no backtrace: a failure here is the user's to fix) with exit code 1.
 
-use anyhow::Context;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
 use clap::Parser;
 use mqtt_tokend::{
     app::Server,
-    cli,
+    cli::{self, errors},
     config::{Cli, Command},
 };
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(filter: &str) {
@@ -21,27 +24,42 @@ fn init_tracing(filter: &str) {
         .init();
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+/// SIGINT and SIGTERM, caught from the moment they are installed.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        let install = |kind: SignalKind| {
+            signal(kind).map_err(|e| anyhow!("installing the signal handlers: {e}"))
+        };
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(config) => {
             init_tracing(&config.log);
-            let server = Server::start(*config)
-                .await
-                .context("starting mqtt-tokend")?;
-            wait_for_signal().await?;
+            // Before the server starts: a signal sent as soon as "serving" is logged must
+            // shut it down gracefully, not kill it with the default action.
+            let signals = Signals::install()?;
+            let server = Server::start(*config).await?;
+            signals.wait().await;
             tracing::info!("shutting down");
-            server.shutdown().await.context("shutting down")?;
+            server.shutdown().await?;
             tracing::info!("stopped");
         }
         Command::AccessKey(command) => {
@@ -54,4 +72,26 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{}", errors::report(&format!("starting the runtime: {e}")));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", errors::report(&e));
+            ExitCode::FAILURE
+        }
+    }
 }
