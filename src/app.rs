@@ -1,12 +1,7 @@
 //! The one place that wires things together: keyring, store, core, the gRPC and REST servers,
 //! background tasks, and graceful shutdown.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, Weak},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
@@ -15,7 +10,7 @@ use crate::{
     config::ServeConfig,
     core::{keyring::write_private_bytes, Core, RootKey},
     grpc, proto, rest,
-    store::{SledStore, Store},
+    store::{Store, StoreClosed},
 };
 
 mod data_dir;
@@ -90,7 +85,8 @@ pub struct Server {
     grpc_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     core: Arc<Core>,
-    store: Weak<SledStore>,
+    /// Resolves once the store is closed: the last of the tasks holding it has let it go.
+    store_closed: Option<StoreClosed>,
     /// The data directory's lock, released once the store is closed.
     lock: Option<data_dir::DirLock>,
     shutdown_tx: Option<oneshot::Sender<()>>,
@@ -107,6 +103,9 @@ impl std::fmt::Debug for Server {
             .finish_non_exhaustive()
     }
 }
+
+/// Longest shutdown waits for the database to close after the servers have stopped.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// The services health reports on (besides the server as a whole, "").
 const SERVICE_NAMES: [&str; 5] = [
@@ -161,7 +160,7 @@ impl Server {
             store,
             keyring,
         } = data_dir::open(&config)?;
-        let weak_store = Arc::downgrade(&store);
+        let store_closed = store.closed();
         let (core, root) = Core::open(store.clone() as Arc<dyn Store>, keyring, config.core())?;
         drop(store);
         let path = config.root_key_path();
@@ -268,7 +267,7 @@ impl Server {
             grpc_addr,
             http_addr,
             core,
-            store: weak_store,
+            store_closed: Some(store_closed),
             lock: Some(lock),
             shutdown_tx: Some(shutdown_tx),
             tasks,
@@ -330,19 +329,21 @@ impl Server {
             }
         }
         self.core.flush().await?;
-        let store = self.store.clone();
+        let closed = self.store_closed.take();
         let lock = self.lock.take();
         drop(self);
-        // Open streams and the flusher hold the store for a moment after the servers stop;
-        // wait (bounded) until the database is closed so the directory can be reopened.
-        for _ in 0..500 {
-            if store.upgrade().is_none() {
-                break;
+        // Open streams and the group-commit task hold the store for a moment after the
+        // servers stop, and the last of them to let go closes the database (sled's final
+        // flush and fsync). Wait for that close, bounded, so that "stopped" means closed,
+        // the directory can be reopened at once, and the process has nothing left to wait
+        // for when it exits.
+        if let Some(closed) = closed {
+            if tokio::time::timeout(STORE_CLOSE_WAIT, closed.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the store is still referenced after shutdown");
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if store.upgrade().is_some() {
-            tracing::warn!("the store is still referenced after shutdown");
         }
         drop(lock);
         match first_error {

@@ -9,7 +9,7 @@ mod records;
 mod sled_store;
 
 pub use records::{AccessKeyRecord, DeviceRecord, RevocationRecord, TokenId, TokenRecord};
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, StoreClosed};
 
 /// A storage failure. Never shown to clients; the transport logs it and answers InternalError.
 #[derive(Debug, thiserror::Error)]

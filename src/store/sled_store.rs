@@ -25,6 +25,22 @@ const OLDEST_REV: &[u8] = b"m/oldest_rev";
 /// A [`Store`] on a sled database in one directory.
 pub struct SledStore {
     db: sled::Db,
+    // Declared after `db`, so dropped after it: sled closes the database in its drop (a last
+    // flush and an fsync, which can take a second on a busy disk), and only then do the
+    // receivers of `closed()` hear that the store is closed.
+    closed: tokio::sync::watch::Sender<()>,
+}
+
+/// Resolves once a [`SledStore`] has been dropped and its database closed.
+#[derive(Debug)]
+pub struct StoreClosed(tokio::sync::watch::Receiver<()>);
+
+impl StoreClosed {
+    /// Waits until the store is closed.
+    pub async fn wait(mut self) {
+        // Nothing is ever sent: `changed` fails exactly when the sender is dropped.
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 impl std::fmt::Debug for SledStore {
@@ -123,7 +139,12 @@ impl SledStore {
         let mut attempts = 0;
         loop {
             match config.open() {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        closed: tokio::sync::watch::channel(()).0,
+                    })
+                }
                 // sled reports the lock failure as an `Other` I/O error with this text.
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock") && attempts < 100 =>
@@ -134,6 +155,12 @@ impl SledStore {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// A future that resolves once this store has been dropped (by whoever holds it last)
+    /// and the database is closed, so a shutdown can wait for the close it causes.
+    pub fn closed(&self) -> StoreClosed {
+        StoreClosed(self.closed.subscribe())
     }
 
     fn get_u64(&self, key: &[u8]) -> StoreResult<u64> {
