@@ -7,7 +7,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
 
 use crate::{
-    config::ServeConfig,
+    config::{HostPort, ServeConfig},
     core::{keyring::write_private_bytes, Core, RootKey},
     grpc, proto, rest,
     store::{Store, StoreClosed},
@@ -64,6 +64,18 @@ pub enum AppError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A listen address could not be bound.
+    #[error("binding {what} on {addr}: {source}{}", bind_hint(source, flag))]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address as given.
+        addr: String,
+        /// The flag that sets it, for the hint.
+        flag: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -78,6 +90,33 @@ pub enum AppError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
     let what = what.into();
     move |source| AppError::Io { what, source }
+}
+
+fn bind_error(
+    what: &'static str,
+    addr: &HostPort,
+    flag: &'static str,
+) -> impl FnOnce(std::io::Error) -> AppError {
+    let addr = addr.to_string();
+    move |source| AppError::Bind {
+        what,
+        addr,
+        flag,
+        source,
+    }
+}
+
+/// What to do about a listen address that cannot be bound, for its common causes.
+fn bind_hint(err: &std::io::Error, flag: &str) -> String {
+    match err.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("; another process (another mqtt-tokend?) listens there: stop it, or pass another {flag}")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("; ports below 1024 need privileges: pass another {flag}")
+        }
+        _ => String::new(),
+    }
 }
 
 /// A running service.
@@ -178,7 +217,7 @@ impl Server {
 
         let grpc_listener = TcpListener::bind(config.grpc_addr.host_port())
             .await
-            .map_err(io(format!("binding gRPC on {}", config.grpc_addr)))?;
+            .map_err(bind_error("gRPC", &config.grpc_addr, "--grpc-addr"))?;
         let grpc_addr = grpc_listener
             .local_addr()
             .map_err(io("gRPC local address"))?;
@@ -237,7 +276,7 @@ impl Server {
             Some(addr) => {
                 let listener = TcpListener::bind(addr.host_port())
                     .await
-                    .map_err(io(format!("binding HTTP on {addr}")))?;
+                    .map_err(bind_error("HTTP", addr, "--http-addr"))?;
                 let local = listener.local_addr().map_err(io("HTTP local address"))?;
                 let router = rest::router(core.clone(), rest::RestConfig::from_serve(&config));
                 let http_shutdown = shutdown.clone();

@@ -361,3 +361,26 @@ fn the_process_exits_within_a_second_of_sigint() {
         "exited {took:?} after SIGINT; log: {log:?}"
     );
 }
+
+#[test]
+fn a_port_in_use_names_the_flag_to_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let output = run(mqtt_tokend(dir.path()).args([
+        "serve",
+        "--grpc-addr",
+        &addr,
+        "--http-addr",
+        "off",
+        "--log",
+        "warn",
+    ]));
+    let line = one_error_line(&output);
+    assert!(
+        line.starts_with(&format!(
+            "error: binding gRPC on {addr}: Address already in use"
+        )) && line.ends_with("listens there: stop it, or pass another --grpc-addr"),
+        "{line}"
+    );
+}
