@@ -1,13 +1,7 @@
 //! The one place that wires things together: keyring, store, core, the gRPC and REST servers,
 //! background tasks, and graceful shutdown.
 
-use std::{
-    net::SocketAddr,
-    os::unix::fs::DirBuilderExt,
-    path::PathBuf,
-    sync::{Arc, Weak},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::serve::ListenerExt;
 use tokio::{
@@ -17,12 +11,14 @@ use tokio::{
 };
 
 use crate::{
-    config::ServeConfig,
-    core::{keyring::write_private_bytes, now_ms, Core, Keyring, RootKey},
+    config::{HostPort, ServeConfig},
+    core::{keyring::write_private_bytes, Core, RootKey},
     grpc, observe, proto, rest,
-    store::{SledStore, Store},
+    store::{Store, StoreClosed},
     tls::{ServerTls, TlsIncoming, TlsListener},
 };
+
+mod data_dir;
 
 /// A failure to start or stop the service.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +33,20 @@ pub enum AppError {
         dir: PathBuf,
         /// The cause.
         source: crate::store::StoreError,
+    },
+    /// Another server (process or in-process instance) has the data directory open.
+    #[error("another mqtt-tokend is running on {dir} (the lock is held): stop it first, or give this one another --data-dir")]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The keyring file is missing although the data directory was created with one.
+    #[error("the keyring {path} does not exist, but the data directory {dir} was created with a keyring: point --keyring (MQTT_TOKEND_KEYRING) at that file; a new keyring would make every token and secret invalid")]
+    KeyringMissing {
+        /// The keyring path given.
+        path: PathBuf,
+        /// The data directory.
+        dir: PathBuf,
     },
     /// The keyring is not the one the data directory was created with.
     #[error("the keyring {path} does not match the data directory {dir} (key {key}): every token and secret would be invalid; point --keyring at the right file")]
@@ -59,6 +69,18 @@ pub enum AppError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A listen address could not be bound.
+    #[error("binding {what} on {addr}: {source}{}", bind_hint(source, flag))]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address as given.
+        addr: String,
+        /// The flag that sets it, for the hint.
+        flag: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -78,6 +100,33 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
     move |source| AppError::Io { what, source }
 }
 
+fn bind_error(
+    what: &'static str,
+    addr: &HostPort,
+    flag: &'static str,
+) -> impl FnOnce(std::io::Error) -> AppError {
+    let addr = addr.to_string();
+    move |source| AppError::Bind {
+        what,
+        addr,
+        flag,
+        source,
+    }
+}
+
+/// What to do about a listen address that cannot be bound, for its common causes.
+fn bind_hint(err: &std::io::Error, flag: &str) -> String {
+    match err.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("; another process (another mqtt-tokend?) listens there: stop it, or pass another {flag}")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("; ports below 1024 need privileges: pass another {flag}")
+        }
+        _ => String::new(),
+    }
+}
+
 /// A running service.
 pub struct Server {
     grpc_addr: SocketAddr,
@@ -85,7 +134,10 @@ pub struct Server {
     metrics_addr: Option<SocketAddr>,
     tls: Option<Arc<ServerTls>>,
     core: Arc<Core>,
-    store: Weak<SledStore>,
+    /// Resolves once the store is closed: the last of the tasks holding it has let it go.
+    store_closed: Option<StoreClosed>,
+    /// The data directory's lock, released once the store is closed.
+    lock: Option<data_dir::DirLock>,
     shutdown_tx: Option<oneshot::Sender<()>>,
     /// Cuts the gRPC connections still open when the shutdown grace period is over.
     cut: watch::Sender<bool>,
@@ -102,6 +154,9 @@ impl std::fmt::Debug for Server {
             .finish_non_exhaustive()
     }
 }
+
+/// Longest shutdown waits for the database to close after the servers have stopped.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// The services health reports on (besides the server as a whole, "").
 const SERVICE_NAMES: [&str; 6] = [
@@ -136,46 +191,6 @@ fn write_root_key(path: &std::path::Path, root: &RootKey) -> Result<(), AppError
     write_private_bytes(path, &json).map_err(io(format!("writing {}", path.display())))
 }
 
-/// Compares the keyring with the check values stored at first start (storing those missing).
-fn check_keyring(
-    store: &SledStore,
-    keyring: &Keyring,
-    config: &ServeConfig,
-) -> Result<(), AppError> {
-    let store_err = |source| AppError::Store {
-        dir: config.data_dir.clone(),
-        source,
-    };
-    let mut missing = Vec::new();
-    for (name, value) in keyring.check_values() {
-        match store.meta(&name).map_err(store_err)? {
-            Some(stored) if stored == value => {}
-            Some(_) => {
-                return Err(AppError::KeyringMismatch {
-                    path: config.keyring.clone(),
-                    dir: config.data_dir.clone(),
-                    key: name,
-                })
-            }
-            None => missing.push(crate::store::Op::PutMeta(name, value)),
-        }
-    }
-    if !missing.is_empty() {
-        // No check value at all, yet access keys exist: a new keyring on an old database.
-        let all_missing = missing.len() == keyring.check_values().len();
-        if all_missing && !store.access_keys().map_err(store_err)?.is_empty() {
-            return Err(AppError::KeyringMismatch {
-                path: config.keyring.clone(),
-                dir: config.data_dir.clone(),
-                key: "no check value stored, yet access keys exist".into(),
-            });
-        }
-        store.apply(missing).map_err(store_err)?;
-        store.flush().map_err(store_err)?;
-    }
-    Ok(())
-}
-
 impl Server {
     /// Opens the store, starts the core, binds both listeners and starts serving.
     ///
@@ -192,27 +207,12 @@ impl Server {
             core_config.audit = observe::AuditLog::open(destination)
                 .map_err(io(format!("opening the audit log {destination:?}")))?;
         }
-        // The process umask is the binary's business (`main` makes it 0077); what must be
-        // private whatever it is gets explicit modes: the keyring and the root key file are
-        // written 0600, and a new data directory is 0700.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&config.data_dir)
-            .map_err(io(format!("creating {}", config.data_dir.display())))?;
-        let (keyring, created) = Keyring::load_or_create(&config.keyring, now_ms())?;
-        if created {
-            tracing::info!(path = %config.keyring.display(), "created a new keyring; back it up apart from the data directory");
-        }
-        let store =
-            Arc::new(
-                SledStore::open(&config.data_dir).map_err(|source| AppError::Store {
-                    dir: config.data_dir.clone(),
-                    source,
-                })?,
-            );
-        let weak_store = Arc::downgrade(&store);
-        check_keyring(store.as_ref(), &keyring, &config)?;
+        let data_dir::DataDir {
+            lock,
+            store,
+            keyring,
+        } = data_dir::open(&config)?;
+        let store_closed = store.closed();
         let (core, root) = Core::open(store.clone() as Arc<dyn Store>, keyring, core_config)?;
         drop(store);
         let path = config.root_key_path();
@@ -237,9 +237,9 @@ impl Server {
             None => None,
         };
 
-        let grpc_listener = TcpListener::bind(config.grpc_addr)
+        let grpc_listener = TcpListener::bind(config.grpc_addr.host_port())
             .await
-            .map_err(io(format!("binding gRPC on {}", config.grpc_addr)))?;
+            .map_err(bind_error("gRPC", &config.grpc_addr, "--grpc-addr"))?;
         let grpc_addr = grpc_listener
             .local_addr()
             .map_err(io("gRPC local address"))?;
@@ -314,11 +314,11 @@ impl Server {
         });
         let mut tasks = vec![grpc_task];
 
-        let http_addr = match config.http_addr.0 {
+        let http_addr = match &config.http_addr.0 {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
+                let listener = TcpListener::bind(addr.host_port())
                     .await
-                    .map_err(io(format!("binding HTTP on {addr}")))?;
+                    .map_err(bind_error("HTTP", addr, "--http-addr"))?;
                 let local = listener.local_addr().map_err(io("HTTP local address"))?;
                 warn_if_plaintext_exposed("REST", local, tls.is_some());
                 let router = rest::router(core.clone(), rest::RestConfig::from_serve(&config));
@@ -376,14 +376,17 @@ impl Server {
             Ok(())
         }));
 
-        tracing::info!(%grpc_addr, http_addr = ?http_addr, metrics_addr = ?metrics_addr, tls = tls.is_some(), mutual_tls = tls.as_ref().is_some_and(|t| t.requires_client_certificates()), data_dir = %config.data_dir.display(), "serving");
+        let http = http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        let metrics = metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(%grpc_addr, http_addr = %http, metrics_addr = %metrics, tls = tls.is_some(), mutual_tls = tls.as_ref().is_some_and(|t| t.requires_client_certificates()), data_dir = %config.data_dir.display(), "serving");
         Ok(Self {
             grpc_addr,
             http_addr,
             metrics_addr,
             tls,
             core,
-            store: weak_store,
+            store_closed: Some(store_closed),
+            lock: Some(lock),
             shutdown_tx: Some(shutdown_tx),
             cut,
             tasks,
@@ -478,19 +481,23 @@ impl Server {
         }
         self.core.flush().await?;
         self.core.finish_shutdown();
-        let store = self.store.clone();
+        let closed = self.store_closed.take();
+        let lock = self.lock.take();
         drop(self);
-        // Open streams and the flusher hold the store for a moment after the servers stop;
-        // wait (bounded) until the database is closed so the directory can be reopened.
-        for _ in 0..500 {
-            if store.upgrade().is_none() {
-                break;
+        // Open streams and the group-commit task hold the store for a moment after the
+        // servers stop, and the last of them to let go closes the database (sled's final
+        // flush and fsync). Wait for that close, bounded, so that "stopped" means closed,
+        // the directory can be reopened at once, and the process has nothing left to wait
+        // for when it exits.
+        if let Some(closed) = closed {
+            if tokio::time::timeout(STORE_CLOSE_WAIT, closed.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the store is still referenced after shutdown");
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if store.upgrade().is_some() {
-            tracing::warn!("the store is still referenced after shutdown");
-        }
+        drop(lock);
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),

@@ -3,8 +3,10 @@
 
 use mqtt_tokend_client::{
     connect, proto::access_key_service_client::AccessKeyServiceClient, AccessKey, AuthChannel,
-    ConnectError,
+    ConnectError, KeyFileError,
 };
+
+pub mod errors;
 
 use crate::{
     config::{AccessKeyCommand, ClientOptions, KeyringCommand},
@@ -28,7 +30,7 @@ pub enum CliError {
         reason: String,
     },
     /// Connecting to the server failed.
-    #[error("connecting to {addr}: {source}")]
+    #[error("{}", errors::connect_message(addr, source))]
     Connect {
         /// The address.
         addr: String,
@@ -39,7 +41,7 @@ pub enum CliError {
     #[error(transparent)]
     Client(ConnectError),
     /// The server refused the call.
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{}", errors::status_message(.0))]
     Status(#[from] tonic::Status),
     /// Keyring rotation failed.
     #[error(transparent)]
@@ -51,12 +53,15 @@ pub enum CliError {
 
 /// An AccessKeyService client authenticated with the root key file.
 async fn client(opts: &ClientOptions) -> Result<AccessKeyServiceClient<AuthChannel>, CliError> {
+    let path = opts.root_key_file();
     let root_key_error = |reason: String| CliError::RootKey {
-        path: opts.root_key_file.display().to_string(),
+        path: path.display().to_string(),
         reason,
     };
-    let key = AccessKey::from_json_file(&opts.root_key_file)
-        .map_err(|e| root_key_error(e.to_string()))?;
+    let key = AccessKey::from_json_file(&path).map_err(|e| match e {
+        KeyFileError::Read(e) => root_key_error(format!("{e}{}", errors::root_key_hint(&e))),
+        KeyFileError::Parse(e) => root_key_error(e.to_string()),
+    })?;
     let addr = format!("http://{}", opts.grpc_addr);
     let client = connect(&addr, Some(&key)).await.map_err(|e| match e {
         ConnectError::Unreachable { endpoint, source } => CliError::Connect {
@@ -122,8 +127,14 @@ pub async fn access_key(command: AccessKeyCommand) -> Result<(), CliError> {
         } => {
             client(&opts)
                 .await?
-                .delete_access_key(proto::DeleteAccessKeyRequest { access_key_id })
+                .delete_access_key(proto::DeleteAccessKeyRequest {
+                    access_key_id: access_key_id.clone(),
+                })
                 .await?;
+            println!(
+                "{}",
+                serde_json::json!({"AccessKeyId": access_key_id, "Deleted": true})
+            );
         }
     }
     Ok(())

@@ -9,7 +9,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
@@ -20,6 +20,9 @@ use crate::{
     observe::AuditDestination,
     rest::RestConfig,
 };
+
+mod listen_addr;
+pub use listen_addr::HostPort;
 
 /// Default gRPC listen address.
 pub const DEFAULT_GRPC_ADDR: SocketAddr =
@@ -84,11 +87,12 @@ pub enum Command {
 /// Everything `serve` needs.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ServeConfig {
-    /// gRPC listen address (port 0 picks a free port).
-    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value_t = DEFAULT_GRPC_ADDR)]
-    pub grpc_addr: SocketAddr,
+    /// gRPC listen address, host:port (a host name is resolved at start; port 0 picks a
+    /// free port).
+    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value_t = HostPort::from(DEFAULT_GRPC_ADDR))]
+    pub grpc_addr: HostPort,
     /// REST (Alibaba Action-style HTTP) listen address; "off" disables it.
-    #[arg(long, env = "MQTT_TOKEND_HTTP_ADDR", default_value_t = OptionalAddr(Some(DEFAULT_HTTP_ADDR)), value_parser = parse_optional_addr)]
+    #[arg(long, env = "MQTT_TOKEND_HTTP_ADDR", default_value_t = OptionalAddr(Some(HostPort::from(DEFAULT_HTTP_ADDR))), value_parser = parse_optional_addr)]
     pub http_addr: OptionalAddr,
     /// Data directory (sled database and root-access-key.json).
     #[arg(long, env = "MQTT_TOKEND_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -195,13 +199,13 @@ pub struct ObserveOptions {
 }
 
 /// A listen address that can be turned off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OptionalAddr(pub Option<SocketAddr>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<HostPort>);
 
 impl std::fmt::Display for OptionalAddr {
     /// The form the flag takes: the address, or `off`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
+        match &self.0 {
             Some(addr) => addr.fmt(f),
             None => f.write_str("off"),
         }
@@ -222,7 +226,7 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     }
     s.parse()
         .map(|a| OptionalAddr(Some(a)))
-        .map_err(|e| format!("{e} (expected host:port or \"off\")"))
+        .map_err(|e| format!("{e}, or \"off\""))
 }
 
 impl Default for ServeConfig {
@@ -231,8 +235,8 @@ impl Default for ServeConfig {
     fn default() -> Self {
         let core = CoreConfig::DEFAULT;
         Self {
-            grpc_addr: DEFAULT_GRPC_ADDR,
-            http_addr: OptionalAddr(Some(DEFAULT_HTTP_ADDR)),
+            grpc_addr: HostPort::from(DEFAULT_GRPC_ADDR),
+            http_addr: OptionalAddr(Some(HostPort::from(DEFAULT_HTTP_ADDR))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             keyring: PathBuf::from(DEFAULT_KEYRING),
             rate_apply_token: core.rate_limits.apply_token,
@@ -262,8 +266,8 @@ impl ServeConfig {
     pub fn with_dirs(data_dir: PathBuf, keyring: PathBuf) -> Self {
         let any_port = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
         Self {
-            grpc_addr: any_port,
-            http_addr: OptionalAddr(Some(any_port)),
+            grpc_addr: HostPort::from(any_port),
+            http_addr: OptionalAddr(Some(HostPort::from(any_port))),
             data_dir,
             keyring,
             ..Self::default()
@@ -302,11 +306,23 @@ impl ServeConfig {
 #[derive(Debug, Clone, Args)]
 pub struct ClientOptions {
     /// The server's gRPC address.
-    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value_t = DEFAULT_GRPC_ADDR)]
-    pub grpc_addr: SocketAddr,
-    /// File with the root key, as written on first start.
-    #[arg(long, env = "MQTT_TOKEND_ROOT_KEY_FILE", default_value = default_text!(Path::new(DEFAULT_DATA_DIR).join(ROOT_KEY_FILE_NAME).display().to_string()))]
-    pub root_key_file: PathBuf,
+    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value_t = HostPort::from(DEFAULT_GRPC_ADDR))]
+    pub grpc_addr: HostPort,
+    /// The server's data directory, where `serve` wrote root-access-key.json.
+    #[arg(long, env = "MQTT_TOKEND_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// File with the root key [default: <data dir>/root-access-key.json].
+    #[arg(long, env = "MQTT_TOKEND_ROOT_KEY_FILE")]
+    pub root_key_file: Option<PathBuf>,
+}
+
+impl ClientOptions {
+    /// The root key file: `--root-key-file`, else the one `serve` writes in the data directory.
+    pub fn root_key_file(&self) -> PathBuf {
+        self.root_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(ROOT_KEY_FILE_NAME))
+    }
 }
 
 /// `access-key` subcommands.
@@ -386,7 +402,7 @@ mod tests {
             assert_eq!(humantime::parse_duration(text).ok(), Some(d));
         }
         assert_eq!(
-            OptionalAddr(Some(DEFAULT_HTTP_ADDR)).to_string(),
+            OptionalAddr(Some(HostPort::from(DEFAULT_HTTP_ADDR))).to_string(),
             "127.0.0.1:8080"
         );
         assert_eq!(parse_optional_addr("off"), Ok(OptionalAddr(None)));

@@ -1,13 +1,16 @@
-//! The `mqtt-tokend` binary: parse the command line, set up logging, run, map errors to an
-//! exit code.
+//! The `mqtt-tokend` binary: parse the command line, set up logging, run, and report a failure
+//! as one line on stderr (no backtrace: a failure here is the user's to fix) with exit code 1.
 
-use anyhow::Context;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
 use clap::Parser;
 use mqtt_tokend::{
     app::Server,
-    cli,
+    cli::{self, errors},
     config::{Cli, Command},
 };
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(filter: &str) {
@@ -21,17 +24,35 @@ fn init_tracing(filter: &str) {
         .init();
 }
 
-/// Waits for SIGTERM or SIGINT; on each SIGHUP reloads the TLS certificates meanwhile.
-async fn wait_for_signal(server: &Server) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => return r.context("waiting for SIGINT"),
-            _ = term.recv() => return Ok(()),
-            // A failed reload is logged and keeps the old certificates: keep serving.
-            _ = hup.recv() => { let _ = server.reload_tls(); }
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload the TLS certificates), caught from the moment
+/// they are installed.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        let install = |kind: SignalKind| {
+            signal(kind).map_err(|e| anyhow!("installing the signal handlers: {e}"))
+        };
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+            hangup: install(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGINT or SIGTERM, reloading the certificates on each SIGHUP meanwhile.
+    async fn wait(mut self, server: &Server) {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return,
+                _ = self.terminate.recv() => return,
+                // A failed reload is logged and keeps the old certificates: keep serving.
+                _ = self.hangup.recv() => { let _ = server.reload_tls(); }
+            }
         }
     }
 }
@@ -46,18 +67,17 @@ fn private_umask() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    private_umask();
-    match Cli::parse().command {
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(config) => {
             init_tracing(&config.log);
-            let server = Server::start(*config)
-                .await
-                .context("starting mqtt-tokend")?;
-            wait_for_signal(&server).await?;
+            // Before the server starts: a signal sent as soon as "serving" is logged must
+            // shut it down gracefully, not kill it with the default action.
+            let signals = Signals::install()?;
+            let server = Server::start(*config).await?;
+            signals.wait(&server).await;
             tracing::info!("shutting down");
-            server.shutdown().await.context("shutting down")?;
+            server.shutdown().await?;
             tracing::info!("stopped");
         }
         Command::AccessKey(command) => {
@@ -70,4 +90,27 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn main() -> ExitCode {
+    private_umask();
+    let command = Cli::parse().command;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{}", errors::report(&format!("starting the runtime: {e}")));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", errors::report(&e));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -419,7 +419,7 @@ async fn an_unwritable_audit_log_fails_the_request() {
 fn keyring_rotation_is_audited() {
     let dir = tempfile::tempdir().unwrap();
     let keyring = dir.path().join("keyring.json");
-    mqtt_tokend::core::Keyring::load_or_create(&keyring, common::now_ms()).unwrap();
+    mqtt_tokend::core::Keyring::create(&keyring, common::now_ms()).unwrap();
     let log = dir.path().join("audit.log");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-tokend"))
         .args(["keyring", "rotate", "--keyring"])

@@ -44,7 +44,7 @@ fn test_configs_do_not_read_the_environment() {
     }
     // The variables are live: the command line picks them up...
     let from_env = parsed(&[]);
-    assert_eq!(from_env.grpc_addr.port(), 1);
+    assert_eq!(from_env.grpc_addr.host_port(), ("127.0.0.1", 1));
     assert_eq!(from_env.max_devices_per_instance, 3);
     // ...and the test configuration does not.
     assert_eq!(common::test_config(&dir), before);

@@ -172,7 +172,7 @@ async fn a_revision_beyond_the_servers_log_is_answered_with_a_snapshot() {
 #[tokio::test]
 async fn a_server_restart_costs_no_event_and_repeats_none() {
     let grpc = common::free_addr();
-    let mut ts = TestServer::start_with(|c| c.grpc_addr = grpc).await;
+    let mut ts = TestServer::start_with(|c| c.grpc_addr = grpc.into()).await;
     let root = ts.root.clone();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("revision");
@@ -203,7 +203,7 @@ async fn a_server_restart_costs_no_event_and_repeats_none() {
     revoke_one(&ts, &root, A).await;
     revoke_one(&ts, &root, B).await;
     ts.stop().await;
-    ts.config.grpc_addr = grpc;
+    ts.config.grpc_addr = grpc.into();
     ts.restart().await;
 
     // Back on its address: the follower reconnects by itself and resumes after revision 2.

@@ -292,7 +292,7 @@ async fn setup(binary: &Path) -> Setup {
         .await
         .expect("build");
     let grpc = free_addr();
-    let ts = TestServer::start_with(|c| c.grpc_addr = grpc).await;
+    let ts = TestServer::start_with(|c| c.grpc_addr = grpc.into()).await;
     let plugin_key = ts.create_key(&[INSTANCE]).await;
     let app = ts.create_key(&[INSTANCE]).await;
     let broker = Broker::start(binary, &plugin, grpc, &plugin_key);
@@ -501,7 +501,7 @@ async fn mosquitto_enforces_connect_topics_and_revocations() {
     sig.assert_alive().await;
 
     // Service down: new CONNECTs are refused, existing sessions keep their grants.
-    let grpc = s.ts.config.grpc_addr;
+    let grpc = s.ts.config.grpc_addr.clone();
     s.ts.stop().await;
     let t_c = {
         // Tokens cannot be applied while the service is down; this one is made afterwards.

@@ -129,8 +129,7 @@ async fn a_delete_the_store_refuses_leaves_the_key_working() {
         inner: SledStore::open(&dir.path().join("data")).expect("store opens"),
         fail: AtomicBool::new(false),
     });
-    let (keyring, _) =
-        Keyring::load_or_create(&dir.path().join("keyring.json"), now_ms()).expect("keyring");
+    let keyring = Keyring::create(&dir.path().join("keyring.json"), now_ms()).expect("keyring");
     let (core, root) =
         Core::open(store.clone(), keyring, CoreConfig::default()).expect("core opens");
     let root = root.expect("a new store gets a root key");

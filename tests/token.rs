@@ -606,9 +606,19 @@ async fn wrong_keyring_refuses_to_start_and_lost_root_file_is_rewritten() {
         (ts.root.id.as_str(), ts.root.secret.as_str())
     );
     ts.stop().await;
-    // Another keyring must not silently invalidate everything.
+    // A mistyped keyring path is refused before a new keyring file is created there.
     let mut wrong = ts.config.clone();
     wrong.keyring = ts.dir.path().join("other-keyring.json");
+    let err = mqtt_tokend::app::Server::start(wrong.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, mqtt_tokend::app::AppError::KeyringMissing { .. }),
+        "{err}"
+    );
+    assert!(!wrong.keyring.exists(), "no stray keyring file");
+    // Another keyring must not silently invalidate everything.
+    mqtt_tokend::core::Keyring::create(&wrong.keyring, now_ms()).unwrap();
     let err = mqtt_tokend::app::Server::start(wrong).await.unwrap_err();
     assert!(
         matches!(err, mqtt_tokend::app::AppError::KeyringMismatch { .. }),

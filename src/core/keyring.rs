@@ -111,32 +111,41 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 impl Keyring {
-    /// Loads the keyring at `path`, creating it (mode 0600) with one fresh key if it is missing.
+    /// Loads the keyring at `path`; `None` if there is no such file.
     ///
     /// # Errors
-    /// The file cannot be read or written, or is not a valid keyring.
-    pub fn load_or_create(path: &Path, now_ms: i64) -> Result<(Self, bool), KeyringError> {
+    /// The file cannot be read, or is not a valid keyring.
+    pub fn load(path: &Path) -> Result<Option<Self>, KeyringError> {
+        match fs::read(path) {
+            Ok(bytes) => Ok(Some(Self::parse(path, &bytes)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(KeyringError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Creates a keyring file at `path` (mode 0600) with one fresh key.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn create(path: &Path, now_ms: i64) -> Result<Self, KeyringError> {
         let io = |source| KeyringError::Io {
             path: path.to_owned(),
             source,
         };
-        match fs::read(path) {
-            Ok(bytes) => Ok((Self::parse(path, &bytes)?, false)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let file = KeyringFile {
-                    active: 1,
-                    keys: vec![KeyEntry {
-                        id: 1,
-                        secret: STANDARD.encode(random_bytes::<32>()),
-                        created_ms: now_ms,
-                    }],
-                };
-                write_private(path, &file).map_err(io)?;
-                let bytes = fs::read(path).map_err(io)?;
-                Ok((Self::parse(path, &bytes)?, true))
-            }
-            Err(e) => Err(io(e)),
-        }
+        let file = KeyringFile {
+            active: 1,
+            keys: vec![KeyEntry {
+                id: 1,
+                secret: STANDARD.encode(random_bytes::<32>()),
+                created_ms: now_ms,
+            }],
+        };
+        write_private(path, &file).map_err(io)?;
+        let bytes = fs::read(path).map_err(io)?;
+        Self::parse(path, &bytes)
     }
 
     /// Adds a new key to the file at `path` and makes it active; returns its id. Existing

@@ -9,7 +9,7 @@
 //! `broker_session` (sessions of brokers that check topics without the password), `topic`
 //! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
 //! `revocation` (the revocation log), `watch` (its watchers), `maintenance` (background
-//! sweeps).
+//! sweeps), `hint` (what a client can do about each error).
 
 pub mod access_key;
 pub mod audit;
@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod device;
 pub mod durability;
 pub mod error;
+mod hint;
 pub mod keyring;
 pub mod limits;
 pub mod maintenance;

@@ -213,7 +213,7 @@ impl Core {
         if req.expire_time < now.saturating_add(MIN_LIFETIME_MS) {
             return Err(Error::invalid(
                 Field::ExpireTime,
-                "must be at least 60 seconds in the future (milliseconds since the Unix epoch)",
+                too_early(req.expire_time, now),
             ));
         }
         let expire_time = req.expire_time.min(now.saturating_add(MAX_LIFETIME_MS));
@@ -312,4 +312,23 @@ pub(crate) enum TokenState {
     Revoked,
     /// Past its expiry.
     Expired,
+}
+
+/// Below this an ExpireTime in milliseconds would be in early 1973, while in seconds it
+/// reaches the year 5138: such a value is seconds sent for milliseconds, the commonest mistake.
+const SECONDS_NOT_MILLISECONDS_BELOW: i64 = 100_000_000_000;
+
+/// Why an ExpireTime earlier than `now` + [`MIN_LIFETIME_MS`] is refused, naming the likely
+/// mistake.
+fn too_early(expire_time: i64, now: i64) -> String {
+    const RULE: &str =
+        "it must be at least 60 seconds in the future, in milliseconds since the Unix epoch";
+    if expire_time > 0 && expire_time < SECONDS_NOT_MILLISECONDS_BELOW {
+        format!("{expire_time} looks like seconds, not milliseconds, since the Unix epoch; {RULE}")
+    } else if expire_time <= now {
+        format!("{expire_time} is in the past (now is {now}); {RULE}")
+    } else {
+        let seconds = (expire_time - now) / 1000;
+        format!("{expire_time} is only {seconds} seconds from now; {RULE}")
+    }
 }

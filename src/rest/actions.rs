@@ -16,16 +16,13 @@ pub(crate) async fn dispatch(
     match action {
         "ApplyToken" => {
             let actions = Actions::parse_alibaba(p.get_or_empty("Actions"))?;
-            let expire_time = p
-                .get_or_empty("ExpireTime")
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| {
-                    Error::invalid(
-                        Field::ExpireTime,
-                        "must be milliseconds since the Unix epoch",
-                    )
-                })?;
+            let expire_time = match p.get_or_empty("ExpireTime").trim() {
+                "" => Err("is required (milliseconds since the Unix epoch)".to_owned()),
+                v => v.parse::<i64>().map_err(|_| {
+                    format!("{v:?} is not an integer: it must be milliseconds since the Unix epoch")
+                }),
+            }
+            .map_err(|reason| Error::invalid(Field::ExpireTime, reason))?;
             let resources = match p.get_or_empty("Resources") {
                 "" => Vec::new(),
                 list => list.split(',').map(str::to_owned).collect(),

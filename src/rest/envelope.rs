@@ -22,12 +22,7 @@ pub(crate) const RETRY_AFTER_HEADER: HeaderName = HeaderName::from_static("x-acs
 const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
 const XML_CONTENT_TYPE: &str = "text/xml;charset=utf-8";
 
-// Messages copied from Alibaba's error tables (facts §4, §8), typos included.
-const MSG_PARAMETER_CHECK_FAILED: &str =
-    "An error occurred while validating the parameters. The parameters may be missing or invalid.";
-const MSG_INVALID_PARAMETER: &str =
-    "An error occurred while validating the parameter. The parameter may be missing or invalid.";
-const MSG_PERMISSION_CHECK_FAILED: &str = "An error occurred while validating the resource permissions. Please check the account that created the instance, topic, and GroupId, and check their permission settings.";
+// Copied from Alibaba's error table: internal causes never reach a client.
 const MSG_INTERNAL: &str = "An error occurred while processing your request. Try again later.";
 
 /// The response format: JSON unless the client asks for XML.
@@ -206,10 +201,11 @@ impl RestError {
 fn core_status_message(e: &Error) -> (StatusCode, String) {
     use StatusCode as S;
     match e {
-        Error::ParameterCheckFailed(_) => (S::BAD_REQUEST, MSG_PARAMETER_CHECK_FAILED.into()),
-        Error::InvalidParameter { .. } => (S::BAD_REQUEST, MSG_INVALID_PARAMETER.into()),
-        Error::PermissionCheckFailed(_) => (S::BAD_REQUEST, MSG_PERMISSION_CHECK_FAILED.into()),
-        Error::InstancePermissionCheckFailed
+        // Alibaba's sentence with the detail gRPC gives: which field, and what is wrong.
+        Error::ParameterCheckFailed(_)
+        | Error::InvalidParameter { .. }
+        | Error::PermissionCheckFailed(_)
+        | Error::InstancePermissionCheckFailed
         | Error::Unauthenticated(_)
         | Error::AccessKeySecretMismatch
         | Error::ApplyTokenOverFlow { .. }
@@ -255,7 +251,7 @@ pub(crate) fn error(err: &RestError, request_id: &str, host_id: &str, format: Fo
         ("HostId", Value::Str(host_id.to_owned())),
         ("Code", Value::Str(code)),
         ("Message", Value::Str(message)),
-        ("Recommend", Value::Str(String::new())),
+        ("Recommend", Value::Str(err.recommend())),
     ];
     let body = match format {
         Format::Json => render_json_object(&fields),

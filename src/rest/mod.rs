@@ -5,10 +5,10 @@
 //!
 //! Children: `params` (query and form parameters), `auth` (V1/V3 verification, timestamp
 //! window, nonce replay cache), `signature` (the signature arithmetic), `actions` (the eight
-//! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses), `observe`
-//! (metrics and audit of a request, hooked in `handle`), `broker_http` (the EMQX/rmqtt HTTP
-//! auth endpoints under `/mqtt/`). The per-source-IP limit is the core's [`RateLimiter`]
-//! keyed by address.
+//! operations), `envelope` (JSON/XML bodies, error codes and HTTP statuses), `recommend` (the
+//! hint in error bodies), `observe` (metrics and audit of a request, hooked in `handle`),
+//! `broker_http` (the EMQX/rmqtt HTTP auth endpoints under `/mqtt/`). The per-source-IP limit
+//! is the core's [`RateLimiter`] keyed by address.
 
 mod actions;
 mod auth;
@@ -16,6 +16,7 @@ pub mod broker_http;
 mod envelope;
 mod observe;
 mod params;
+mod recommend;
 pub mod signature;
 
 use std::{

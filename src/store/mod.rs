@@ -14,7 +14,7 @@ mod sessions;
 mod sled_store;
 
 pub use sessions::{BrokerSessionRecord, BrokerSessionStore};
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, StoreClosed};
 
 use crate::core::{
     access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent,

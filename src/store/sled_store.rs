@@ -43,6 +43,22 @@ pub struct SledStore {
     /// writes without the core's writer lock; sled's `apply_batch` already takes a global
     /// write lock, so this adds no contention beyond a counter read.
     write: Mutex<()>,
+    // Declared after `db`, so dropped after it: sled closes the database in its drop (a last
+    // flush and an fsync, which can take a second on a busy disk), and only then do the
+    // receivers of `closed()` hear that the store is closed.
+    closed: tokio::sync::watch::Sender<()>,
+}
+
+/// Resolves once a [`SledStore`] has been dropped and its database closed.
+#[derive(Debug)]
+pub struct StoreClosed(tokio::sync::watch::Receiver<()>);
+
+impl StoreClosed {
+    /// Waits until the store is closed.
+    pub async fn wait(mut self) {
+        // Nothing is ever sent: `changed` fails exactly when the sender is dropped.
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 impl std::fmt::Debug for SledStore {
@@ -155,6 +171,7 @@ impl SledStore {
                     let store = Self {
                         db,
                         write: Mutex::new(()),
+                        closed: tokio::sync::watch::channel(()).0,
                     };
                     store.count_if_uncounted()?;
                     return Ok(store);
@@ -202,6 +219,12 @@ impl SledStore {
             Some(token) => (true, token.revoked_ms.is_some()),
             None => (false, false),
         })
+    }
+
+    /// A future that resolves once this store has been dropped (by whoever holds it last)
+    /// and the database is closed, so a shutdown can wait for the close it causes.
+    pub fn closed(&self) -> StoreClosed {
+        StoreClosed(self.closed.subscribe())
     }
 
     fn get_u64(&self, key: &[u8]) -> StoreResult<u64> {

@@ -1,0 +1,139 @@
+//! Opening the data directory: one server per directory, and the keyring checked against the
+//! directory before any file is created.
+//!
+//! - A second server on the same directory fails at once with "another mqtt-tokend is running
+//!   on DIR": the first holds an advisory lock (`flock`) on the directory itself for its whole
+//!   life, so no lock file is left behind and the kernel releases the lock if it dies.
+//! - The keyring is loaded, and created only when the data directory is new: a mistyped
+//!   `--keyring` next to an existing directory is refused before a useless key file exists.
+
+use std::{
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::DirBuilderExt},
+    path::Path,
+    sync::Arc,
+};
+
+use super::{io, AppError};
+use crate::{
+    config::ServeConfig,
+    core::{now_ms, Keyring},
+    store::{Op, SledStore, Store},
+};
+
+/// The data directory, opened: its lock, its store and the keyring that matches it.
+pub(super) struct DataDir {
+    /// Held until the server has closed the store.
+    pub(super) lock: DirLock,
+    pub(super) store: Arc<SledStore>,
+    pub(super) keyring: Keyring,
+}
+
+/// An exclusive advisory lock on a directory, released when dropped (or the process dies).
+#[derive(Debug)]
+pub(super) struct DirLock {
+    // The lock lives as long as this descriptor is open.
+    _file: File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<Self, AppError> {
+        let file = File::open(dir).map_err(io(format!("opening {}", dir.display())))?;
+        // SAFETY: flock only takes the lock on the open descriptor `file` owns; it touches no
+        // memory.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(Self { _file: file });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(AppError::Locked {
+                dir: dir.to_owned(),
+            });
+        }
+        Err(io(format!("locking {}", dir.display()))(err))
+    }
+}
+
+/// Creates the data directory if needed, locks it, opens the store and loads the keyring
+/// (creating it only for a new directory), then checks that the two belong together.
+///
+/// # Errors
+/// Another server holds the directory, the keyring is missing or does not match, or a file
+/// cannot be read or written.
+pub(super) fn open(config: &ServeConfig) -> Result<DataDir, AppError> {
+    let dir = &config.data_dir;
+    // The process umask is the binary's business (`main` makes it 0077); what must be private
+    // whatever it is gets explicit modes: the keyring and the root key file are written 0600,
+    // and a new data directory is 0700.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(format!("creating {}", dir.display())))?;
+    let lock = DirLock::acquire(dir)?;
+    let store_err = |source| AppError::Store {
+        dir: dir.clone(),
+        source,
+    };
+    let store = Arc::new(SledStore::open(dir).map_err(store_err)?);
+    let keyring = match Keyring::load(&config.keyring)? {
+        Some(keyring) => keyring,
+        // Every started directory has the root access key, so any key at all means this
+        // directory was created with a keyring that is not at this path.
+        None if !store.access_keys().map_err(store_err)?.is_empty() => {
+            return Err(AppError::KeyringMissing {
+                path: config.keyring.clone(),
+                dir: dir.clone(),
+            })
+        }
+        None => {
+            let keyring = Keyring::create(&config.keyring, now_ms())?;
+            tracing::info!(path = %config.keyring.display(), "created a new keyring; back it up apart from the data directory");
+            keyring
+        }
+    };
+    check_keyring(&store, &keyring, config)?;
+    Ok(DataDir {
+        lock,
+        store,
+        keyring,
+    })
+}
+
+/// Compares the keyring with the check values stored at first start (storing those missing).
+fn check_keyring(
+    store: &SledStore,
+    keyring: &Keyring,
+    config: &ServeConfig,
+) -> Result<(), AppError> {
+    let store_err = |source| AppError::Store {
+        dir: config.data_dir.clone(),
+        source,
+    };
+    let mismatch = |key: String| AppError::KeyringMismatch {
+        path: config.keyring.clone(),
+        dir: config.data_dir.clone(),
+        key,
+    };
+    let mut missing = Vec::new();
+    for (name, value) in keyring.check_values() {
+        match store.meta(&name).map_err(store_err)? {
+            Some(stored) if stored == value => {}
+            Some(_) => return Err(mismatch(name)),
+            None => missing.push(Op::PutMeta(name, value)),
+        }
+    }
+    if !missing.is_empty() {
+        // No check value at all, yet access keys exist: a new keyring on an old database.
+        let all_missing = missing.len() == keyring.check_values().len();
+        if all_missing && !store.access_keys().map_err(store_err)?.is_empty() {
+            return Err(mismatch(
+                "no check value stored, yet access keys exist".into(),
+            ));
+        }
+        store.apply(missing).map_err(store_err)?;
+        store.flush().map_err(store_err)?;
+    }
+    Ok(())
+}
