@@ -21,17 +21,33 @@ fn init_tracing(filter: &str) {
         .init();
 }
 
-/// Waits for SIGTERM or SIGINT; on each SIGHUP reloads the TLS certificates meanwhile.
-async fn wait_for_signal(server: &Server) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => return r.context("waiting for SIGINT"),
-            _ = term.recv() => return Ok(()),
-            // A failed reload is logged and keeps the old certificates: keep serving.
-            _ = hup.recv() => { let _ = server.reload_tls(); }
+/// The signals `serve` handles, installed before the server starts: a SIGTERM that arrives
+/// right after the "serving" line must shut down cleanly, not kill the process.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; on each SIGHUP reloads the TLS certificates meanwhile.
+    async fn wait(mut self, server: &Server) {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return,
+                _ = self.term.recv() => return,
+                // A failed reload is logged and keeps the old certificates: keep serving.
+                _ = self.hup.recv() => { let _ = server.reload_tls(); }
+            }
         }
     }
 }
@@ -52,10 +68,11 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => {
             init_tracing(&config.log);
+            let signals = Signals::install()?;
             let server = Server::start(*config)
                 .await
                 .context("starting mqtt-tokend")?;
-            wait_for_signal(&server).await?;
+            signals.wait(&server).await;
             tracing::info!("shutting down");
             server.shutdown().await.context("shutting down")?;
             tracing::info!("stopped");
