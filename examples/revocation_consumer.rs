@@ -3,8 +3,14 @@
 //! or a dropped connection, so it never misses an event.
 //!
 //! ```text
-//! cargo run --example revocation_consumer -- --key-file data/root-access-key.json
+//! cargo run --example revocation_consumer -- --root-key-file data/root-access-key.json
+//! # against a server with --tls-cert and --tls-client-ca:
+//! cargo run --example revocation_consumer -- --root-key-file data/root-access-key.json \
+//!     --grpc-addr 127.0.0.1:50051 --ca-file tls/ca.pem --cert-file tls/client.pem --key-file tls/client.key
 //! ```
+//!
+//! The flags and their `MQTT_TOKEND_*` variables are those of `mqtt-tokend access-key`, so one
+//! environment serves both.
 //!
 //! The resume loop is the client crate's `RevocationFollower`, the same one the Mosquitto
 //! plugin runs:
@@ -21,21 +27,41 @@ use std::{collections::HashMap, path::PathBuf};
 
 use clap::Parser;
 use mqtt_tokend_client::{
-    now_ms, AccessKey, ClientConfig, FollowItem, FollowerOptions, RevisionFile, RevocationEvent,
-    RevocationFollower,
+    endpoint_url, now_ms, AccessKey, ClientConfig, ClientTls, FollowItem, FollowerOptions,
+    RevisionFile, RevocationEvent, RevocationFollower,
 };
 
 #[derive(Parser)]
 struct Args {
-    /// mqtt-tokend gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    addr: String,
+    /// mqtt-tokend gRPC address: `host:port` (https when --ca-file or --cert-file is set),
+    /// or a URL (`http://…`, `https://…`).
+    #[arg(
+        long,
+        alias = "addr",
+        env = "MQTT_TOKEND_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    grpc_addr: String,
     /// JSON file with AccessKeyId and AccessKeySecret.
-    #[arg(long, default_value = "data/root-access-key.json")]
-    key_file: PathBuf,
+    #[arg(
+        long,
+        env = "MQTT_TOKEND_ROOT_KEY_FILE",
+        default_value = "data/root-access-key.json"
+    )]
+    root_key_file: PathBuf,
     /// Where the last processed revision is kept.
     #[arg(long, default_value = "revocation-consumer.state")]
     state_file: PathBuf,
+    /// CA certificates (PEM) the server's certificate must be signed by; unset, an https
+    /// address trusts the system's CAs.
+    #[arg(long, env = "MQTT_TOKEND_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a server that requires one (mutual TLS).
+    #[arg(long, env = "MQTT_TOKEND_CERT_FILE", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, env = "MQTT_TOKEND_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
 }
 
 /// What this broker must refuse: fingerprints and key ids, with when each stops mattering.
@@ -70,10 +96,12 @@ impl Revoked {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let key = AccessKey::from_json_file(&args.key_file)?;
+    let key = AccessKey::from_json_file(&args.root_key_file)?;
+    let tls = ClientTls::from_files(args.ca_file, args.cert_file, args.key_file)?;
     // Lazy: the service may start after this program; the follower retries until it answers.
-    let client = ClientConfig::new([args.addr.as_str()])
+    let client = ClientConfig::new([endpoint_url(&args.grpc_addr, tls.is_some())])
         .access_key(key)
+        .tls_opt(tls)
         .connect_lazy()?;
     let follower = RevocationFollower::new(
         &client,

@@ -2,8 +2,8 @@
 //! so keys are managed through the running server), and offline keyring rotation.
 
 use mqtt_tokend_client::{
-    connect, proto::access_key_service_client::AccessKeyServiceClient, AccessKey, AuthChannel,
-    ConnectError, KeyFileError,
+    proto::access_key_service_client::AccessKeyServiceClient, AccessKey, AuthChannel, ConnectError,
+    KeyFileError,
 };
 
 pub mod errors;
@@ -62,8 +62,10 @@ async fn client(opts: &ClientOptions) -> Result<AccessKeyServiceClient<AuthChann
         KeyFileError::Read(e) => root_key_error(format!("{e}{}", errors::root_key_hint(&e))),
         KeyFileError::Parse(e) => root_key_error(e.to_string()),
     })?;
-    let addr = format!("http://{}", opts.grpc_addr);
-    let client = connect(&addr, Some(&key)).await.map_err(|e| match e {
+    let config = opts
+        .client_config(key)
+        .map_err(|e| CliError::Client(e.into()))?;
+    let client = config.connect().await.map_err(|e| match e {
         ConnectError::Unreachable { endpoint, source } => CliError::Connect {
             addr: endpoint,
             source,
@@ -71,7 +73,10 @@ async fn client(opts: &ClientOptions) -> Result<AccessKeyServiceClient<AuthChann
         ConnectError::InvalidAccessKey => root_key_error("the key is not ASCII".into()),
         e @ (ConnectError::NoEndpoint
         | ConnectError::SeveralEndpoints { .. }
-        | ConnectError::InvalidEndpoint { .. }) => CliError::Client(e),
+        | ConnectError::InvalidEndpoint { .. }
+        | ConnectError::Tls(_)
+        | ConnectError::TlsWithoutHttps { .. }
+        | ConnectError::TlsConfig { .. }) => CliError::Client(e),
     })?;
     Ok(client.access_keys())
 }

@@ -305,15 +305,27 @@ impl ServeConfig {
 /// Client-side connection options for the management subcommands.
 #[derive(Debug, Clone, Args)]
 pub struct ClientOptions {
-    /// The server's gRPC address.
-    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value_t = HostPort::from(DEFAULT_GRPC_ADDR))]
-    pub grpc_addr: HostPort,
+    /// The server's gRPC address: `host:port`, or a URL (`http://…`, `https://…`). A bare
+    /// `host:port` speaks TLS when --ca-file or --cert-file is set; `https://` without
+    /// --ca-file trusts the system's CAs.
+    #[arg(long, env = "MQTT_TOKEND_GRPC_ADDR", default_value = default_text!(DEFAULT_GRPC_ADDR.to_string()))]
+    pub grpc_addr: String,
     /// The server's data directory, where `serve` wrote root-access-key.json.
     #[arg(long, env = "MQTT_TOKEND_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// File with the root key [default: <data dir>/root-access-key.json].
     #[arg(long, env = "MQTT_TOKEND_ROOT_KEY_FILE")]
     pub root_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) the server's certificate must be signed by (the server's
+    /// --tls-cert issuer); turns TLS on.
+    #[arg(long, env = "MQTT_TOKEND_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a server with --tls-client-ca (mutual TLS); turns TLS on.
+    #[arg(long, env = "MQTT_TOKEND_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, env = "MQTT_TOKEND_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl ClientOptions {
@@ -322,6 +334,25 @@ impl ClientOptions {
         self.root_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join(ROOT_KEY_FILE_NAME))
+    }
+
+    /// The connection these options describe, authenticating with `key`.
+    ///
+    /// # Errors
+    /// A certificate without its key, or a key without its certificate.
+    pub fn client_config(
+        &self,
+        key: mqtt_tokend_client::AccessKey,
+    ) -> Result<mqtt_tokend_client::ClientConfig, mqtt_tokend_client::TlsError> {
+        let tls = mqtt_tokend_client::ClientTls::from_files(
+            self.ca_file.clone(),
+            self.cert_file.clone(),
+            self.key_file.clone(),
+        )?;
+        let endpoint = mqtt_tokend_client::endpoint_url(&self.grpc_addr, tls.is_some());
+        Ok(mqtt_tokend_client::ClientConfig::new([endpoint])
+            .access_key(key)
+            .tls_opt(tls))
     }
 }
 

@@ -1,9 +1,13 @@
 //! End to end with a real Mosquitto 2.0 and the plugin from `integrations/mosquitto`: a real
 //! mqtt-tokend (the TestServer harness), a real broker process on a free loopback port, and a
 //! real MQTT client (rumqttc). Skips only when `mosquitto` is not installed and `CI` is unset;
-//! in CI a missing broker fails the test (`scripts/install-mosquitto.sh` installs it).
+//! in CI a missing broker fails the test (`scripts/install-mosquitto.sh` installs it). The main
+//! test runs twice: over plaintext gRPC, and over mutual TLS (a server with `--tls-client-ca`,
+//! the plugin configured with `plugin_opt_ca_file`, `plugin_opt_cert_file`,
+//! `plugin_opt_key_file` and an `https://` service address).
 
 mod common;
+mod production;
 
 use std::{
     io::{BufRead, BufReader},
@@ -22,6 +26,8 @@ use mqtt_tokend::{
         RevokeTokenRequest, TokenAction, UnRegisterDeviceCredentialRequest,
     },
 };
+use mqtt_tokend_client::ClientTls;
+use production::{Ca, TlsDir};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 
@@ -78,9 +84,39 @@ struct Broker {
     _dir: tempfile::TempDir,
 }
 
+/// What the plugin needs for mutual TLS to the service: the CA and its own pair, PEM.
+struct PluginTls {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
 impl Broker {
-    fn start(binary: &Path, plugin: &Path, service: SocketAddr, key: &Key) -> Self {
+    fn start(
+        binary: &Path,
+        plugin: &Path,
+        service: SocketAddr,
+        key: &Key,
+        tls: Option<&PluginTls>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let service = match tls {
+            None => format!("http://{service}\n"),
+            Some(tls) => {
+                let file = |name: &str, pem: &str| {
+                    let path = dir.path().join(name);
+                    std::fs::write(&path, pem).expect("write PEM");
+                    path.display().to_string()
+                };
+                format!(
+                    "https://{service}\nplugin_opt_ca_file {}\nplugin_opt_cert_file {}\n\
+                     plugin_opt_key_file {}\n",
+                    file("ca.pem", &tls.ca),
+                    file("broker.pem", &tls.cert),
+                    file("broker.key", &tls.key),
+                )
+            }
+        };
         let port = free_addr().port();
         let state_file = dir.path().join("revision");
         // Running as root, Mosquitto would switch to the `mosquitto` user, which cannot read
@@ -98,7 +134,7 @@ impl Broker {
             "listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n\
              log_dest stderr\nlog_type all\n{user}\
              plugin {plugin}\n\
-             plugin_opt_service_addr http://{service}\n\
+             plugin_opt_service_addr {service}\
              plugin_opt_access_key_id {id}\n\
              plugin_opt_access_key_secret {secret}\n\
              plugin_opt_instance_id {INSTANCE}\n\
@@ -288,14 +324,49 @@ struct Setup {
 }
 
 async fn setup(binary: &Path) -> Setup {
+    setup_with(binary, false).await
+}
+
+/// With `mutual_tls`, the service requires client certificates from a test CA; the harness
+/// and the plugin each present their own.
+async fn setup_with(binary: &Path, mutual_tls: bool) -> Setup {
     let plugin = tokio::task::spawn_blocking(build_plugin)
         .await
         .expect("build");
     let grpc = free_addr();
-    let ts = TestServer::start_with(|c| c.grpc_addr = grpc.into()).await;
+    let (ts, plugin_tls) = if mutual_tls {
+        let ca = Ca::new("mosquitto test CA");
+        let (server, harness, broker) = (ca.server(), ca.client("harness"), ca.client("broker"));
+        let ts = TestServer::start_with_tls(
+            |c, dir| {
+                let files = TlsDir::write(dir, &ca, &server);
+                c.grpc_addr = grpc.into();
+                c.tls.tls_cert = Some(files.cert);
+                c.tls.tls_key = Some(files.key);
+                c.tls.tls_client_ca = Some(files.ca);
+            },
+            Some(
+                ClientTls::new()
+                    .ca_pem(ca.pem())
+                    .identity_pem(harness.cert, harness.key),
+            ),
+        )
+        .await;
+        let tls = PluginTls {
+            ca: ca.pem(),
+            cert: broker.cert,
+            key: broker.key,
+        };
+        (ts, Some(tls))
+    } else {
+        (
+            TestServer::start_with(|c| c.grpc_addr = grpc.into()).await,
+            None,
+        )
+    };
     let plugin_key = ts.create_key(&[INSTANCE]).await;
     let app = ts.create_key(&[INSTANCE]).await;
-    let broker = Broker::start(binary, &plugin, grpc, &plugin_key);
+    let broker = Broker::start(binary, &plugin, grpc, &plugin_key, plugin_tls.as_ref());
     Setup { ts, broker, app }
 }
 
@@ -369,11 +440,28 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_enforces_connect_topics_and_revocations() {
+    enforces_connect_topics_and_revocations(false).await;
+}
+
+/// The same over mutual TLS: the service refuses any connection without a certificate from
+/// its client CA, so every CONNECT check and the revocation stream prove the plugin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_over_mutual_tls_enforces_connect_topics_and_revocations() {
+    enforces_connect_topics_and_revocations(true).await;
+}
+
+async fn enforces_connect_topics_and_revocations(mutual_tls: bool) {
     let Some(binary) = mosquitto_binary() else {
         return;
     };
-    let mut s = setup(&binary).await;
+    let mut s = setup_with(&binary, mutual_tls).await;
     let port = s.broker.port;
+    if mutual_tls {
+        s.broker
+            .wait_log("plugin loaded, service https://127.0.0.1:")
+            .await;
+        s.broker.wait_log("client certificate").await;
+    }
 
     // Token mode: valid connects; wrong, forged and malformed are refused.
     let t_a = s.token(&["dev/a/#"]).await;

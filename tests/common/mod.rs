@@ -15,7 +15,7 @@ use mqtt_tokend_client::{
         RegisterDeviceCredentialRequest, RevokeTokenRequest, StartMode, TokenAction,
         UnRegisterDeviceCredentialRequest, WatchRevocationsRequest,
     },
-    AuthChannel, Client,
+    AuthChannel, Client, ClientConfig, ClientTls,
 };
 use tonic::Status;
 
@@ -30,6 +30,8 @@ pub struct TestServer {
     pub root: Key,
     /// A connection without a credential; [`TestServer::client`] adds one.
     pub conn: Client,
+    /// How the harness's own connection speaks TLS to a server started with TLS flags.
+    pub client_tls: Option<ClientTls>,
 }
 
 /// Test configuration: no rate limits unless a test sets them.
@@ -51,18 +53,28 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        Self::start_with_tls(|config, _| tweak(config), None).await
+    }
+
+    /// A server whose configuration `tweak` may turn TLS on (its files can live in `dir`,
+    /// the server's temporary directory); the harness connects with `client_tls`.
+    pub async fn start_with_tls(
+        tweak: impl FnOnce(&mut ServeConfig, &std::path::Path),
+        client_tls: Option<ClientTls>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(&dir);
-        tweak(&mut config);
+        tweak(&mut config, dir.path());
         let server = Server::start(config.clone()).await.expect("server starts");
         let root = read_root_key(&config.root_key_path());
-        let conn = connect(server.grpc_addr()).await;
+        let conn = connect_with(server.grpc_addr(), client_tls.as_ref()).await;
         Self {
             server: Some(server),
             dir,
             config,
             root,
             conn,
+            client_tls,
         }
     }
 
@@ -78,7 +90,7 @@ impl TestServer {
         let server = Server::start(self.config.clone())
             .await
             .expect("server restarts");
-        self.conn = connect(server.grpc_addr()).await;
+        self.conn = connect_with(server.grpc_addr(), self.client_tls.as_ref()).await;
         self.server = Some(server);
     }
 
@@ -146,7 +158,15 @@ pub fn free_addr() -> std::net::SocketAddr {
 
 /// A new connection without a credential.
 pub async fn connect(addr: std::net::SocketAddr) -> Client {
-    mqtt_tokend_client::connect(&format!("http://{addr}"), None)
+    connect_with(addr, None).await
+}
+
+/// A new connection without a credential, over TLS when `tls` is given.
+pub async fn connect_with(addr: std::net::SocketAddr, tls: Option<&ClientTls>) -> Client {
+    let url = mqtt_tokend_client::endpoint_url(&addr.to_string(), tls.is_some());
+    ClientConfig::new([url])
+        .tls_opt(tls.cloned())
+        .connect()
         .await
         .expect("connect")
 }

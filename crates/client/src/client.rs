@@ -2,8 +2,13 @@
 //! `authorization: Bearer <AccessKeyId>:<AccessKeySecret>` on every call, handing out typed
 //! clients of every service.
 //!
-//! [`ClientConfig`] is the one place connection options live (endpoints, timeouts, the key), so
-//! TLS and failover across several endpoints arrive as new options without breaking callers.
+//! [`ClientConfig`] is the one place connection options live (endpoints, timeouts, the key,
+//! TLS), so failover across several endpoints arrives as a new option without breaking callers.
+//!
+//! TLS follows the endpoint's scheme: `https://` speaks TLS (with the [`ClientTls`] given, or
+//! the system's trust store without one), `http://` plaintext; TLS options on an `http://`
+//! endpoint are refused rather than ignored, so a secret never goes out in plaintext by a
+//! typo in the scheme.
 
 use std::{fmt, path::Path, time::Duration};
 
@@ -14,12 +19,16 @@ use tonic::{
     Request, Status,
 };
 
-use crate::proto::{
-    access_key_service_client::AccessKeyServiceClient,
-    broker_auth_service_client::BrokerAuthServiceClient,
-    broker_session_service_client::BrokerSessionServiceClient,
-    device_credential_service_client::DeviceCredentialServiceClient,
-    revocation_service_client::RevocationServiceClient, token_service_client::TokenServiceClient,
+use crate::{
+    proto::{
+        access_key_service_client::AccessKeyServiceClient,
+        broker_auth_service_client::BrokerAuthServiceClient,
+        broker_session_service_client::BrokerSessionServiceClient,
+        device_credential_service_client::DeviceCredentialServiceClient,
+        revocation_service_client::RevocationServiceClient,
+        token_service_client::TokenServiceClient,
+    },
+    tls::{ClientTls, TlsError},
 };
 
 /// An access key: what a client authenticates with. `Debug` never shows the secret.
@@ -99,6 +108,25 @@ pub enum ConnectError {
         /// Why it does not parse.
         source: tonic::transport::Error,
     },
+    /// A TLS input (CA, client certificate or key) cannot be used; the error names it.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// TLS options were given for an endpoint that is not `https://`.
+    #[error("TLS options are set but {endpoint} is not an https:// endpoint")]
+    TlsWithoutHttps {
+        /// The endpoint as given.
+        endpoint: String,
+    },
+    /// The TLS inputs were read but do not make a TLS client: the certificate and key do not
+    /// match, the domain name is not a valid name, or (without a CA) the system has no CA
+    /// certificates.
+    #[error("TLS set-up for {endpoint}: {source}")]
+    TlsConfig {
+        /// The endpoint.
+        endpoint: String,
+        /// The transport's error.
+        source: tonic::transport::Error,
+    },
     /// The key id or secret is not printable ASCII, so it cannot travel in a header.
     #[error("the access key id and secret must be printable ASCII")]
     InvalidAccessKey,
@@ -156,13 +184,14 @@ impl Interceptor for BearerAuth {
 pub type AuthChannel = InterceptedService<Channel, BearerAuth>;
 
 /// How to reach the service and as whom. Built with [`ClientConfig::new`] and the chained
-/// setters; new options (TLS, failover) are added as setters, so existing callers keep working.
+/// setters; new options (failover) are added as setters, so existing callers keep working.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     endpoints: Vec<String>,
     access_key: Option<AccessKey>,
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    tls: Option<ClientTls>,
 }
 
 impl ClientConfig {
@@ -178,6 +207,7 @@ impl ClientConfig {
             access_key: None,
             timeout: None,
             connect_timeout: None,
+            tls: None,
         }
     }
 
@@ -199,6 +229,24 @@ impl ClientConfig {
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
         self
+    }
+
+    /// TLS for an `https://` endpoint: the CA to trust, a client certificate for mutual TLS,
+    /// the name to check. Without it an `https://` endpoint trusts the system's CAs and
+    /// presents no certificate; with it, an `http://` endpoint is an error
+    /// ([`ConnectError::TlsWithoutHttps`]). Files are read when the client is built.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Like [`ClientConfig::tls`], but `None` leaves the configuration as it is: for a
+    /// program's optional TLS flags ([`ClientTls::from_files`]).
+    pub fn tls_opt(self, tls: Option<ClientTls>) -> Self {
+        match tls {
+            Some(tls) => self.tls(tls),
+            None => self,
+        }
     }
 
     /// The endpoints, as given.
@@ -260,7 +308,33 @@ impl ClientConfig {
         if let Some(t) = self.connect_timeout {
             endpoint = endpoint.connect_timeout(t);
         }
+        let https = endpoint.uri().scheme_str() == Some("https");
+        let tls = match (https, &self.tls) {
+            (true, Some(tls)) => tls.load()?,
+            (true, None) => ClientTls::new().load()?,
+            (false, Some(_)) => return Err(ConnectError::TlsWithoutHttps { endpoint: uri }),
+            (false, None) => return Ok((uri, endpoint)),
+        };
+        let endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|source| ConnectError::TlsConfig {
+                endpoint: uri.clone(),
+                source,
+            })?;
         Ok((uri, endpoint))
+    }
+}
+
+/// The endpoint URL of a program's address flag: a URL (`http://…`, `https://…`) as given, a
+/// bare `host:port` with `https://` when TLS options are set and `http://` otherwise, so
+/// `--ca-file` alone turns TLS on.
+pub fn endpoint_url(addr: &str, tls: bool) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else if tls {
+        format!("https://{addr}")
+    } else {
+        format!("http://{addr}")
     }
 }
 
@@ -367,6 +441,26 @@ mod tests {
             BearerAuth::new(Some(&AccessKey::new("id", "se\ncret"))),
             Err(ConnectError::InvalidAccessKey)
         ));
+        assert!(matches!(
+            ClientConfig::new(["http://a:1"])
+                .tls(ClientTls::new())
+                .endpoint(),
+            Err(ConnectError::TlsWithoutHttps { .. })
+        ));
+        assert!(matches!(
+            ClientConfig::new(["https://a:1"])
+                .tls(ClientTls::new().ca_pem("not a PEM"))
+                .endpoint(),
+            Err(ConnectError::Tls(TlsError::Invalid { .. }))
+        ));
+    }
+
+    #[test]
+    fn bare_addresses_take_the_scheme_of_the_tls_options() {
+        assert_eq!(endpoint_url("h:1", false), "http://h:1");
+        assert_eq!(endpoint_url("h:1", true), "https://h:1");
+        assert_eq!(endpoint_url("https://h:1", false), "https://h:1");
+        assert_eq!(endpoint_url("http://h:1", true), "http://h:1");
     }
 
     #[test]

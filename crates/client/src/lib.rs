@@ -1,11 +1,11 @@
 //! What every program that talks to mqtt-tokend needs, and nothing of the server: the
 //! generated API ([`proto`]: messages, gRPC clients and the server stubs the service
-//! implements), [`connect`] with the access key on every call, the [`RevocationFollower`] a
+//! implements), [`connect`] with the access key on every call and TLS ([`ClientTls`]), the [`RevocationFollower`] a
 //! broker runs, and the domain types a broker decides with ([`Grant`], the [`topic`] matcher,
 //! the token [`fingerprint`]). The service uses these very types, so a broker and the service
 //! agree by construction.
 //!
-//! Children: `client` (connecting), `follower` (the revocation stream), `grant` (grants and
+//! Children: `client` (connecting), `tls` (CA, client certificate, server name), `follower` (the revocation stream), `grant` (grants and
 //! topic decisions), `topic` (MQTT topic validation and matching), `revocation` (the typed
 //! event), `convert` (proto <-> domain).
 
@@ -16,12 +16,14 @@ pub mod convert;
 pub mod follower;
 pub mod grant;
 pub mod revocation;
+pub mod tls;
 pub mod topic;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use client::{
-    connect, AccessKey, AuthChannel, BearerAuth, Client, ClientConfig, ConnectError, KeyFileError,
+    connect, endpoint_url, AccessKey, AuthChannel, BearerAuth, Client, ClientConfig, ConnectError,
+    KeyFileError,
 };
 pub use convert::grant_from_proto;
 pub use follower::{
@@ -30,6 +32,7 @@ pub use follower::{
 };
 pub use grant::{AuthMode, DenyReason, Grant, TopicAction};
 pub use revocation::{fingerprint, RevocationEvent, RevocationKind};
+pub use tls::{ClientTls, Pem, TlsError};
 
 /// The generated protobuf types, gRPC clients and server stubs of `proto/mqtt/token/v1`.
 pub mod proto {

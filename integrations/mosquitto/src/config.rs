@@ -17,8 +17,15 @@ pub enum OnUnreachable {
 /// The plugin's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// gRPC URL of mqtt-tokend, e.g. `http://127.0.0.1:50051`.
+    /// gRPC URL of mqtt-tokend, e.g. `http://127.0.0.1:50051` or `https://tokend:50051`.
     pub service_addr: String,
+    /// CA certificates (PEM) the service's certificate must be signed by; unset, an
+    /// `https://` service is checked against the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a service that requires one (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `cert_file`.
+    pub key_file: Option<PathBuf>,
     /// Access key the plugin calls the service with.
     pub access_key_id: String,
     /// Its secret.
@@ -54,10 +61,15 @@ impl Config {
         let mut state_file = None;
         let mut on_unreachable = OnUnreachable::Deny;
         let mut wake_addr = None;
+        let (mut ca_file, mut cert_file, mut key_file) = (None, None, None);
+        let path = |value: &str| Some(PathBuf::from(value)).filter(|_| !value.is_empty());
         for (key, value) in options {
             let value = value.trim();
             match key {
                 "service_addr" => service_addr = Some(value.to_owned()),
+                "ca_file" => ca_file = path(value),
+                "cert_file" => cert_file = path(value),
+                "key_file" => key_file = path(value),
                 "access_key_id" => access_key_id = Some(value.to_owned()),
                 "access_key_secret" => access_key_secret = Some(value.to_owned()),
                 "instance_id" => instance_id = Some(value.to_owned()).filter(|v| !v.is_empty()),
@@ -99,8 +111,26 @@ impl Config {
                 "plugin_opt_service_addr must be a URL such as http://127.0.0.1:50051".into(),
             );
         }
+        match (&cert_file, &key_file) {
+            (Some(_), None) => return Err("plugin_opt_cert_file needs plugin_opt_key_file".into()),
+            (None, Some(_)) => return Err("plugin_opt_key_file needs plugin_opt_cert_file".into()),
+            _ => {}
+        }
+        // Refused rather than ignored: the access key secret must not go out in plaintext
+        // because the scheme was mistyped.
+        let tls_set = ca_file.is_some() || cert_file.is_some();
+        if tls_set && !service_addr.starts_with("https://") {
+            return Err(
+                "plugin_opt_ca_file and plugin_opt_cert_file need an https:// \
+                 plugin_opt_service_addr"
+                    .into(),
+            );
+        }
         Ok(Self {
             service_addr,
+            ca_file,
+            cert_file,
+            key_file,
             access_key_id: required(access_key_id, "access_key_id")?,
             access_key_secret: required(access_key_secret, "access_key_secret")?,
             instance_id,
@@ -148,5 +178,38 @@ mod tests {
         assert!(Config::from_options(base().into_iter().skip(1))
             .unwrap_err()
             .contains("service_addr"));
+    }
+
+    #[test]
+    fn tls_options_need_https_and_a_whole_identity() {
+        let https = |extra: &[(&'static str, &'static str)]| {
+            let mut o = base();
+            o[0] = ("service_addr", "https://tokend:50051");
+            o.extend_from_slice(extra);
+            Config::from_options(o)
+        };
+        let c = https(&[
+            ("ca_file", "/etc/tokend/ca.pem"),
+            ("cert_file", "/etc/tokend/broker.pem"),
+            ("key_file", "/etc/tokend/broker.key"),
+        ])
+        .expect("valid");
+        assert_eq!(c.ca_file, Some(PathBuf::from("/etc/tokend/ca.pem")));
+        assert_eq!(c.key_file, Some(PathBuf::from("/etc/tokend/broker.key")));
+        assert!(
+            https(&[]).is_ok_and(|c| c.ca_file.is_none()),
+            "system roots"
+        );
+        assert!(https(&[("cert_file", "/c.pem")])
+            .unwrap_err()
+            .contains("plugin_opt_key_file"));
+        assert!(https(&[("key_file", "/k.pem")])
+            .unwrap_err()
+            .contains("plugin_opt_cert_file"));
+        let mut plain = base();
+        plain.push(("ca_file", "/etc/tokend/ca.pem"));
+        assert!(Config::from_options(plain)
+            .unwrap_err()
+            .contains("https://"));
     }
 }

@@ -232,6 +232,13 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             }
         };
         let addr = config.service_addr.clone();
+        // Says which certificate the broker presents, so a mutual TLS set-up can be checked
+        // in the broker's log.
+        let identity = config
+            .cert_file
+            .as_ref()
+            .map(|cert| format!(", client certificate {}", cert.display()))
+            .unwrap_or_default();
         let plugin = match Plugin::start(config) {
             Ok(p) => p,
             Err(e) => {
@@ -264,7 +271,10 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
         }
         // SAFETY: `userdata` is non-NULL (checked) and writable per Mosquitto's contract.
         unsafe { *userdata = raw.cast() };
-        log(Level::Notice, &format!("plugin loaded, service {addr}"));
+        log(
+            Level::Notice,
+            &format!("plugin loaded, service {addr}{identity}"),
+        );
         MOSQ_ERR_SUCCESS
     })
 }

@@ -29,7 +29,7 @@ use std::{
 use mqtt_tokend_client::{
     grant_from_proto, now_ms,
     proto::{broker_auth_service_client::BrokerAuthServiceClient, AuthenticateConnectRequest},
-    AccessKey, AuthChannel, ClientConfig, ConnectError, FollowerOptions, RevisionFile,
+    AccessKey, AuthChannel, ClientConfig, ClientTls, ConnectError, FollowerOptions, RevisionFile,
     RevocationFollower,
 };
 
@@ -116,10 +116,19 @@ impl Plugin {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
+        // Pairs were checked by `Config::from_options`; the files are read (and a bad one
+        // named) when the client is built below, so a broken file fails the broker's start.
+        let tls = ClientTls::from_files(
+            config.ca_file.clone(),
+            config.cert_file.clone(),
+            config.key_file.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         let client = {
             // The lazy connection's worker task is spawned on the plugin's runtime.
             let _guard = runtime.enter();
             ClientConfig::new([config.service_addr.as_str()])
+                .tls_opt(tls)
                 .access_key(AccessKey::new(
                     &config.access_key_id,
                     &config.access_key_secret,
