@@ -321,7 +321,7 @@ impl Server {
                     .map_err(bind_error("HTTP", addr, "--http-addr"))?;
                 let local = listener.local_addr().map_err(io("HTTP local address"))?;
                 warn_if_plaintext_exposed("REST", local, tls.is_some());
-                let router = rest::router(core.clone(), rest::RestConfig::from_serve(&config));
+                let router = rest::router(core.clone(), config.rest());
                 let service = router.into_make_service_with_connect_info::<SocketAddr>();
                 let http_shutdown = shutdown.clone();
                 tasks.push(match &tls {

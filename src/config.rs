@@ -274,6 +274,13 @@ impl ServeConfig {
         }
     }
 
+    /// The REST shim's part of the configuration.
+    pub fn rest(&self) -> RestConfig {
+        RestConfig {
+            rate_per_ip: self.rate_per_ip,
+        }
+    }
+
     /// The core's part of the configuration.
     pub fn core(&self) -> CoreConfig {
         CoreConfig {

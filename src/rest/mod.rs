@@ -33,10 +33,7 @@ use axum::{
 };
 use tracing::Instrument;
 
-use crate::{
-    config::ServeConfig,
-    core::{limits::RateLimiter, new_request_id, now_ms, Core},
-};
+use crate::core::{limits::RateLimiter, new_request_id, now_ms, Core};
 use envelope::{Format, RestError};
 use params::Params;
 
@@ -56,13 +53,6 @@ pub struct RestConfig {
 impl RestConfig {
     /// The defaults (Alibaba: 300 requests/s per IP). The command line's defaults are these.
     pub const DEFAULT: Self = Self { rate_per_ip: 300 };
-
-    /// Takes the REST settings out of the serve configuration.
-    pub fn from_serve(config: &ServeConfig) -> Self {
-        Self {
-            rate_per_ip: config.rate_per_ip,
-        }
-    }
 }
 
 struct RestState {
