@@ -68,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
             init_tracing("warn");
             cli::keyring(command)?;
         }
+        Command::Token(command) => {
+            init_tracing("warn");
+            cli::token(command).await?;
+        }
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ pub use follower::{
     FollowItem, FollowerOptions, RevisionFile, RevisionStore, RevocationFollower, SnapshotReason,
     WatchError,
 };
-pub use grant::{AuthMode, DenyReason, Grant, TopicAction};
+pub use grant::{AuthMode, DenyReason, Grant, GrantToken, TopicAction};
 pub use revocation::{fingerprint, RevocationEvent, RevocationKind};
 
 /// The generated protobuf types, gRPC clients and server stubs of `proto/mqtt/token/v1`.
