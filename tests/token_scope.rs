@@ -683,3 +683,82 @@ async fn a_broker_resuming_from_an_older_revision_learns_of_the_scope_and_its_gr
     hit.key_id = b.id.clone();
     assert!(hit.hits(&of_b));
 }
+
+/// Runs `mqtt-tokend <args>` against the test server with its root key; stdout.
+async fn cli(ts: &TestServer, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-tokend"));
+    cmd.args(args)
+        .arg("--grpc-addr")
+        .arg(ts.server().grpc_addr().to_string())
+        .arg("--root-key-file")
+        .arg(ts.config.root_key_path());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_revokes_by_scope() {
+    let ts = TestServer::start().await;
+    let a = ts.create_key(&[I1]).await;
+    let b = ts.create_key(&[I1]).await;
+    let of_a = mint_many(&ts, &a, I1, 5).await;
+    let of_b = mint_many(&ts, &b, I1, 2).await;
+
+    // Every token, one JSON object per line, pages followed; never a token.
+    let listed = cli(
+        &ts,
+        &["token", "list", "--instance", I1, "--page-size", "2"],
+    )
+    .await;
+    let lines: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 7);
+    assert!(lines
+        .iter()
+        .all(|l| l["State"] == "Live" && l["Actions"] == "R,W"));
+    assert!(!of_a.iter().chain(&of_b).any(|m| listed.contains(&m.token)));
+    let of_key = cli(
+        &ts,
+        &["token", "list", "--instance", I1, "--access-key", &a.id],
+    )
+    .await;
+    assert_eq!(of_key.lines().count(), 5);
+
+    let out = cli(
+        &ts,
+        &["token", "revoke", "--instance", I1, "--access-key", &a.id],
+    )
+    .await;
+    let revision = serde_json::from_str::<serde_json::Value>(&out).unwrap()["Revision"]
+        .as_u64()
+        .unwrap();
+    assert!(revision > 0);
+    assert_eq!(liveness(&ts, I1, &of_a).await, [false; 5]);
+    let out = cli(
+        &ts,
+        &[
+            "token",
+            "revoke",
+            "--instance",
+            I1,
+            "--handle",
+            &of_b[0].handle,
+        ],
+    )
+    .await;
+    assert!(out.contains("\"Revision\":"), "{out}");
+    assert_eq!(liveness(&ts, I1, &of_b).await, [false, true]);
+    let listed = cli(&ts, &["token", "list", "--instance", I1]).await;
+    assert_eq!(listed.matches("\"State\":\"Revoked\"").count(), 6);
+    assert_eq!(listed.matches("\"State\":\"Live\"").count(), 1);
+}
