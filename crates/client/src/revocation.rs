@@ -63,9 +63,16 @@ impl RevocationEvent {
             return false;
         }
         match self.kind {
+            // By fingerprint, or by handle: a token revoked by its handle that was minted
+            // before records named their keyring key may come without a fingerprint.
             RevocationKind::TokenRevoked => {
-                !self.token_fingerprint.is_empty()
-                    && grant.token_fingerprints.contains(&self.token_fingerprint)
+                (!self.token_fingerprint.is_empty()
+                    && grant.token_fingerprints.contains(&self.token_fingerprint))
+                    || (!self.token_handle.is_empty()
+                        && grant
+                            .tokens
+                            .iter()
+                            .any(|t| t.token_handle == self.token_handle))
             }
             RevocationKind::DeviceCredentialRefreshed
             | RevocationKind::DeviceCredentialUnregistered => {
@@ -175,6 +182,11 @@ mod tests {
             assert!(!event(kind, "i", "", "AK").hits(&signature));
         }
         assert!(!event(RevocationKind::Unknown(9), "", "f1", "AK").hits(&token));
+        let by_handle = RevocationEvent {
+            token_handle: "th_f1".into(),
+            ..event(RevocationKind::TokenRevoked, "i", "", "")
+        };
+        assert!(by_handle.hits(&token) && !by_handle.hits(&signature));
     }
 
     #[test]
