@@ -1,15 +1,16 @@
-//! The management subcommands: thin gRPC clients of AccessKeyService (sled is single-process,
-//! so keys are managed through the running server), and offline keyring rotation.
+//! The management subcommands: thin gRPC clients of AccessKeyService and TokenService (sled is
+//! single-process, so keys and tokens are managed through the running server), and offline
+//! keyring rotation.
 
 use mqtt_tokend_client::{
-    proto::access_key_service_client::AccessKeyServiceClient, AccessKey, AuthChannel, ConnectError,
-    KeyFileError,
+    proto::access_key_service_client::AccessKeyServiceClient, AccessKey, AuthChannel, Client,
+    ConnectError, KeyFileError,
 };
 
 pub mod errors;
 
 use crate::{
-    config::{AccessKeyCommand, ClientOptions, KeyringCommand},
+    config::{AccessKeyCommand, ClientOptions, KeyringCommand, TokenCommand},
     core::{
         audit::{AuditEvent, Target, ROTATE_KEYRING},
         now_ms, Keyring,
@@ -53,6 +54,11 @@ pub enum CliError {
 
 /// An AccessKeyService client authenticated with the root key file.
 async fn client(opts: &ClientOptions) -> Result<AccessKeyServiceClient<AuthChannel>, CliError> {
+    Ok(root_client(opts).await?.access_keys())
+}
+
+/// A connection authenticated with the root key file.
+async fn root_client(opts: &ClientOptions) -> Result<Client, CliError> {
     let path = opts.root_key_file();
     let root_key_error = |reason: String| CliError::RootKey {
         path: path.display().to_string(),
@@ -78,7 +84,7 @@ async fn client(opts: &ClientOptions) -> Result<AccessKeyServiceClient<AuthChann
         | ConnectError::TlsWithoutHttps { .. }
         | ConnectError::TlsConfig { .. }) => CliError::Client(e),
     })?;
-    Ok(client.access_keys())
+    Ok(client)
 }
 
 /// Runs an `access-key` subcommand; prints JSON on stdout.
@@ -176,4 +182,94 @@ pub fn keyring(command: KeyringCommand) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Runs a `token` subcommand; prints JSON on stdout (`list`: one object per line).
+///
+/// # Errors
+/// The root key file, the connection or a call failed.
+pub async fn token(command: TokenCommand) -> Result<(), CliError> {
+    match command {
+        TokenCommand::List {
+            instance,
+            access_key,
+            page_size,
+            client: opts,
+        } => {
+            let mut tokens = root_client(&opts).await?.tokens();
+            let mut next_token = String::new();
+            loop {
+                let page = tokens
+                    .list_tokens(proto::ListTokensRequest {
+                        instance_id: instance.clone(),
+                        access_key_id: access_key.clone().unwrap_or_default(),
+                        page_size,
+                        next_token,
+                    })
+                    .await?
+                    .into_inner();
+                for t in page.tokens {
+                    println!("{}", token_json(t));
+                }
+                if page.next_token.is_empty() {
+                    break;
+                }
+                next_token = page.next_token;
+            }
+        }
+        TokenCommand::Revoke {
+            instance,
+            handle,
+            access_key,
+            all,
+            client: opts,
+        } => {
+            use proto::revoke_tokens_request::Scope;
+            let scope = match (handle, access_key) {
+                (Some(h), _) => Scope::TokenHandle(h),
+                (None, Some(k)) => Scope::AccessKeyId(k),
+                (None, None) => Scope::AllTokens(all),
+            };
+            let r = root_client(&opts)
+                .await?
+                .tokens()
+                .revoke_tokens(proto::RevokeTokensRequest {
+                    instance_id: instance,
+                    scope: Some(scope),
+                })
+                .await?
+                .into_inner();
+            println!("{}", serde_json::json!({"Revision": r.revision}));
+        }
+    }
+    Ok(())
+}
+
+/// One listed token as a JSON object, in the CLI's Alibaba-style field names.
+fn token_json(t: proto::TokenInfo) -> serde_json::Value {
+    let actions: Vec<&str> = t
+        .actions()
+        .map(|a| match a {
+            proto::TokenAction::Read => "R",
+            proto::TokenAction::Write => "W",
+            proto::TokenAction::Unspecified => "?",
+        })
+        .collect();
+    let state = match t.state() {
+        proto::TokenState::Live => "Live",
+        proto::TokenState::Revoked => "Revoked",
+        proto::TokenState::Expired => "Expired",
+        proto::TokenState::Unspecified => "Unknown",
+    };
+    serde_json::json!({
+        "TokenHandle": t.token_handle,
+        "Actions": actions.join(","),
+        "Resources": t.resources,
+        "ExpireTime": t.expire_time,
+        "CreateTime": t.create_time,
+        "AccessKeyId": t.access_key_id,
+        "State": state,
+        "RevokeTime": t.revoke_time,
+        "MintedRevision": t.minted_revision,
+    })
 }

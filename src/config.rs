@@ -82,6 +82,9 @@ pub enum Command {
     /// Manages the keyring file (offline).
     #[command(subcommand)]
     Keyring(KeyringCommand),
+    /// Lists and revokes tokens on a running server, by handle, minting key or instance.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// Everything `serve` needs.
@@ -126,6 +129,11 @@ pub struct ServeConfig {
     /// catching up from storage (it is never dropped).
     #[arg(long, env = "MQTT_TOKEND_WATCH_BUFFER", default_value_t = CoreConfig::DEFAULT.watch_buffer)]
     pub watch_buffer: usize,
+    /// Most revocation watch streams one access key may hold open at once (the next is
+    /// refused with WatchStreamNumExceed until one closes); 0 = no limit. Give each broker
+    /// (cluster) its own key.
+    #[arg(long, env = "MQTT_TOKEND_MAX_WATCHES_PER_KEY", default_value_t = CoreConfig::DEFAULT.max_watches_per_key)]
+    pub max_watches_per_key: usize,
     /// How long revocations without an expiry (device credentials, access keys) stay
     /// resumable on the watch stream.
     #[arg(long, env = "MQTT_TOKEND_REVOCATION_RETENTION", default_value = default_text!(duration_text(CoreConfig::DEFAULT.revocation_retention)), value_parser = humantime::parse_duration)]
@@ -247,6 +255,7 @@ impl Default for ServeConfig {
             max_devices_per_instance: core.max_devices_per_instance,
             watch_progress_interval: core.watch_progress_interval,
             watch_buffer: core.watch_buffer,
+            max_watches_per_key: core.max_watches_per_key,
             revocation_retention: core.revocation_retention,
             maintenance_interval: core.maintenance_interval,
             broker_session_ttl: core.broker_session_ttl,
@@ -300,6 +309,7 @@ impl ServeConfig {
             // A session must not outlive the revocation events that would end it: a kicker
             // that resumes within the retention then finds every session it has to end.
             broker_session_ttl: self.broker_session_ttl.min(self.revocation_retention),
+            max_watches_per_key: self.max_watches_per_key,
         }
     }
 
@@ -394,6 +404,46 @@ pub enum AccessKeyCommand {
     },
 }
 
+/// `token` subcommands (with the root key, which may act on every instance).
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Lists the tokens of an instance, one JSON object per line, by handle (never the token).
+    List {
+        /// The instance.
+        #[arg(long)]
+        instance: String,
+        /// Only the tokens this access key minted.
+        #[arg(long)]
+        access_key: Option<String>,
+        /// Tokens fetched per call (at most 1000); every page is printed.
+        #[arg(long, default_value_t = 1000)]
+        page_size: u32,
+        /// Connection options.
+        #[command(flatten)]
+        client: ClientOptions,
+    },
+    /// Revokes tokens of an instance in one call: one by handle, all of one minting key, or
+    /// all; prints the revocation's revision.
+    #[command(group(clap::ArgGroup::new("scope").required(true)))]
+    Revoke {
+        /// The instance.
+        #[arg(long)]
+        instance: String,
+        /// One token, by its handle (`th_…`).
+        #[arg(long, group = "scope")]
+        handle: Option<String>,
+        /// Every token this access key minted on the instance.
+        #[arg(long, group = "scope")]
+        access_key: Option<String>,
+        /// Every token of the instance.
+        #[arg(long, group = "scope")]
+        all: bool,
+        /// Connection options.
+        #[command(flatten)]
+        client: ClientOptions,
+    },
+}
+
 /// `keyring` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum KeyringCommand {
@@ -424,6 +474,29 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(config.http_addr, OptionalAddr(None));
+    }
+
+    #[test]
+    fn token_revoke_takes_exactly_one_scope() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(
+                ["mqtt-tokend", "token", "revoke", "--instance", "i"]
+                    .iter()
+                    .chain(args),
+            )
+        };
+        assert!(parse(&["--all"]).is_ok());
+        assert!(parse(&["--handle", "th_x"]).is_ok());
+        assert!(parse(&["--handle", "th_x", "--all"]).is_err());
+        assert!(parse(&[]).is_err());
+        let cli = Cli::try_parse_from(["mqtt-tokend", "serve"]).unwrap();
+        let Command::Serve(config) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            config.max_watches_per_key,
+            CoreConfig::DEFAULT.max_watches_per_key
+        );
     }
 
     #[test]

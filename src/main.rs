@@ -88,6 +88,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             init_tracing("warn");
             cli::keyring(command)?;
         }
+        Command::Token(command) => {
+            init_tracing("warn");
+            cli::token(command).await?;
+        }
     }
     Ok(())
 }

@@ -440,3 +440,107 @@ fn keyring_rotation_is_audited() {
     assert_eq!(lines[0]["result"], "OK");
     assert_eq!(lines[0]["key_id"], "keyring:2");
 }
+
+#[tokio::test]
+async fn scope_revocations_leave_one_line_each_naming_the_scope() {
+    use mqtt_tokend::proto::{revoke_tokens_request::Scope, RevokeTokensRequest};
+    let mut ts = TestServer::start_with(|_| {}).await;
+    ts.config.observe.audit_log = Some(audit_path(&ts).to_str().unwrap().parse().unwrap());
+    ts.restart().await;
+    let root = ts.root.clone();
+    let applied = ts
+        .tokens(&root)
+        .apply_token(ApplyTokenRequest {
+            instance_id: INSTANCE.into(),
+            actions: vec![1],
+            resources: vec!["a/#".into()],
+            expire_time: common::now_ms() + 3_600_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let revoke = |scope| {
+        let mut t = ts.tokens(&root);
+        async move {
+            t.revoke_tokens(RevokeTokensRequest {
+                instance_id: INSTANCE.into(),
+                scope,
+            })
+            .await
+        }
+    };
+    revoke(Some(Scope::TokenHandle(applied.token_handle.clone())))
+        .await
+        .unwrap();
+    revoke(Some(Scope::AccessKeyId(root.id.clone())))
+        .await
+        .unwrap();
+    revoke(Some(Scope::AllTokens(true))).await.unwrap();
+    let err = revoke(None).await.unwrap_err();
+    assert_eq!(code_of(&err), "ParameterCheckFailed");
+    // Listing is a read: no line.
+    ts.tokens(&root)
+        .list_tokens(mqtt_tokend::proto::ListTokensRequest {
+            instance_id: INSTANCE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let lines = read_lines(&audit_path(&ts));
+    let ops: Vec<&str> = lines
+        .iter()
+        .map(|l| l["operation"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "ApplyToken",
+            "RevokeTokens",
+            "RevokeTokens",
+            "RevokeTokens",
+            "RevokeTokens"
+        ]
+    );
+    let fp = fingerprint(&applied.token);
+    check(
+        &lines[0],
+        "grpc",
+        "ApplyToken",
+        "OK",
+        [INSTANCE, "", &fp, ""],
+    );
+    assert_eq!(lines[0]["token_handle"], applied.token_handle.as_str());
+    check(
+        &lines[1],
+        "grpc",
+        "RevokeTokens",
+        "OK",
+        [INSTANCE, "", "", ""],
+    );
+    assert_eq!(lines[1]["token_handle"], applied.token_handle.as_str());
+    check(
+        &lines[2],
+        "grpc",
+        "RevokeTokens",
+        "OK",
+        [INSTANCE, "", "", &root.id],
+    );
+    check(
+        &lines[3],
+        "grpc",
+        "RevokeTokens",
+        "OK",
+        [INSTANCE, "", "", ""],
+    );
+    assert!(lines[3].get("token_handle").is_none());
+    check(
+        &lines[4],
+        "grpc",
+        "RevokeTokens",
+        "ParameterCheckFailed",
+        [INSTANCE, "", "", ""],
+    );
+    let text = std::fs::read_to_string(audit_path(&ts)).unwrap();
+    assert!(!text.contains(&applied.token), "no token in the audit log");
+}

@@ -22,8 +22,9 @@ use common::{free_addr, Key, TestServer};
 use mqtt_tokend::{
     core::broker::mqtt_password,
     proto::{
-        ApplyTokenRequest, RefreshDeviceCredentialRequest, RegisterDeviceCredentialRequest,
-        RevokeTokenRequest, TokenAction, UnRegisterDeviceCredentialRequest,
+        revoke_tokens_request::Scope, ApplyTokenRequest, RefreshDeviceCredentialRequest,
+        RegisterDeviceCredentialRequest, RevokeTokenRequest, RevokeTokensRequest, TokenAction,
+        UnRegisterDeviceCredentialRequest,
     },
 };
 use mqtt_tokend_client::ClientTls;
@@ -378,8 +379,13 @@ impl Setup {
 
     /// An R,W token on `resources` that expires at `expire_ms` (at least 60 s ahead).
     async fn token_until(&self, resources: &[&str], expire_ms: i64) -> String {
+        self.token_of(&self.app, resources, expire_ms).await
+    }
+
+    /// An R,W token minted by `key`.
+    async fn token_of(&self, key: &Key, resources: &[&str], expire_ms: i64) -> String {
         self.ts
-            .tokens(&self.app)
+            .tokens(key)
             .apply_token(ApplyTokenRequest {
                 instance_id: INSTANCE.into(),
                 actions: vec![TokenAction::Read as i32, TokenAction::Write as i32],
@@ -705,6 +711,86 @@ async fn mosquitto_kicks_at_token_expiry_and_refuses_expired_tokens() {
         .wait_log("CONNECT of GID_test@@@expx denied: TokenExpired")
         .await;
     y.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_kicks_exactly_the_clients_of_a_revoked_key_scope() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let s = setup(&binary).await;
+    let key_b = s.ts.create_key(&[INSTANCE]).await;
+    let hour = common::now_ms() + 3600 * 1000;
+    // Three clients on tokens key A (`s.app`) minted, one on a token of key B; and one in
+    // Signature mode with key A, whose key stays valid.
+    let mut of_a = Vec::new();
+    let mut a_tokens = Vec::new();
+    for i in 0..3 {
+        let token = s.token(&["scope/#"]).await;
+        let c = s
+            .token_client(&format!("GID_scope@@@a{i}"), &token)
+            .await
+            .expect("a token of key A connects");
+        of_a.push(c);
+        a_tokens.push(token);
+    }
+    let b_token = s.token_of(&key_b, &["scope/#"], hour).await;
+    let mut of_b = mqtt(
+        s.broker.port,
+        "GID_scope@@@b0",
+        &format!("Token|{}|{INSTANCE}", key_b.id),
+        &format!("RW|{b_token}"),
+    )
+    .await
+    .expect("a token of key B connects");
+    let sig_id = "GID_scope@@@sig";
+    let mut signature = mqtt(
+        s.broker.port,
+        sig_id,
+        &format!("Signature|{}|{INSTANCE}", s.app.id),
+        &mqtt_password(&s.app.secret, sig_id),
+    )
+    .await
+    .expect("a Signature client of key A connects");
+    for c in of_a.iter_mut().chain([&mut of_b, &mut signature]) {
+        c.assert_alive().await;
+    }
+
+    // One call, one event: every session on a token of key A goes, and only those.
+    let revision =
+        s.ts.tokens(&s.ts.root)
+            .revoke_tokens(RevokeTokensRequest {
+                instance_id: INSTANCE.into(),
+                scope: Some(Scope::AccessKeyId(s.app.id.clone())),
+            })
+            .await
+            .expect("RevokeTokens")
+            .into_inner()
+            .revision;
+    for c in &mut of_a {
+        c.assert_kicked().await;
+    }
+    s.broker
+        .wait_log(&format!(
+            "revocation {revision} (RevokeTokens) ends 3 session(s)"
+        ))
+        .await;
+    of_b.assert_alive().await;
+    signature.assert_alive().await;
+
+    // An old token of key A is refused; one key A mints now connects.
+    let err = match s.token_client("GID_scope@@@a0", &a_tokens[0]).await {
+        Ok(_) => panic!("a revoked token connected"),
+        Err(e) => e,
+    };
+    assert!(err.contains("NotAuthorized"), "{err}");
+    let fresh = s.token(&["scope/#"]).await;
+    let mut again = s
+        .token_client("GID_scope@@@a0", &fresh)
+        .await
+        .expect("a token minted after the revocation connects");
+    again.assert_alive().await;
+    of_b.assert_alive().await;
 }
 
 /// Kick latency: from RevokeToken returning to the client seeing the disconnect, 100 tries.

@@ -214,6 +214,15 @@ async fn every_action_over_v1() {
         .await
         .ok();
     let token = body["Token"].as_str().expect("Token").to_owned();
+    // Our one addition: the token's handle, which names it but does not pass for it.
+    let handle = body["TokenHandle"]
+        .as_str()
+        .expect("TokenHandle")
+        .to_owned();
+    assert!(handle.starts_with("th_"), "{handle}");
+    let h = [("InstanceId", INSTANCE), ("Token", handle.as_str())];
+    let body = rest.v1(&key, "QueryToken", &h).await.ok();
+    assert_eq!(body["TokenStatus"], Value::Bool(false));
 
     let q = [("InstanceId", INSTANCE), ("Token", token.as_str())];
     let body = rest.v1(&key, "QueryToken", &q).await.ok();

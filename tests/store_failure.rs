@@ -33,6 +33,22 @@ impl Store for FailingApply {
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>> {
         self.inner.expired_tokens(now_ms, limit)
     }
+    fn newest_token_expiry(&self) -> StoreResult<Option<i64>> {
+        self.inner.newest_token_expiry()
+    }
+    fn instance_tokens(
+        &self,
+        instance_id: &str,
+        creator: Option<&str>,
+        after: Option<(&str, &TokenId)>,
+        limit: usize,
+    ) -> StoreResult<Vec<(TokenId, Token)>> {
+        self.inner
+            .instance_tokens(instance_id, creator, after, limit)
+    }
+    fn tombstones(&self) -> StoreResult<Vec<mqtt_tokend::core::Tombstone>> {
+        self.inner.tombstones()
+    }
     fn access_keys(&self) -> StoreResult<Vec<AccessKey>> {
         self.inner.access_keys()
     }
@@ -165,4 +181,62 @@ async fn a_delete_the_store_refuses_leaves_the_key_working() {
         .expect_err("deleted keys do not authenticate");
     assert_eq!(gone.code(), "InvalidAccessKeyId.NotFound");
     assert_eq!(core.revision_bounds().1, 1);
+}
+
+#[tokio::test]
+async fn a_scope_revocation_the_store_refuses_leaves_the_tokens_live() {
+    use mqtt_tokend::core::{Actions, TokenRequest, TokenScope};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(FailingApply {
+        inner: SledStore::open(&dir.path().join("data")).expect("store opens"),
+        fail: AtomicBool::new(false),
+    });
+    let keyring = Keyring::create(&dir.path().join("keyring.json"), now_ms()).expect("keyring");
+    let (core, root) =
+        Core::open(store.clone(), keyring, CoreConfig::default()).expect("core opens");
+    let root = root.expect("a new store gets a root key");
+    let root = core
+        .authenticate(&root.access_key_id, &root.access_key_secret)
+        .expect("root authenticates");
+    let token = core
+        .apply_token(
+            &root,
+            TokenRequest {
+                instance_id: "post-cn-a".into(),
+                actions: Actions {
+                    read: true,
+                    write: false,
+                },
+                resources: vec!["a".into()],
+                expire_time: now_ms() + 3_600_000,
+            },
+        )
+        .await
+        .expect("minted")
+        .token;
+
+    store.fail.store(true, Ordering::SeqCst);
+    for scope in [
+        TokenScope::Instance,
+        TokenScope::AccessKey(root.access_key_id().to_owned()),
+    ] {
+        let err = core
+            .revoke_tokens(&root, "post-cn-a", scope)
+            .await
+            .expect_err("the write fails");
+        assert_eq!(err.code(), "InternalError");
+    }
+    // Nothing was written, so the in-memory tombstones did not change either.
+    assert!(core.query_token(&root, "post-cn-a", &token).expect("query"));
+    assert_eq!(core.tombstone_count(), 0);
+    assert_eq!(core.revision_bounds().1, 0);
+
+    store.fail.store(false, Ordering::SeqCst);
+    let revision = core
+        .revoke_tokens(&root, "post-cn-a", TokenScope::Instance)
+        .await
+        .expect("revoked");
+    assert_eq!(revision, 1);
+    assert!(!core.query_token(&root, "post-cn-a", &token).expect("query"));
+    assert_eq!(core.tombstone_count(), 1);
 }

@@ -18,6 +18,7 @@ pub const SECTIONS: &[&str] = &[
     "apply",
     "revoke",
     "fanout",
+    "scope",
     "etcd-health",
     "etcd-range",
     "etcd-put",
@@ -40,8 +41,9 @@ pub struct Args {
     pub big: bool,
     /// Run only the sections whose names contain one of these words (comma-separated,
     /// case-insensitive; "none" for no section): floor, query, connect-token, connect-device
-    /// (both: authenticateconnect), authorize, rest, apply, revoke, fanout, etcd-health,
-    /// etcd-range, etcd-put, etcd-delete. A tokend section also runs its etcd peer.
+    /// (both: authenticateconnect), authorize, rest, apply, revoke, fanout, scope (revoking
+    /// --scope-tokens tokens of one key in one call), etcd-health, etcd-range, etcd-put,
+    /// etcd-delete. A tokend section also runs its etcd peer.
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',', value_parser = parse_section)]
     pub only: Option<Vec<String>>,
     /// Revocation fan-out rounds per watcher count [default: 10 with --quick, else 30].
@@ -51,6 +53,9 @@ pub struct Args {
     #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = parse_positive,
           default_values_t = [1_000, 10_000])]
     pub watchers: Vec<usize>,
+    /// Live tokens of one key the scope section revokes in one call.
+    #[arg(long, value_name = "N", value_parser = parse_positive, default_value_t = 100_000)]
+    pub scope_tokens: usize,
     /// Live tokens to preload for --big.
     #[arg(long, value_name = "N", value_parser = parse_positive, default_value_t = 1_000_000)]
     pub big_tokens: usize,
@@ -109,6 +114,8 @@ pub struct Opts {
     pub watchers: Vec<usize>,
     /// Live tokens to preload for `big`.
     pub big_tokens: usize,
+    /// Live tokens of one key for the scope section.
+    pub scope_tokens: usize,
     /// Device credentials to preload for the listing cells (0 = skip them).
     pub devices: usize,
     /// etcd's client address, if an etcd runs.
@@ -149,6 +156,7 @@ impl From<Args> for Opts {
             fanout_rounds: a.rounds.unwrap_or(rounds),
             watchers: a.watchers,
             big_tokens: a.big_tokens,
+            scope_tokens: a.scope_tokens,
             devices: a.devices,
             etcd: a.etcd_endpoint.filter(|s| !s.is_empty()),
             etcd_pid: a.etcd_pid,

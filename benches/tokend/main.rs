@@ -18,7 +18,8 @@
 //! Modules: `args` (the command line), `measure` (one cell), `report` (the tables), `server`
 //! (the child process), `ops` (the gRPC calls and their set-up), `rest` (the REST shim's
 //! calls), `etcd` (the peer's client and cells), `unary` (tokend's unary cells), `fanout`
-//! (revocation fan-out), `preload` and `scale` (`--big` and `--devices`).
+//! (revocation fan-out), `preload` and `scale` (`--big` and `--devices`), `scope` (revoking
+//! 100,000 tokens of one key in one call).
 
 mod args;
 mod etcd;
@@ -29,6 +30,7 @@ mod preload;
 mod report;
 mod rest;
 mod scale;
+mod scope;
 mod server;
 mod unary;
 
@@ -79,6 +81,9 @@ async fn run(opts: Opts) {
     }
     server.stop();
 
+    if opts.wants("scope") {
+        scope::section(&opts, &mut report).await;
+    }
     if opts.big {
         scale::big(&opts, &mut report).await;
     }

@@ -22,7 +22,7 @@ use crate::ops::{INSTANCE, RESOURCE};
 /// Starts an in-process server on `dir` (rate limits off, `tweak` applied), runs
 /// `item(core, root caller, i)` for every i in 0..n from 256 tasks, and shuts the server down.
 /// Returns the time the items took.
-async fn preload_in_process<F, Fut>(
+pub async fn preload_in_process<F, Fut>(
     dir: &Path,
     n: usize,
     what: &'static str,

@@ -95,6 +95,8 @@ impl Tokend {
         for flag in RATE_FLAGS {
             cmd.args([flag, "0"]);
         }
+        // The fan-out cells hold thousands of watch streams with the root key.
+        cmd.args(["--max-watches-per-key", "0"]);
         let mut child = cmd
             .args(["--log", "warn"])
             .stdin(Stdio::null())

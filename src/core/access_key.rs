@@ -170,6 +170,14 @@ impl AccessKeys {
             .cloned()
     }
 
+    /// Whether a key with this id exists (no clone: on every token check).
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
     fn insert(&self, caller: Caller) {
         self.by_id
             .write()
@@ -377,8 +385,10 @@ impl Core {
     }
 
     /// Deletes an access key and publishes ACCESS_KEY_DELETED revocations (one per instance it
-    /// was allowed on) so brokers drop Signature-mode sessions that used it. Root only; the
-    /// root key itself cannot be deleted. Durable on return.
+    /// was allowed on) so brokers drop the sessions that used it. Every token the key minted is
+    /// revoked by the same durable write: a token is live only while its minting key exists
+    /// (key ids are random and never reused), so the delete needs no write per token. Root
+    /// only; the root key itself cannot be deleted. Durable on return.
     ///
     /// # Errors
     /// `PermissionCheckFailed` (non-root caller, or deleting the root key),

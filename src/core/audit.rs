@@ -12,9 +12,10 @@ use serde::Serialize;
 use super::{token::fingerprint, Core, Error, Result};
 
 /// The operations that change state, by their API name. Each leaves exactly one audit line.
-pub const MUTATING_OPERATIONS: [&str; 7] = [
+pub const MUTATING_OPERATIONS: [&str; 8] = [
     "ApplyToken",
     "RevokeToken",
+    "RevokeTokens",
     "RegisterDeviceCredential",
     "RefreshDeviceCredential",
     "UnRegisterDeviceCredential",
@@ -47,6 +48,9 @@ pub struct Target {
     pub token_fingerprint: String,
     /// An access key id, device access key id or keyring key id.
     pub key_id: String,
+    /// A token's handle (ApplyToken, RevokeTokens by handle); left out of the line when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token_handle: String,
 }
 
 impl Target {
@@ -90,6 +94,14 @@ impl Target {
     pub fn with_key(self, key_id: &str) -> Self {
         Self {
             key_id: key_id.to_owned(),
+            ..self
+        }
+    }
+
+    /// The same target with this token handle.
+    pub fn with_handle(self, token_handle: &str) -> Self {
+        Self {
+            token_handle: token_handle.to_owned(),
             ..self
         }
     }
@@ -142,6 +154,7 @@ impl<'a> AuditEvent<'a> {
                 client_id: bounded(&target.client_id, MAX_TARGET_LEN).to_owned(),
                 token_fingerprint: target.token_fingerprint,
                 key_id: bounded(&target.key_id, MAX_TARGET_LEN).to_owned(),
+                token_handle: bounded(&target.token_handle, MAX_UNTRUSTED_LEN).to_owned(),
             },
             result,
         }
@@ -215,5 +228,7 @@ mod tests {
         assert_eq!(json["instance"], "i");
         assert_eq!(json["token_fingerprint"], fingerprint("t"));
         assert!(is_mutating("RevokeToken") && !is_mutating("QueryToken"));
+        assert!(is_mutating("RevokeTokens") && !is_mutating("ListTokens"));
+        assert!(json.get("token_handle").is_none(), "left out when empty");
     }
 }

@@ -27,7 +27,7 @@ use crate::store::TokenId;
 
 /// The grant types live in the client crate so a broker decides topics with the very same
 /// code; re-exported here so the core reads as one domain.
-pub use mqtt_tokend_client::grant::{AuthMode, DenyReason, Grant, TopicAction};
+pub use mqtt_tokend_client::grant::{AuthMode, DenyReason, Grant, GrantToken, TopicAction};
 
 /// One AuthorizeTopic question: who (credentials or session handle) wants to do what, where.
 #[derive(Debug, Clone, Copy)]
@@ -311,6 +311,7 @@ impl Core {
             expire_time: 0,
             token_fingerprints: Vec::new(),
             key_id: session.key_id.clone(),
+            tokens: Vec::new(),
         };
         match mode_from_code(session.mode) {
             Some(AuthMode::Token) => {
@@ -348,6 +349,12 @@ impl Core {
                         grant.expire_time.min(record.expire_ms)
                     };
                     grant.token_fingerprints.push(t.fingerprint.clone());
+                    grant.tokens.push(GrantToken {
+                        fingerprint: t.fingerprint.clone(),
+                        token_handle: super::token::handle(&id),
+                        access_key_id: record.creator,
+                        minted_revision: record.minted_revision,
+                    });
                 }
                 grant.publish.sort();
                 grant.publish.dedup();
@@ -448,6 +455,7 @@ mod tests {
             expire_time: 0,
             token_fingerprints: vec![],
             key_id: "k".into(),
+            tokens: vec![],
         };
         assert_eq!(grant.check(TopicAction::Publish, "a/b"), Ok(()));
         assert_eq!(

@@ -82,6 +82,12 @@ pub enum Error {
         /// The newest written revision.
         current: u64,
     },
+    /// The caller's access key already holds the most revocation watch streams it may.
+    #[error("this access key already has {max} revocation watch streams open; close one or raise --max-watches-per-key")]
+    WatchStreamNumExceed {
+        /// The limit (`--max-watches-per-key`).
+        max: usize,
+    },
     /// The server is shutting down; retry against it (or a peer) after it restarts.
     #[error("The server is temporarily unavailable.")]
     ServiceUnavailable,
@@ -122,6 +128,8 @@ pub enum Field {
     AccessKeyId,
     /// `StartRevision` (revocation watch).
     StartRevision,
+    /// `TokenHandle` (RevokeTokens).
+    TokenHandle,
 }
 
 impl Field {
@@ -142,6 +150,7 @@ impl Field {
             Field::Description => "Description",
             Field::AccessKeyId => "AccessKeyId",
             Field::StartRevision => "StartRevision",
+            Field::TokenHandle => "TokenHandle",
         }
     }
 }
@@ -194,6 +203,7 @@ impl Error {
             Error::AccessKeyIdNotFound => "AccessKeyNotFound",
             Error::RevisionCompacted { .. } => "RevisionCompacted",
             Error::FutureRevision { .. } => "FutureRevision",
+            Error::WatchStreamNumExceed { .. } => "WatchStreamNumExceed",
             Error::ServiceUnavailable => "ServiceUnavailable",
             Error::Internal(_) => "InternalError",
         }

@@ -32,6 +32,7 @@ impl Error {
                 "Start at most at revision {}, or use START_MODE_NOW.",
                 current.saturating_add(1)
             ),
+            Error::WatchStreamNumExceed { .. } => "Close a watch stream of this key (a broker needs one), or raise the server's --max-watches-per-key.".into(),
             Error::Internal(_) => "Retry; if it persists, the server log has the cause under this RequestId.".into(),
         }
     }
@@ -51,7 +52,8 @@ fn field_hint(field: Field) -> &'static str {
         Field::NextToken => "Send the NextToken of the previous page unchanged, or none for the first page.",
         Field::Description => "Keep the description short (at most 256 bytes).",
         Field::AccessKeyId => "`mqtt-tokend access-key list` shows the existing keys.",
-        Field::StartRevision => "Revisions start at 1; to start from the current one use START_MODE_NOW.",
+        Field::StartRevision => "Revisions start at 1; send start_revision with START_MODE_REVISION (or no mode), never with START_MODE_NOW or START_MODE_SNAPSHOT.",
+        Field::TokenHandle => "Send the token_handle ApplyToken returned (th_…), or one ListTokens lists.",
     }
 }
 
@@ -76,6 +78,7 @@ mod tests {
             Field::Description,
             Field::AccessKeyId,
             Field::StartRevision,
+            Field::TokenHandle,
         ] {
             assert!(
                 !Error::invalid(field, "x").recommend().is_empty(),

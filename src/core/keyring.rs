@@ -229,6 +229,11 @@ impl Keyring {
         self.active
     }
 
+    /// How many keys the keyring holds.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
     /// The token MAC key with this id, if the keyring has it.
     pub fn token_mac_key(&self, id: u32) -> Option<&[u8; 32]> {
         self.keys.get(&id).map(|k| &k.token_mac)

@@ -1,5 +1,7 @@
 //! Background upkeep that keeps the store bounded: expired tokens and broker sessions are
-//! deleted, and the revocation log's prefix that no broker needs any more is compacted.
+//! deleted, scope tombstones go once every token they cover has expired, and the revocation
+//! log's prefix that no broker needs any more is compacted (a scope event stays as long as its
+//! tombstone: its `expire_ms` is the tombstone's end).
 
 use std::sync::Arc;
 
@@ -53,6 +55,9 @@ impl Core {
             }
             if let Err(e) = self.sweep_expired_tokens().await {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "token sweep failed");
+            }
+            if let Err(e) = self.sweep_tombstones().await {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "tombstone sweep failed");
             }
             if let Err(e) = self.compact_revocations().await {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "revocation compaction failed");

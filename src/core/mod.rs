@@ -4,12 +4,15 @@
 //!
 //! Children: `audit` (what the audit log records), `error` (the one error enum), `crypto`
 //! (HMAC, hashes, hex, constant-time compare), `keyring` (master keys and derived secrets),
-//! `token` (token format, ApplyToken/QueryToken/RevokeToken), `access_key` (callers and their
+//! `token` (token format and handles, ApplyToken/QueryToken/RevokeToken), `token_list`
+//! (ListTokens), `scope` (RevokeTokens: revocation by handle, key or instance, and the scope
+//! tombstones every token check consults), `access_key` (callers and their
 //! permissions), `device` (device credentials), `broker` (CONNECT and topic checks),
 //! `broker_session` (sessions of brokers that check topics without the password), `topic`
 //! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
-//! `revocation` (the revocation log), `watch` (its watchers), `maintenance` (background
-//! sweeps), `hint` (what a client can do about each error).
+//! `revocation` (the revocation log), `watch` (its watchers), `watch_slots` (the per-key
+//! limit on watch streams), `maintenance` (background sweeps), `hint` (what a client can do
+//! about each error).
 
 pub mod access_key;
 pub mod audit;
@@ -24,10 +27,13 @@ pub mod keyring;
 pub mod limits;
 pub mod maintenance;
 pub mod revocation;
+pub mod scope;
 pub mod token;
+pub mod token_list;
 /// MQTT topic validation and matching, shared with brokers through the client crate.
 pub use mqtt_tokend_client::topic;
 pub mod watch;
+mod watch_slots;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -41,7 +47,9 @@ pub use error::{Error, Field, Result};
 pub use keyring::Keyring;
 pub use limits::{Operation, RateLimits};
 pub use revocation::{RevocationEvent, RevocationKind};
+pub use scope::{TokenScope, Tombstone};
 pub use token::{Actions, AppliedToken, TokenRequest};
+pub use token_list::{TokenInfo, TokenPage, TokenStatus};
 pub use watch::{WatchItem, WatchStart, WatchStream};
 
 use crate::store::Store;
@@ -80,6 +88,8 @@ pub struct CoreConfig {
     pub audit: crate::observe::AuditLog,
     /// Longest life of a recorded broker session (see `broker_session`).
     pub broker_session_ttl: Duration,
+    /// Most revocation watch streams one access key may hold open at once; 0 = no limit.
+    pub max_watches_per_key: usize,
 }
 
 impl CoreConfig {
@@ -93,6 +103,7 @@ impl CoreConfig {
         watch_buffer: 4096,
         audit: crate::observe::AuditLog::OFF,
         broker_session_ttl: Duration::from_secs(7 * 24 * 3600),
+        max_watches_per_key: 16,
     };
 }
 
@@ -111,6 +122,10 @@ pub struct Core {
     limiter: limits::Limiter,
     durability: durability::GroupCommit,
     revocations: Arc<revocation::RevocationLog>,
+    /// Scope tombstones (RevokeTokens by key or instance), mirrored from the store.
+    tombstones: scope::Tombstones,
+    /// Open watch streams per access key, for `max_watches_per_key`.
+    watch_slots: Arc<watch_slots::WatchSlots>,
     /// Serializes writes that read before they write (device credentials, revocations, access
     /// keys). Held only around a synchronous `Store::apply`, never across an await.
     writer: Mutex<()>,
@@ -159,6 +174,7 @@ impl Core {
         config: CoreConfig,
     ) -> Result<(Arc<Self>, Option<RootKey>)> {
         let records = store.access_keys()?;
+        let tombstones = scope::Tombstones::load(store.tombstones()?);
         let bounds = store.revision_bounds()?;
         let revocations = Arc::new(revocation::RevocationLog::new(bounds, config.watch_buffer));
         let (before, after) = (revocations.clone(), revocations.clone());
@@ -172,6 +188,8 @@ impl Core {
         let core = Arc::new(Self {
             durability,
             revocations,
+            tombstones,
+            watch_slots: Arc::new(watch_slots::WatchSlots::new(config.max_watches_per_key)),
             access_keys: access_key::AccessKeys::load(&keyring, records),
             limiter: limits::Limiter::new(config.rate_limits.clone()),
             store,

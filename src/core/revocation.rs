@@ -16,7 +16,7 @@ use std::{
 
 use tokio::sync::{broadcast, watch};
 
-use super::{now_ms, Core, Result};
+use super::{now_ms, scope::Tombstone, Core, Result};
 use crate::store::{Op, RevisionBounds, Store};
 
 /// What was revoked. The store and the API each number these in their own codec.
@@ -28,8 +28,13 @@ pub enum RevocationKind {
     DeviceCredentialRefreshed,
     /// UnRegisterDeviceCredential.
     DeviceCredentialUnregistered,
-    /// DeleteAccessKey.
+    /// DeleteAccessKey (which also revokes every token the key minted).
     AccessKeyDeleted,
+    /// RevokeTokens by access key: the key's tokens on the instance minted before the
+    /// event's revision (a scope tombstone, see `super::scope`).
+    TokensOfKeyRevoked,
+    /// RevokeTokens of a whole instance: its tokens minted before the event's revision.
+    InstanceTokensRevoked,
 }
 
 /// One entry of the revocation log: what brokers need to drop the clients it concerns.
@@ -46,7 +51,8 @@ pub struct RevocationEvent {
     pub token_fingerprint: String,
     /// The client id (device credential events); empty otherwise.
     pub client_id: String,
-    /// The device access key id or access key id that stopped working; empty for tokens.
+    /// The device access key id or access key id that stopped working, or whose tokens were
+    /// revoked (`TokensOfKeyRevoked`); empty for single tokens.
     pub key_id: String,
     /// Why, in words: the operation that caused it.
     pub reason: String,
@@ -55,6 +61,8 @@ pub struct RevocationEvent {
     pub expire_ms: Option<i64>,
     /// When it was revoked, ms since the Unix epoch.
     pub revoke_ms: i64,
+    /// The token's handle (`TokenRevoked`); empty otherwise.
+    pub token_handle: String,
 }
 
 impl RevocationEvent {
@@ -79,6 +87,7 @@ pub(crate) struct Draft {
     pub reason: String,
     pub expire_ms: Option<i64>,
     pub revoke_ms: i64,
+    pub token_handle: String,
 }
 
 impl Draft {
@@ -99,6 +108,7 @@ impl Draft {
             reason: reason.to_owned(),
             expire_ms: None,
             revoke_ms,
+            token_handle: String::new(),
         }
     }
 
@@ -113,6 +123,7 @@ impl Draft {
             reason: self.reason,
             expire_ms: self.expire_ms,
             revoke_ms: self.revoke_ms,
+            token_handle: self.token_handle,
         }
     }
 }
@@ -196,6 +207,9 @@ impl Core {
     /// [`Core::commit`], and `applied` runs once the batch is applied, still under the writer
     /// lock and before the flush and the publish: where in-memory state mirrors the store, it
     /// changes only after the write succeeded, and before anyone hears of it.
+    ///
+    /// A scope revocation event brings its tombstone (`super::scope`) into the same batch, with
+    /// the event's revision as the cut-off, and into the in-memory table the same way.
     pub(crate) async fn commit_then<T>(
         &self,
         build: impl FnOnce(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
@@ -210,14 +224,22 @@ impl Core {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let mut events = Vec::with_capacity(drafts.len());
+            let mut tombstones = Vec::new();
             let mut rev = *last;
             for draft in drafts {
                 rev += 1;
                 let event = Arc::new(draft.into_event(rev));
+                if let Some(tombstone) = Tombstone::of_event(&event) {
+                    ops.push(Op::PutTombstone(tombstone.clone()));
+                    tombstones.push(tombstone);
+                }
                 ops.push(Op::AppendRevocation(event.as_ref().clone()));
                 events.push(event);
             }
             self.store.apply(ops)?;
+            for tombstone in &tombstones {
+                self.tombstones.record(tombstone);
+            }
             applied(&value);
             let wrote = !events.is_empty();
             *last = rev;

@@ -1,4 +1,4 @@
-//! Tokens: format, ApplyToken, QueryToken, RevokeToken.
+//! Tokens: format, handles, ApplyToken, QueryToken, RevokeToken.
 //!
 //! A token is `<key id>.<id>.<mac>`: the keyring key id (decimal), 16 random bytes and
 //! HMAC-SHA256(token MAC key, instance id || 0 || id), both URL-safe Base64 without padding.
@@ -6,6 +6,15 @@
 //! randomness, and binds the instance: a garbled, forged or other-instance token fails the MAC
 //! check, in constant time, before any storage read. Rotating keys leaves old tokens valid
 //! because each names its key.
+//!
+//! A token's handle is `th_<id>`: the random id alone, without the MAC that makes a token. It
+//! names the token (for ListTokens and RevokeTokens) but cannot pass as one: it has no `.`, so
+//! it fails the token check before anything else, and the MAC cannot be derived from it
+//! without the keyring. Safe to log and store.
+//!
+//! A token is live when it is stored, unexpired, not revoked on its own, not covered by a scope
+//! tombstone (`super::scope`), and the access key that minted it still exists (deleting a key
+//! revokes its tokens in the delete's own write).
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
@@ -91,8 +100,16 @@ pub struct IssuedToken {
     pub creator: String,
     /// Creation time, ms since the Unix epoch.
     pub create_ms: i64,
-    /// Revocation time, ms since the Unix epoch, once revoked.
+    /// Revocation time, ms since the Unix epoch, once revoked on its own (RevokeToken,
+    /// RevokeTokens by handle); scope revocations do not touch the record.
     pub revoked_ms: Option<i64>,
+    /// The revocation log's last revision when it was minted: a scope tombstone with a higher
+    /// cut-off covers it. 0 for tokens minted before any revocation (or by a version that did
+    /// not record it: every tombstone covers those, rightly, since they are older).
+    pub minted_revision: u64,
+    /// The keyring key its MAC was made with (to rebuild its fingerprint from its handle); 0
+    /// when minted by a version that did not record it.
+    pub keyring_id: u32,
 }
 
 /// ApplyToken output.
@@ -100,6 +117,8 @@ pub struct IssuedToken {
 pub struct AppliedToken {
     /// The token.
     pub token: String,
+    /// Its handle: names the token without being it.
+    pub handle: String,
     /// The expiry granted (after capping), ms since the Unix epoch.
     pub expire_time: i64,
 }
@@ -114,23 +133,51 @@ fn mac(key: &[u8; 32], instance_id: &str, id: &TokenId) -> [u8; 32] {
     crypto::hmac_sha256(key, &[instance_id.as_bytes(), &[0], id])
 }
 
+/// What starts every token handle; no token starts with it (tokens start with a digit).
+const HANDLE_PREFIX: &str = "th_";
+
+/// The handle of the token with this id: `th_` and the id in URL-safe Base64.
+pub fn handle(id: &TokenId) -> String {
+    format!("{HANDLE_PREFIX}{}", URL_SAFE_NO_PAD.encode(id))
+}
+
+/// The token id a handle names, or None if it is not a handle.
+pub fn parse_handle(handle: &str) -> Option<TokenId> {
+    let encoded = handle.strip_prefix(HANDLE_PREFIX)?;
+    if encoded.len() != 22 {
+        return None;
+    }
+    URL_SAFE_NO_PAD.decode(encoded).ok()?.try_into().ok()
+}
+
 /// The token fingerprint brokers match revocation events with, from the client crate so both
 /// sides compute it the same way.
 pub use mqtt_tokend_client::fingerprint;
 
 impl Core {
-    fn encode_token(&self, instance_id: &str, id: &TokenId) -> Result<String> {
-        let kid = self.keyring.active_id();
-        let key = self
-            .keyring
-            .token_mac_key(kid)
-            .ok_or_else(|| Error::internal("active keyring key is missing"))?;
+    /// The token string of `id` on `instance_id` made with keyring key `kid`, or None if the
+    /// keyring no longer has that key.
+    fn token_string(&self, kid: u32, instance_id: &str, id: &TokenId) -> Option<String> {
+        let key = self.keyring.token_mac_key(kid)?;
         let tag = mac(key, instance_id, id);
-        Ok(format!(
+        Some(format!(
             "{kid}.{}.{}",
             URL_SAFE_NO_PAD.encode(id),
             URL_SAFE_NO_PAD.encode(tag)
         ))
+    }
+
+    /// The fingerprint of a stored token, rebuilt from its id (for a revocation by handle,
+    /// whose caller has no token string). None for a token minted before records named their
+    /// keyring key, when the keyring has several keys and so the token's key is unknown.
+    pub(crate) fn fingerprint_of(&self, id: &TokenId, record: &IssuedToken) -> Option<String> {
+        let kid = match record.keyring_id {
+            0 if self.keyring.key_count() == 1 => self.keyring.active_id(),
+            0 => return None,
+            kid => kid,
+        };
+        self.token_string(kid, &record.instance_id, id)
+            .map(|t| fingerprint(&t))
     }
 
     /// Checks a token's form and MAC for `instance_id`; None if garbled, forged, of another
@@ -166,13 +213,29 @@ impl Core {
             // Swept after expiry, or never stored (e.g. the store was replaced).
             return Ok(Err(TokenState::Unknown));
         };
-        if record.revoked_ms.is_some() {
+        if self.revocation_time(&record).is_some() {
             return Ok(Err(TokenState::Revoked));
         }
         if record.expire_ms <= now {
             return Ok(Err(TokenState::Expired));
         }
         Ok(Ok(record))
+    }
+
+    /// Whether a stored token is revoked, and when: on its own, by a scope tombstone, or
+    /// (`Some(0)`, the time unknown) by the deletion of the key that minted it. Memory only:
+    /// the tombstones and the access keys are kept in memory, so every check stays O(1).
+    pub(crate) fn revocation_time(&self, record: &IssuedToken) -> Option<i64> {
+        if record.revoked_ms.is_some() {
+            return record.revoked_ms;
+        }
+        if let Some(at) =
+            self.tombstones
+                .covering(&record.instance_id, &record.creator, record.minted_revision)
+        {
+            return Some(at);
+        }
+        (!self.access_keys.contains(&record.creator)).then_some(0)
     }
 
     /// ApplyToken: mints a token. Returns after the token is durable.
@@ -218,7 +281,14 @@ impl Core {
         }
         let expire_time = req.expire_time.min(now.saturating_add(MAX_LIFETIME_MS));
         let id: TokenId = random_bytes();
-        let token = self.encode_token(&req.instance_id, &id)?;
+        let kid = self.keyring.active_id();
+        let token = self
+            .token_string(kid, &req.instance_id, &id)
+            .ok_or_else(|| Error::internal("active keyring key is missing"))?;
+        // Read after `now`, and without the writer lock: a scope revocation that has applied
+        // its tombstone by now has also bumped this, so the token is not covered; one that has
+        // not is concurrent with this call, and covering the token is right too.
+        let minted_revision = self.revocations.last_applied();
         let record = IssuedToken {
             instance_id: req.instance_id,
             actions: req.actions,
@@ -227,11 +297,17 @@ impl Core {
             creator: caller.access_key_id().to_owned(),
             create_ms: now,
             revoked_ms: None,
+            minted_revision,
+            keyring_id: kid,
         };
         // A fresh random id cannot collide with a concurrent writer: no writer lock needed.
         self.store.apply(vec![Op::PutToken(id, record)])?;
         self.durability.wait().await?;
-        Ok(AppliedToken { token, expire_time })
+        Ok(AppliedToken {
+            token,
+            handle: handle(&id),
+            expire_time,
+        })
     }
 
     /// QueryToken: true only for a live token of this instance. Garbled, forged, unknown,
@@ -282,12 +358,13 @@ impl Core {
                 let Some(mut record) = store.token(&verified.id)? else {
                     return Ok((vec![], vec![], ()));
                 };
-                if record.revoked_ms.is_some() || record.expire_ms <= now {
+                if self.revocation_time(&record).is_some() || record.expire_ms <= now {
                     return Ok((vec![], vec![], ()));
                 }
                 record.revoked_ms = Some(now);
                 let draft = Draft {
                     token_fingerprint: fingerprint,
+                    token_handle: handle(&verified.id),
                     expire_ms: Some(record.expire_ms),
                     ..Draft::new(
                         RevocationKind::TokenRevoked,

@@ -7,6 +7,10 @@
 //! Shutdown ends every watch with `ServiceUnavailable` (brokers resume from their last
 //! revision once the server is back), also one whose client stopped reading: its task does not
 //! wait for room in the stream, and the stream answers the error ahead of what it buffered.
+//!
+//! An access key holds at most `max_watches_per_key` watches at once (`super::watch_slots`): each
+//! stream holds a slot, given back when the stream is dropped (the client went away or the
+//! stream ended), so a runaway broker cannot pile up streams and tasks.
 
 use std::{
     pin::Pin,
@@ -18,7 +22,9 @@ use std::{
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::Stream;
 
-use super::{now_ms, revocation::RevocationEvent, Caller, Core, Error, Field, Result};
+use super::{
+    now_ms, revocation::RevocationEvent, watch_slots::WatchSlot, Caller, Core, Error, Field, Result,
+};
 use crate::store::RevisionBounds;
 
 /// Most instance ids one watch may filter on.
@@ -56,6 +62,8 @@ pub struct WatchStream {
     rx: mpsc::Receiver<Result<WatchItem>>,
     shutdown: watch::Receiver<bool>,
     done: bool,
+    /// This stream's place in its key's limit, given back on drop.
+    _slot: WatchSlot,
 }
 
 impl Stream for WatchStream {
@@ -91,7 +99,8 @@ impl Core {
     ///
     /// # Errors
     /// `InstancePermissionCheckFailed` for an instance the caller may not see;
-    /// `RevisionCompacted` (start below the oldest retained revision) or `FutureRevision`.
+    /// `RevisionCompacted` (start below the oldest retained revision) or `FutureRevision`;
+    /// `WatchStreamNumExceed` when the caller's key holds `max_watches_per_key` streams.
     pub fn watch(
         self: &Arc<Self>,
         caller: &Caller,
@@ -134,6 +143,8 @@ impl Core {
             }
             WatchStart::Revision(r) => r,
         };
+        // Last, so a refused request holds no slot.
+        let slot = self.watch_slots.take(caller.access_key_id())?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let watcher = Watcher {
             core: self.clone(),
@@ -149,6 +160,7 @@ impl Core {
             rx,
             shutdown: self.shutdown.subscribe(),
             done: false,
+            _slot: slot,
         })
     }
 }

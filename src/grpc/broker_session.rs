@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::open;
 use crate::{
-    core::{broker_session::Credential, Core, Error},
+    core::{broker_session::Credential, Core, Error, Field},
     proto::{
         self, broker_session_service_server::BrokerSessionService,
         list_credential_sessions_request::Credential as ProtoCredential,
@@ -29,9 +29,22 @@ impl BrokerSessionService for BrokerSessionGrpc {
             Some(ProtoCredential::DeviceAccessKeyId(id)) if !id.is_empty() => {
                 Credential::DeviceCredential(id)
             }
+            Some(ProtoCredential::MintingAccessKeyId(id)) if !id.is_empty() => {
+                Credential::MintingKey(id)
+            }
+            Some(ProtoCredential::TokenInstanceId(id)) if !id.is_empty() => {
+                if id != req.instance_id {
+                    return Err(ctx.err(Error::invalid(
+                        Field::InstanceId,
+                        "must be set and equal token_instance_id",
+                    )));
+                }
+                Credential::InstanceTokens
+            }
             _ => {
                 return Err(ctx.err(Error::ParameterCheckFailed(
-                    "one of token_fingerprint, access_key_id, device_access_key_id is required"
+                    "one of token_fingerprint, access_key_id, device_access_key_id, \
+                     minting_access_key_id, token_instance_id is required"
                         .into(),
                 )))
             }

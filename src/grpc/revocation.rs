@@ -7,7 +7,9 @@ use tonic::{Request, Response, Status};
 
 use super::{open, status::to_status};
 use crate::{
-    core::{revocation::RevocationEvent, Core, RevocationKind, WatchItem, WatchStart},
+    core::{
+        revocation::RevocationEvent, Core, Error, Field, RevocationKind, WatchItem, WatchStart,
+    },
     proto::{
         self, revocation_service_server::RevocationService, watch_revocations_response::Message,
         StartMode,
@@ -27,6 +29,29 @@ fn kind(k: RevocationKind) -> proto::RevocationKind {
             proto::RevocationKind::DeviceCredentialUnregistered
         }
         RevocationKind::AccessKeyDeleted => proto::RevocationKind::AccessKeyDeleted,
+        RevocationKind::TokensOfKeyRevoked => proto::RevocationKind::TokensOfKeyRevoked,
+        RevocationKind::InstanceTokensRevoked => proto::RevocationKind::InstanceTokensRevoked,
+    }
+}
+
+/// Where a watch starts, by etcd's rule: a start revision alone means "from there"; a start
+/// revision with a mode that has no use for it is refused rather than half-obeyed (it used to
+/// be ignored, and the broker silently missed every event from it on).
+fn start(mode: i32, revision: u64) -> Result<WatchStart, Error> {
+    let conflict = || {
+        Error::invalid(
+            Field::StartRevision,
+            "must be 0 with START_MODE_NOW and START_MODE_SNAPSHOT; set START_MODE_REVISION \
+             (or leave the mode unset) to start from it",
+        )
+    };
+    match StartMode::try_from(mode) {
+        Ok(StartMode::Unspecified) if revision == 0 => Ok(WatchStart::Now),
+        Ok(StartMode::Unspecified | StartMode::Revision) => Ok(WatchStart::Revision(revision)),
+        Ok(StartMode::Now) if revision == 0 => Ok(WatchStart::Now),
+        Ok(StartMode::Snapshot) if revision == 0 => Ok(WatchStart::Snapshot),
+        Ok(StartMode::Now | StartMode::Snapshot) => Err(conflict()),
+        Err(_) => Err(Error::ParameterCheckFailed("unknown start_mode".into())),
     }
 }
 
@@ -43,6 +68,7 @@ fn event(e: &RevocationEvent) -> proto::RevocationEvent {
         reason: e.reason.clone(),
         expire_time: e.expire_ms.unwrap_or(0),
         revoke_time: e.revoke_ms,
+        token_handle: e.token_handle.clone(),
     }
 }
 
@@ -58,16 +84,7 @@ impl RevocationService for RevocationGrpc {
         request: Request<proto::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let (ctx, req) = open(&self.0, request, "WatchRevocations")?;
-        let start = match StartMode::try_from(req.start_mode) {
-            Ok(StartMode::Unspecified | StartMode::Now) => WatchStart::Now,
-            Ok(StartMode::Revision) => WatchStart::Revision(req.start_revision),
-            Ok(StartMode::Snapshot) => WatchStart::Snapshot,
-            Err(_) => {
-                return Err(ctx.err(crate::core::Error::ParameterCheckFailed(
-                    "unknown start_mode".into(),
-                )))
-            }
-        };
+        let start = start(req.start_mode, req.start_revision).map_err(|e| ctx.err(e))?;
         let items = self
             .0
             .watch(&ctx.caller, start, req.instance_ids)
@@ -89,5 +106,35 @@ impl RevocationService for RevocationGrpc {
             })
         });
         ctx.respond(Box::pin(stream) as WatchStream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_revision_alone_resumes_and_conflicting_modes_are_refused() {
+        let code = |mode: StartMode, rev| start(mode as i32, rev).map_err(|e| e.code());
+        assert_eq!(code(StartMode::Unspecified, 0), Ok(WatchStart::Now));
+        assert_eq!(
+            code(StartMode::Unspecified, 42),
+            Ok(WatchStart::Revision(42))
+        );
+        assert_eq!(code(StartMode::Revision, 42), Ok(WatchStart::Revision(42)));
+        // Revision 0 in REVISION mode stays the core's "revisions start at 1".
+        assert_eq!(code(StartMode::Revision, 0), Ok(WatchStart::Revision(0)));
+        assert_eq!(code(StartMode::Now, 0), Ok(WatchStart::Now));
+        assert_eq!(code(StartMode::Snapshot, 0), Ok(WatchStart::Snapshot));
+        for mode in [StartMode::Now, StartMode::Snapshot] {
+            assert_eq!(
+                code(mode, 42),
+                Err("InvalidParameter.StartRevision".to_owned())
+            );
+        }
+        assert_eq!(
+            start(99, 0).map_err(|e| e.code()),
+            Err("ParameterCheckFailed".to_owned())
+        );
     }
 }

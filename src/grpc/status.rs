@@ -25,7 +25,8 @@ fn grpc_code(err: &Error) -> Code {
         | Error::QueryTokenOverFlow { .. }
         | Error::RevokeTokenOverFlow { .. }
         | Error::SystemOverFlow
-        | Error::DeviceCredentialNumExceed => Code::ResourceExhausted,
+        | Error::DeviceCredentialNumExceed
+        | Error::WatchStreamNumExceed { .. } => Code::ResourceExhausted,
         Error::DeviceCredentialExsit => Code::AlreadyExists,
         Error::DeviceCredentialNotFound | Error::AccessKeyIdNotFound => Code::NotFound,
         Error::RevisionCompacted { .. } | Error::FutureRevision { .. } => Code::OutOfRange,
@@ -48,6 +49,9 @@ pub fn to_status(err: &Error, request_id: &str) -> Status {
         }
         Error::FutureRevision { current, .. } => {
             metadata.insert("current_revision".into(), current.to_string());
+        }
+        Error::WatchStreamNumExceed { max } => {
+            metadata.insert("max_watches_per_key".into(), max.to_string());
         }
         _ => {}
     }

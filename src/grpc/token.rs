@@ -1,4 +1,4 @@
-//! TokenService: ApplyToken, QueryToken, RevokeToken.
+//! TokenService: ApplyToken, QueryToken, RevokeToken, ListTokens, RevokeTokens.
 
 use std::sync::Arc;
 
@@ -6,8 +6,14 @@ use tonic::{Request, Response, Status};
 
 use super::open;
 use crate::{
-    core::{audit::Target, Actions, Core, Error, Field, TokenRequest},
-    proto::{self, token_service_server::TokenService, TokenAction},
+    core::{
+        audit::Target, Actions, Core, Error, Field, TokenInfo, TokenRequest, TokenScope,
+        TokenStatus,
+    },
+    proto::{
+        self, revoke_tokens_request::Scope, token_service_server::TokenService, TokenAction,
+        TokenState,
+    },
 };
 
 /// The TokenService implementation.
@@ -28,6 +34,32 @@ fn actions(values: &[i32]) -> Result<Actions, Error> {
         }
     }
     Ok(actions)
+}
+
+fn token_info(t: TokenInfo) -> proto::TokenInfo {
+    let mut actions = Vec::with_capacity(2);
+    if t.actions.read {
+        actions.push(TokenAction::Read.into());
+    }
+    if t.actions.write {
+        actions.push(TokenAction::Write.into());
+    }
+    let state = match t.status {
+        TokenStatus::Live => TokenState::Live,
+        TokenStatus::Revoked => TokenState::Revoked,
+        TokenStatus::Expired => TokenState::Expired,
+    };
+    proto::TokenInfo {
+        token_handle: t.handle,
+        actions,
+        resources: t.resources,
+        expire_time: t.expire_ms,
+        create_time: t.create_ms,
+        access_key_id: t.creator,
+        state: state.into(),
+        revoke_time: t.revoke_ms.unwrap_or(0),
+        minted_revision: t.minted_revision,
+    }
 }
 
 #[tonic::async_trait]
@@ -53,11 +85,12 @@ impl TokenService for TokenGrpc {
             )
             .await
             .map_err(|e| ctx.err(e))?;
-        ctx.audit(Target::token(&instance_id, &applied.token));
+        ctx.audit(Target::token(&instance_id, &applied.token).with_handle(&applied.handle));
         ctx.respond(proto::ApplyTokenResponse {
             token: applied.token,
             request_id: ctx.request_id.clone(),
             expire_time: applied.expire_time,
+            token_handle: applied.handle,
         })
     }
 
@@ -88,6 +121,65 @@ impl TokenService for TokenGrpc {
             .await
             .map_err(|e| ctx.err(e))?;
         ctx.respond(proto::RevokeTokenResponse {
+            request_id: ctx.request_id.clone(),
+            revision,
+        })
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<proto::ListTokensRequest>,
+    ) -> Result<Response<proto::ListTokensResponse>, Status> {
+        let (ctx, req) = open(&self.0, request, "ListTokens")?;
+        let page = self
+            .0
+            .list_tokens(
+                &ctx.caller,
+                &req.instance_id,
+                &req.access_key_id,
+                &req.next_token,
+                usize::try_from(req.page_size).unwrap_or(usize::MAX),
+            )
+            .map_err(|e| ctx.err(e))?;
+        ctx.respond(proto::ListTokensResponse {
+            tokens: page.tokens.into_iter().map(token_info).collect(),
+            next_token: page.next_token,
+            request_id: ctx.request_id.clone(),
+        })
+    }
+
+    async fn revoke_tokens(
+        &self,
+        request: Request<proto::RevokeTokensRequest>,
+    ) -> Result<Response<proto::RevokeTokensResponse>, Status> {
+        let (mut ctx, req) = open(&self.0, request, "RevokeTokens")?;
+        let target = Target::instance(&req.instance_id);
+        let scope = match req.scope {
+            Some(Scope::TokenHandle(h)) => {
+                ctx.audit(target.with_handle(&h));
+                TokenScope::Handle(h)
+            }
+            Some(Scope::AccessKeyId(k)) => {
+                ctx.audit(target.with_key(&k));
+                TokenScope::AccessKey(k)
+            }
+            Some(Scope::AllTokens(true)) => {
+                ctx.audit(target);
+                TokenScope::Instance
+            }
+            Some(Scope::AllTokens(false)) | None => {
+                ctx.audit(target);
+                return Err(ctx.err(Error::ParameterCheckFailed(
+                    "one of token_handle, access_key_id, all_tokens (true) is required".into(),
+                )));
+            }
+        };
+        let revision = self
+            .0
+            .revoke_tokens(&ctx.caller, &req.instance_id, scope)
+            .await
+            .map_err(|e| ctx.err(e))?;
+        ctx.respond(proto::RevokeTokensResponse {
             request_id: ctx.request_id.clone(),
             revision,
         })

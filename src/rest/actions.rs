@@ -38,7 +38,12 @@ pub(crate) async fn dispatch(
                     },
                 )
                 .await?;
-            Ok(vec![("Token", Value::Str(applied.token))])
+            // `TokenHandle` is ours, not Alibaba's: the official SDKs read only the fields they
+            // know, and a REST-only user needs it to list and revoke the token later.
+            Ok(vec![
+                ("Token", Value::Str(applied.token)),
+                ("TokenHandle", Value::Str(applied.handle)),
+            ])
         }
         "QueryToken" => {
             let valid = core.query_token(caller, instance_id, p.get_or_empty("Token"))?;

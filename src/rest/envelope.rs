@@ -215,7 +215,8 @@ fn core_status_message(e: &Error) -> (StatusCode, String) {
         | Error::DeviceCredentialNotFound
         | Error::DeviceCredentialNumExceed
         | Error::RevisionCompacted { .. }
-        | Error::FutureRevision { .. } => (S::BAD_REQUEST, e.to_string()),
+        | Error::FutureRevision { .. }
+        | Error::WatchStreamNumExceed { .. } => (S::BAD_REQUEST, e.to_string()),
         Error::AccessKeyNotFound | Error::AccessKeyIdNotFound => (S::NOT_FOUND, e.to_string()),
         Error::SystemOverFlow => (S::INTERNAL_SERVER_ERROR, e.to_string()),
         Error::ServiceUnavailable => (S::SERVICE_UNAVAILABLE, e.to_string()),

@@ -121,7 +121,13 @@ impl<'a> RestCall<'a> {
         let client_id = params.get_or_empty("ClientId");
         let target = match action {
             "ApplyToken" => match outcome.as_ref().ok().and_then(|f| field(f, "Token")) {
-                Some(token) => Target::token(instance, token),
+                Some(token) => Target::token(instance, token).with_handle(
+                    outcome
+                        .as_ref()
+                        .ok()
+                        .and_then(|f| field(f, "TokenHandle"))
+                        .unwrap_or_default(),
+                ),
                 None => Target::instance(instance),
             },
             "RevokeToken" => Target::token(instance, params.get_or_empty("Token")),

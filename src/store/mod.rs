@@ -17,7 +17,7 @@ pub use sessions::{BrokerSessionRecord, BrokerSessionStore};
 pub use sled_store::{SledStore, StoreClosed};
 
 use crate::core::{
-    access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent,
+    access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent, scope::Tombstone,
     token::IssuedToken,
 };
 
@@ -66,10 +66,19 @@ pub struct StoreCounts {
 /// One write inside an atomic [`Store::apply`] batch.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// Insert or replace a token (and its expiry index entry).
+    /// Insert or replace a token (and its expiry and listing index entries).
     PutToken(TokenId, IssuedToken),
-    /// Delete a token and its expiry index entry.
+    /// Delete a token and its expiry and listing index entries.
     DeleteToken(TokenId, i64),
+    /// Insert or replace the tombstone of a scope (its instance and key).
+    PutTombstone(Tombstone),
+    /// Delete the tombstone of a scope.
+    DeleteTombstone {
+        /// The instance.
+        instance_id: String,
+        /// The minting key; `None` for the instance-wide scope.
+        key_id: Option<String>,
+    },
     /// Insert or replace an access key.
     PutAccessKey(AccessKey),
     /// Delete an access key.
@@ -101,6 +110,19 @@ pub trait Store: BrokerSessionStore + Send + Sync + 'static {
     fn token(&self, id: &TokenId) -> StoreResult<Option<IssuedToken>>;
     /// Ids and expiry times of up to `limit` tokens that expired at or before `now_ms`.
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>>;
+    /// The latest expiry of any stored token, if any is stored.
+    fn newest_token_expiry(&self) -> StoreResult<Option<i64>>;
+    /// Up to `limit` tokens of an instance (only those `creator` minted, when given), ordered
+    /// by (creator, id), strictly after `after` = (creator, id) when given.
+    fn instance_tokens(
+        &self,
+        instance_id: &str,
+        creator: Option<&str>,
+        after: Option<(&str, &TokenId)>,
+        limit: usize,
+    ) -> StoreResult<Vec<(TokenId, IssuedToken)>>;
+    /// Every scope tombstone.
+    fn tombstones(&self) -> StoreResult<Vec<Tombstone>>;
     /// Every access key.
     fn access_keys(&self) -> StoreResult<Vec<AccessKey>>;
     /// The credential of a client id.

@@ -7,6 +7,7 @@ use crate::core::{
     access_key::AccessKey,
     device::RegisteredDevice,
     revocation::{RevocationEvent, RevocationKind},
+    scope::Tombstone,
     token::{Actions, IssuedToken},
 };
 
@@ -37,6 +38,34 @@ pub(super) struct TokenRecord {
     /// Revocation time, ms since the Unix epoch; 0 = not revoked.
     #[prost(int64, tag = "8")]
     pub revoke_ms: i64,
+    /// The revocation log's last revision when it was minted (0 in records of older
+    /// versions, which every scope tombstone then covers: they are older).
+    #[prost(uint64, tag = "9")]
+    pub minted_revision: u64,
+    /// The keyring key of its MAC; 0 = not recorded (older versions).
+    #[prost(uint32, tag = "10")]
+    pub keyring_id: u32,
+}
+
+/// A scope tombstone (RevokeTokens by key or instance). Its key names the scope; the record
+/// repeats it so a record alone says what it is.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct TombstoneRecord {
+    /// The instance.
+    #[prost(string, tag = "1")]
+    pub instance_id: String,
+    /// The minting access key; empty = every token of the instance.
+    #[prost(string, tag = "2")]
+    pub key_id: String,
+    /// Tokens minted before this revision are covered.
+    #[prost(uint64, tag = "3")]
+    pub cutoff_revision: u64,
+    /// When the scope was revoked, ms.
+    #[prost(int64, tag = "4")]
+    pub revoke_ms: i64,
+    /// When the last token it can cover expires, ms.
+    #[prost(int64, tag = "5")]
+    pub until_ms: i64,
 }
 
 /// An access key. The secret is not stored: it is derived from the keyring.
@@ -115,6 +144,9 @@ pub(super) struct RevocationRecord {
     /// When it was revoked, ms.
     #[prost(int64, tag = "9")]
     pub revoke_ms: i64,
+    /// Token handle, for token revocations.
+    #[prost(string, tag = "10")]
+    pub token_handle: String,
 }
 
 // The numbers the log stores for each revocation kind. They are on disk, so they never
@@ -123,6 +155,8 @@ const KIND_TOKEN_REVOKED: i32 = 1;
 const KIND_DEVICE_CREDENTIAL_REFRESHED: i32 = 2;
 const KIND_DEVICE_CREDENTIAL_UNREGISTERED: i32 = 3;
 const KIND_ACCESS_KEY_DELETED: i32 = 4;
+const KIND_TOKENS_OF_KEY_REVOKED: i32 = 5;
+const KIND_INSTANCE_TOKENS_REVOKED: i32 = 6;
 
 /// The stored number of a revocation kind.
 fn kind_code(kind: RevocationKind) -> i32 {
@@ -131,6 +165,8 @@ fn kind_code(kind: RevocationKind) -> i32 {
         RevocationKind::DeviceCredentialRefreshed => KIND_DEVICE_CREDENTIAL_REFRESHED,
         RevocationKind::DeviceCredentialUnregistered => KIND_DEVICE_CREDENTIAL_UNREGISTERED,
         RevocationKind::AccessKeyDeleted => KIND_ACCESS_KEY_DELETED,
+        RevocationKind::TokensOfKeyRevoked => KIND_TOKENS_OF_KEY_REVOKED,
+        RevocationKind::InstanceTokensRevoked => KIND_INSTANCE_TOKENS_REVOKED,
     }
 }
 
@@ -141,6 +177,8 @@ fn kind_from_code(code: i32) -> Option<RevocationKind> {
         KIND_DEVICE_CREDENTIAL_REFRESHED => Some(RevocationKind::DeviceCredentialRefreshed),
         KIND_DEVICE_CREDENTIAL_UNREGISTERED => Some(RevocationKind::DeviceCredentialUnregistered),
         KIND_ACCESS_KEY_DELETED => Some(RevocationKind::AccessKeyDeleted),
+        KIND_TOKENS_OF_KEY_REVOKED => Some(RevocationKind::TokensOfKeyRevoked),
+        KIND_INSTANCE_TOKENS_REVOKED => Some(RevocationKind::InstanceTokensRevoked),
         _ => None,
     }
 }
@@ -161,6 +199,8 @@ impl From<&IssuedToken> for TokenRecord {
             creator: t.creator.clone(),
             create_ms: t.create_ms,
             revoke_ms: t.revoked_ms.unwrap_or(0),
+            minted_revision: t.minted_revision,
+            keyring_id: t.keyring_id,
         }
     }
 }
@@ -178,6 +218,33 @@ impl From<TokenRecord> for IssuedToken {
             creator: r.creator,
             create_ms: r.create_ms,
             revoked_ms: optional_ms(r.revoke_ms),
+            minted_revision: r.minted_revision,
+            keyring_id: r.keyring_id,
+        }
+    }
+}
+
+impl From<&Tombstone> for TombstoneRecord {
+    fn from(t: &Tombstone) -> Self {
+        Self {
+            instance_id: t.instance_id.clone(),
+            key_id: t.key_id.clone().unwrap_or_default(),
+            cutoff_revision: t.cutoff,
+            revoke_ms: t.revoke_ms,
+            until_ms: t.until_ms,
+        }
+    }
+}
+
+impl From<TombstoneRecord> for Tombstone {
+    fn from(r: TombstoneRecord) -> Self {
+        Self {
+            instance_id: r.instance_id,
+            // Access key ids are never empty: empty is the instance-wide scope.
+            key_id: (!r.key_id.is_empty()).then_some(r.key_id),
+            cutoff: r.cutoff_revision,
+            revoke_ms: r.revoke_ms,
+            until_ms: r.until_ms,
         }
     }
 }
@@ -246,6 +313,7 @@ impl From<&RevocationEvent> for RevocationRecord {
             reason: e.reason.clone(),
             expire_ms: e.expire_ms.unwrap_or(0),
             revoke_ms: e.revoke_ms,
+            token_handle: e.token_handle.clone(),
         }
     }
 }
@@ -267,6 +335,7 @@ impl TryFrom<RevocationRecord> for RevocationEvent {
             reason: r.reason,
             expire_ms: optional_ms(r.expire_ms),
             revoke_ms: r.revoke_ms,
+            token_handle: r.token_handle,
         })
     }
 }
@@ -283,13 +352,15 @@ mod tests {
             (RevocationKind::DeviceCredentialRefreshed, 2),
             (RevocationKind::DeviceCredentialUnregistered, 3),
             (RevocationKind::AccessKeyDeleted, 4),
+            (RevocationKind::TokensOfKeyRevoked, 5),
+            (RevocationKind::InstanceTokensRevoked, 6),
         ];
         for (kind, code) in fixed {
             assert_eq!(kind_code(kind), code);
             assert_eq!(kind_from_code(code), Some(kind));
         }
         assert_eq!(kind_from_code(0), None);
-        assert_eq!(kind_from_code(5), None);
+        assert_eq!(kind_from_code(7), None);
     }
 
     #[test]
@@ -304,6 +375,7 @@ mod tests {
             reason: "DeleteAccessKey".into(),
             expire_ms: None,
             revoke_ms: 1_000,
+            token_handle: String::new(),
         };
         let record = RevocationRecord::from(&event);
         assert_eq!((record.instance_id.as_str(), record.expire_ms), ("", 0));
@@ -317,5 +389,21 @@ mod tests {
             RevocationEvent::try_from(unknown),
             Err("unknown revocation kind 9".to_owned())
         );
+    }
+
+    #[test]
+    fn tombstones_round_trip_with_the_instance_scope_as_an_empty_key() {
+        for key_id in [None, Some("MTAKx".to_owned())] {
+            let t = Tombstone {
+                instance_id: "i".into(),
+                key_id: key_id.clone(),
+                cutoff: 9,
+                revoke_ms: 1,
+                until_ms: 2,
+            };
+            let record = TombstoneRecord::from(&t);
+            assert_eq!(record.key_id, key_id.clone().unwrap_or_default());
+            assert_eq!(Tombstone::from(record), t);
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! - `m/n_tokens`, `m/n_revoked`, `m/n_devices` -> u64 be: record counts for the metrics,
 //!   kept in the same batches as the records (counted once on first open if missing)
 //! - `b/`, `i/`, `e/`: broker sessions and their indexes (see `sessions`)
+//! - `l/`, `s/`: the token listing index and the scope tombstones (see `tokens`)
 
 use std::{path::Path, sync::Mutex};
 
@@ -24,11 +25,12 @@ use super::{
     Op, RevisionBounds, Store, StoreCounts, StoreError, StoreResult, TokenId,
 };
 use crate::core::{
-    access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent,
+    access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent, scope::Tombstone,
     token::IssuedToken,
 };
 
 mod sessions;
+mod tokens;
 
 const LAST_REV: &[u8] = b"m/last_rev";
 const OLDEST_REV: &[u8] = b"m/oldest_rev";
@@ -174,6 +176,7 @@ impl SledStore {
                         closed: tokio::sync::watch::channel(()).0,
                     };
                     store.count_if_uncounted()?;
+                    store.index_if_unindexed()?;
                     return Ok(store);
                 }
                 // sled reports the lock failure as an `Other` I/O error with this text.
@@ -211,14 +214,6 @@ impl SledStore {
         batch.insert(N_DEVICES, &devices.to_be_bytes());
         self.db.apply_batch(batch)?;
         Ok(())
-    }
-
-    /// Whether the stored token `id` exists and is revoked: (exists, revoked).
-    fn token_state(&self, id: &TokenId) -> StoreResult<(bool, bool)> {
-        Ok(match self.token(id)? {
-            Some(token) => (true, token.revoked_ms.is_some()),
-            None => (false, false),
-        })
     }
 
     /// A future that resolves once this store has been dropped (by whoever holds it last)
@@ -283,6 +278,24 @@ impl Store for SledStore {
             out.push((id, i64::try_from(at).unwrap_or(i64::MAX)));
         }
         Ok(out)
+    }
+
+    fn newest_token_expiry(&self) -> StoreResult<Option<i64>> {
+        self.latest_expiry()
+    }
+
+    fn instance_tokens(
+        &self,
+        instance_id: &str,
+        creator: Option<&str>,
+        after: Option<(&str, &TokenId)>,
+        limit: usize,
+    ) -> StoreResult<Vec<(TokenId, IssuedToken)>> {
+        self.list_instance_tokens(instance_id, creator, after, limit)
+    }
+
+    fn tombstones(&self) -> StoreResult<Vec<Tombstone>> {
+        self.stored_tombstones()
     }
 
     fn access_keys(&self) -> StoreResult<Vec<AccessKey>> {
@@ -385,7 +398,9 @@ impl Store for SledStore {
         for op in ops {
             match op {
                 Op::PutToken(id, rec) => {
-                    let (existed, was_revoked) = self.token_state(&id)?;
+                    let existing = self.token(&id)?;
+                    let existed = existing.is_some();
+                    let was_revoked = existing.is_some_and(|t| t.revoked_ms.is_some());
                     if !existed {
                         self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), 1)?;
                     }
@@ -394,19 +409,35 @@ impl Store for SledStore {
                         self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), revoked)?;
                     }
                     batch.insert(expiry_key(rec.expire_ms, &id), &[]);
+                    batch.insert(
+                        tokens::listing_key(&rec.instance_id, &rec.creator, &id),
+                        &[],
+                    );
                     batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
                 }
                 Op::DeleteToken(id, expire_ms) => {
-                    let (existed, was_revoked) = self.token_state(&id)?;
-                    if existed {
+                    if let Some(existing) = self.token(&id)? {
                         self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), -1)?;
-                    }
-                    if was_revoked {
-                        self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), -1)?;
+                        if existing.revoked_ms.is_some() {
+                            self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), -1)?;
+                        }
+                        batch.remove(tokens::listing_key(
+                            &existing.instance_id,
+                            &existing.creator,
+                            &id,
+                        ));
                     }
                     batch.remove(expiry_key(expire_ms, &id));
                     batch.remove(token_key(&id));
                 }
+                Op::PutTombstone(t) => batch.insert(
+                    tokens::tombstone_key(&t.instance_id, t.key_id.as_deref()),
+                    tokens::encode_tombstone(&t),
+                ),
+                Op::DeleteTombstone {
+                    instance_id,
+                    key_id,
+                } => batch.remove(tokens::tombstone_key(&instance_id, key_id.as_deref())),
                 Op::PutAccessKey(rec) => {
                     let value = AccessKeyRecord::from(&rec).encode_to_vec();
                     batch.insert([b"a/", rec.id.as_bytes()].concat(), value);

@@ -3,7 +3,7 @@
 //! variant added on either side fails to compile here instead of being mis-numbered.
 
 use crate::{
-    grant::{AuthMode, DenyReason, Grant},
+    grant::{AuthMode, DenyReason, Grant, GrantToken},
     proto,
     revocation::{RevocationEvent, RevocationKind},
 };
@@ -50,6 +50,29 @@ impl From<Grant> for proto::Grant {
             expire_time: g.expire_time,
             token_fingerprints: g.token_fingerprints,
             key_id: g.key_id,
+            tokens: g.tokens.into_iter().map(proto::GrantToken::from).collect(),
+        }
+    }
+}
+
+impl From<GrantToken> for proto::GrantToken {
+    fn from(t: GrantToken) -> Self {
+        Self {
+            fingerprint: t.fingerprint,
+            token_handle: t.token_handle,
+            access_key_id: t.access_key_id,
+            minted_revision: t.minted_revision,
+        }
+    }
+}
+
+impl From<proto::GrantToken> for GrantToken {
+    fn from(t: proto::GrantToken) -> Self {
+        Self {
+            fingerprint: t.fingerprint,
+            token_handle: t.token_handle,
+            access_key_id: t.access_key_id,
+            minted_revision: t.minted_revision,
         }
     }
 }
@@ -71,6 +94,7 @@ pub fn grant_from_proto(g: proto::Grant) -> Option<Grant> {
         expire_time: g.expire_time,
         token_fingerprints: g.token_fingerprints,
         key_id: g.key_id,
+        tokens: g.tokens.into_iter().map(GrantToken::from).collect(),
     })
 }
 
@@ -85,6 +109,10 @@ impl From<proto::RevocationEvent> for RevocationEvent {
                 RevocationKind::DeviceCredentialUnregistered
             }
             Ok(proto::RevocationKind::AccessKeyDeleted) => RevocationKind::AccessKeyDeleted,
+            Ok(proto::RevocationKind::TokensOfKeyRevoked) => RevocationKind::TokensOfKeyRevoked,
+            Ok(proto::RevocationKind::InstanceTokensRevoked) => {
+                RevocationKind::InstanceTokensRevoked
+            }
             Ok(proto::RevocationKind::Unspecified) | Err(_) => RevocationKind::Unknown(e.kind),
         };
         Self {
@@ -97,6 +125,7 @@ impl From<proto::RevocationEvent> for RevocationEvent {
             reason: e.reason,
             expire_time: e.expire_time,
             revoke_time: e.revoke_time,
+            token_handle: e.token_handle,
         }
     }
 }
@@ -120,6 +149,12 @@ mod tests {
                 expire_time: 7,
                 token_fingerprints: vec!["f".into()],
                 key_id: "k".into(),
+                tokens: vec![GrantToken {
+                    fingerprint: "f".into(),
+                    token_handle: "th_x".into(),
+                    access_key_id: "MTAK".into(),
+                    minted_revision: 3,
+                }],
             };
             assert_eq!(grant_from_proto(g.clone().into()), Some(g));
         }
@@ -138,6 +173,8 @@ mod tests {
         };
         assert_eq!(e(1).kind, RevocationKind::TokenRevoked);
         assert_eq!(e(4).kind, RevocationKind::AccessKeyDeleted);
+        assert_eq!(e(5).kind, RevocationKind::TokensOfKeyRevoked);
+        assert_eq!(e(6).kind, RevocationKind::InstanceTokensRevoked);
         assert_eq!(e(0).kind, RevocationKind::Unknown(0));
         assert_eq!(e(42).kind, RevocationKind::Unknown(42));
     }

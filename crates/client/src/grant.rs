@@ -75,8 +75,27 @@ pub struct Grant {
     pub expire_time: i64,
     /// Fingerprints of the tokens used (Token mode); see [`crate::fingerprint`].
     pub token_fingerprints: Vec<String>,
-    /// The access key id or device access key id the grant rests on.
+    /// The access key id or device access key id named in the username. In Token mode it need
+    /// not be the key that minted the tokens: that one is in [`Grant::tokens`].
     pub key_id: String,
+    /// Token mode: the tokens used, by reference, in the order of `token_fingerprints`; what
+    /// scope revocations are matched against. Empty in other modes (and from a server that
+    /// predates token handles).
+    pub tokens: Vec<GrantToken>,
+}
+
+/// One token a Token-mode grant rests on, by reference: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrantToken {
+    /// The token's [`crate::fingerprint`].
+    pub fingerprint: String,
+    /// The token's handle (`th_…`), safe to log.
+    pub token_handle: String,
+    /// The access key that minted it.
+    pub access_key_id: String,
+    /// The revocation log's revision when it was minted: a scope revocation event with a
+    /// higher revision covers it.
+    pub minted_revision: u64,
 }
 
 impl Grant {
@@ -124,6 +143,7 @@ mod tests {
             expire_time: 0,
             token_fingerprints: vec![],
             key_id: "k".into(),
+            tokens: vec![],
         };
         assert_eq!(grant.check(TopicAction::Publish, "a/b"), Ok(()));
         assert_eq!(

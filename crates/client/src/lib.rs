@@ -30,7 +30,7 @@ pub use follower::{
     FollowItem, FollowerOptions, RevisionFile, RevisionStore, RevocationFollower, SnapshotReason,
     WatchError,
 };
-pub use grant::{AuthMode, DenyReason, Grant, TopicAction};
+pub use grant::{AuthMode, DenyReason, Grant, GrantToken, TopicAction};
 pub use revocation::{fingerprint, RevocationEvent, RevocationKind};
 pub use tls::{ClientTls, Pem, TlsError};
 

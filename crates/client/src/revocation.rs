@@ -14,8 +14,14 @@ pub enum RevocationKind {
     DeviceCredentialRefreshed,
     /// UnRegisterDeviceCredential.
     DeviceCredentialUnregistered,
-    /// DeleteAccessKey.
+    /// DeleteAccessKey: also revokes every token the key minted.
     AccessKeyDeleted,
+    /// RevokeTokens by access key: every token `key_id` minted on `instance_id` before this
+    /// event's revision.
+    TokensOfKeyRevoked,
+    /// RevokeTokens of a whole instance: every token of `instance_id` minted before this
+    /// event's revision.
+    InstanceTokensRevoked,
     /// A kind this client does not know (a newer server), with its wire number. It ends no
     /// grant here, and a follower still advances past it so the stream never stalls.
     Unknown(i32),
@@ -35,7 +41,8 @@ pub struct RevocationEvent {
     /// For device credential events: the client id.
     pub client_id: String,
     /// For device credential events the device access key id that stopped working; for an
-    /// access key deletion the access key id.
+    /// access key deletion the access key id; for [`RevocationKind::TokensOfKeyRevoked`] the
+    /// key whose tokens were revoked.
     pub key_id: String,
     /// Why, in words (e.g. "RevokeToken").
     pub reason: String,
@@ -43,29 +50,58 @@ pub struct RevocationEvent {
     pub expire_time: i64,
     /// When the revocation was written, ms since the Unix epoch.
     pub revoke_time: i64,
+    /// For token revocations: the token's handle (`th_…`); empty otherwise.
+    pub token_handle: String,
 }
 
 impl RevocationEvent {
     /// Whether this revocation ends a session holding `grant`: the token it names was used,
-    /// or the device credential or access key the grant rests on is gone.
+    /// the device credential or access key the grant rests on is gone, or one of its tokens is
+    /// in a revoked scope (minted by the key, or on the instance, before the event's revision).
     pub fn hits(&self, grant: &Grant) -> bool {
         if !self.instance_id.is_empty() && self.instance_id != grant.instance_id {
             return false;
         }
         match self.kind {
+            // By fingerprint, or by handle: a token revoked by its handle that was minted
+            // before records named their keyring key may come without a fingerprint.
             RevocationKind::TokenRevoked => {
-                !self.token_fingerprint.is_empty()
-                    && grant.token_fingerprints.contains(&self.token_fingerprint)
+                (!self.token_fingerprint.is_empty()
+                    && grant.token_fingerprints.contains(&self.token_fingerprint))
+                    || (!self.token_handle.is_empty()
+                        && grant
+                            .tokens
+                            .iter()
+                            .any(|t| t.token_handle == self.token_handle))
             }
             RevocationKind::DeviceCredentialRefreshed
             | RevocationKind::DeviceCredentialUnregistered => {
                 grant.mode == AuthMode::DeviceCredential && grant.key_id == self.key_id
             }
             // Token and Signature usernames both name an access key, and the service stops
-            // accepting either once the key is gone.
+            // accepting either once the key is gone; the deletion also revoked every token the
+            // key minted, whichever key the username names.
             RevocationKind::AccessKeyDeleted => {
-                matches!(grant.mode, AuthMode::Token | AuthMode::Signature)
-                    && grant.key_id == self.key_id
+                (matches!(grant.mode, AuthMode::Token | AuthMode::Signature)
+                    && grant.key_id == self.key_id)
+                    || (grant.mode == AuthMode::Token
+                        && grant.tokens.iter().any(|t| t.access_key_id == self.key_id))
+            }
+            // A scope covers the tokens minted before the event: a client that reconnected
+            // with a token minted after it keeps its session.
+            RevocationKind::TokensOfKeyRevoked => {
+                grant.mode == AuthMode::Token
+                    && grant.tokens.iter().any(|t| {
+                        t.access_key_id == self.key_id && t.minted_revision < self.revision
+                    })
+            }
+            RevocationKind::InstanceTokensRevoked => {
+                grant.mode == AuthMode::Token
+                    && !self.instance_id.is_empty()
+                    && grant
+                        .tokens
+                        .iter()
+                        .any(|t| t.minted_revision < self.revision)
             }
             RevocationKind::Unknown(_) => false,
         }
@@ -82,6 +118,7 @@ pub fn fingerprint(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grant::GrantToken;
 
     fn grant(mode: AuthMode, key_id: &str, fingerprints: &[&str]) -> Grant {
         Grant {
@@ -92,6 +129,15 @@ mod tests {
             expire_time: 0,
             token_fingerprints: fingerprints.iter().map(|f| f.to_string()).collect(),
             key_id: key_id.into(),
+            tokens: fingerprints
+                .iter()
+                .map(|f| GrantToken {
+                    fingerprint: f.to_string(),
+                    token_handle: format!("th_{f}"),
+                    access_key_id: "MINTER".into(),
+                    minted_revision: 10,
+                })
+                .collect(),
         }
     }
 
@@ -106,6 +152,7 @@ mod tests {
             reason: String::new(),
             expire_time: 0,
             revoke_time: 0,
+            token_handle: String::new(),
         }
     }
 
@@ -135,5 +182,43 @@ mod tests {
             assert!(!event(kind, "i", "", "AK").hits(&signature));
         }
         assert!(!event(RevocationKind::Unknown(9), "", "f1", "AK").hits(&token));
+        let by_handle = RevocationEvent {
+            token_handle: "th_f1".into(),
+            ..event(RevocationKind::TokenRevoked, "i", "", "")
+        };
+        assert!(by_handle.hits(&token) && !by_handle.hits(&signature));
+    }
+
+    #[test]
+    fn scope_kinds_hit_the_tokens_minted_before_them() {
+        // The token of `token` was minted by MINTER at revision 10; the username names AK.
+        let token = grant(AuthMode::Token, "AK", &["f1"]);
+        let signature = grant(AuthMode::Signature, "MINTER", &[]);
+        let at = |kind, instance: &str, key: &str, revision| RevocationEvent {
+            revision,
+            ..event(kind, instance, "", key)
+        };
+        let by_key = RevocationKind::TokensOfKeyRevoked;
+        assert!(at(by_key, "i", "MINTER", 11).hits(&token));
+        assert!(
+            !at(by_key, "i", "MINTER", 10).hits(&token),
+            "minted after the cut-off"
+        );
+        assert!(
+            !at(by_key, "i", "AK", 11).hits(&token),
+            "the username's key minted nothing"
+        );
+        assert!(!at(by_key, "other", "MINTER", 11).hits(&token));
+        assert!(!at(by_key, "i", "MINTER", 11).hits(&signature));
+        let all = RevocationKind::InstanceTokensRevoked;
+        assert!(at(all, "i", "", 11).hits(&token));
+        assert!(!at(all, "i", "", 10).hits(&token));
+        assert!(!at(all, "other", "", 11).hits(&token));
+        assert!(!at(all, "i", "", 11).hits(&signature));
+        // Deleting the minting key ends the session too, at any revision.
+        let deleted = RevocationKind::AccessKeyDeleted;
+        assert!(at(deleted, "i", "MINTER", 1).hits(&token));
+        assert!(at(deleted, "", "MINTER", 1).hits(&signature));
+        assert!(!at(deleted, "i", "ELSE", 1).hits(&token));
     }
 }

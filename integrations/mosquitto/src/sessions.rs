@@ -256,7 +256,7 @@ fn prune_recent(recent: &mut VecDeque<(Instant, RevocationEvent)>, now: Instant)
 
 #[cfg(test)]
 mod tests {
-    use mqtt_tokend_client::{AuthMode, RevocationKind};
+    use mqtt_tokend_client::{AuthMode, GrantToken, RevocationKind};
 
     use super::*;
 
@@ -269,6 +269,12 @@ mod tests {
             expire_time: expire_ms,
             token_fingerprints: vec![fp.into()],
             key_id: "AK".into(),
+            tokens: vec![GrantToken {
+                fingerprint: fp.into(),
+                token_handle: format!("th_{fp}"),
+                access_key_id: "MINTER".into(),
+                minted_revision: 5,
+            }],
         }
     }
 
@@ -281,6 +287,7 @@ mod tests {
             expire_time: 0,
             token_fingerprints: vec![],
             key_id: key.into(),
+            tokens: vec![],
         }
     }
 
@@ -295,6 +302,7 @@ mod tests {
             reason: String::new(),
             expire_time: 0,
             revoke_time: 0,
+            token_handle: String::new(),
         }
     }
 
@@ -334,6 +342,41 @@ mod tests {
         assert_eq!(s.revoke(dev, now), 1);
         assert_eq!(s.take_due(0), vec!["d1".to_string()]);
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_scope_revocation_kicks_every_session_in_its_scope_at_once() {
+        let s = Sessions::default();
+        let now = Instant::now();
+        for c in ["a1", "a2", "a3"] {
+            s.insert(c, 1, token_grant(c, 0), 0, now).unwrap();
+        }
+        let mut other = token_grant("b1", 0);
+        other.tokens[0].access_key_id = "OTHER".into();
+        s.insert("b1", 2, other, 0, now).unwrap();
+        s.insert("d1", 3, device_grant("MINTER"), 0, now).unwrap();
+        let scope = RevocationEvent {
+            revision: 6,
+            ..revocation(RevocationKind::TokensOfKeyRevoked, "", "MINTER")
+        };
+        assert_eq!(s.revoke(scope.clone(), now), 3);
+        let mut kicked = s.take_due(0);
+        kicked.sort();
+        assert_eq!(kicked, ["a1", "a2", "a3"]);
+        // A token of the key minted after the cut-off connects; one minted before does not.
+        let mut fresh = token_grant("a4", 0);
+        fresh.tokens[0].minted_revision = 6;
+        assert_eq!(s.insert("a4", 4, fresh, 0, now), Ok(()));
+        assert_eq!(
+            s.insert("a5", 5, token_grant("a5", 0), 0, now),
+            Err(Refused::RecentlyRevoked)
+        );
+        let instance = RevocationEvent {
+            revision: 7,
+            ..revocation(RevocationKind::InstanceTokensRevoked, "", "")
+        };
+        assert_eq!(s.revoke(instance, now), 2, "a4 and b1; the device stays");
+        assert_eq!(s.len(), 3);
     }
 
     #[test]

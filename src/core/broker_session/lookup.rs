@@ -47,7 +47,8 @@ impl Core {
     /// The sessions recorded under the caller's access key that rest on `credential`, in
     /// client id order: the clients a kicker disconnects when it is revoked. Includes sessions
     /// that expired less than the kick grace ago.
-    /// `instance_id` narrows to one instance (empty = every instance the caller may see).
+    /// `instance_id` narrows to one instance (empty = every instance the caller may see; the
+    /// instance's tokens, [`Credential::InstanceTokens`], need one).
     ///
     /// # Errors
     /// `InvalidParameter.PageSize` / `NextToken` / `InstanceId`, `InstancePermissionCheckFailed`,
@@ -73,7 +74,7 @@ impl Core {
         if next_token.len() > 256 {
             return Err(Error::invalid(Field::NextToken, "too long"));
         }
-        if !instance_id.is_empty() {
+        if !instance_id.is_empty() || *credential == Credential::InstanceTokens {
             crate::core::access_key::check_instance_id(instance_id)?;
             caller.check_instance(instance_id)?;
         }

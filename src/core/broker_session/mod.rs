@@ -44,11 +44,18 @@ pub enum Credential {
     AccessKey(String),
     /// A device credential, by device access key id.
     DeviceCredential(String),
+    /// The tokens an access key minted (Token-mode sessions on one of them).
+    MintingKey(String),
+    /// Every token of an instance: every Token-mode session. The instance is not part of it:
+    /// listings of it are narrowed to one instance by their `instance_id`, which they require.
+    InstanceTokens,
 }
 
 impl Credential {
     /// The credential a revocation event revokes: `token_fingerprint` for token revocations,
-    /// `key_id` for the others.
+    /// `key_id` for the others, and for an instance scope every token session (list them with
+    /// the event's instance id). A scope lists every session of the scope, also one whose
+    /// client reconnected with a token minted after the scope's cut-off: kicked, it reconnects.
     pub fn of_revocation(kind: RevocationKind, token_fingerprint: &str, key_id: &str) -> Self {
         match kind {
             RevocationKind::TokenRevoked => Self::Token(token_fingerprint.to_owned()),
@@ -57,6 +64,8 @@ impl Credential {
                 Self::DeviceCredential(key_id.to_owned())
             }
             RevocationKind::AccessKeyDeleted => Self::AccessKey(key_id.to_owned()),
+            RevocationKind::TokensOfKeyRevoked => Self::MintingKey(key_id.to_owned()),
+            RevocationKind::InstanceTokensRevoked => Self::InstanceTokens,
         }
     }
 
@@ -66,18 +75,28 @@ impl Credential {
             Self::Token(fingerprint) => format!("t:{fingerprint}"),
             Self::AccessKey(id) => format!("k:{id}"),
             Self::DeviceCredential(id) => format!("d:{id}"),
+            Self::MintingKey(id) => format!("m:{id}"),
+            Self::InstanceTokens => "n:".to_owned(),
         }
     }
 
-    /// Every credential a grant rests on: its tokens and the access key of a Token username,
-    /// the access key of a Signature username, the device credential of a DeviceCredential one.
+    /// Every credential a grant rests on: its tokens, the access key of a Token username, the
+    /// keys that minted its tokens (as minting keys, and as access keys: deleting one revokes
+    /// its tokens) and its instance's tokens; the access key of a Signature username; the
+    /// device credential of a DeviceCredential one.
     pub fn of_grant(grant: &Grant) -> Vec<Self> {
         let mut out: Vec<Self> = match grant.mode {
             AuthMode::Token => grant
                 .token_fingerprints
                 .iter()
                 .map(|f| Self::Token(f.clone()))
-                .chain([Self::AccessKey(grant.key_id.clone())])
+                .chain([Self::AccessKey(grant.key_id.clone()), Self::InstanceTokens])
+                .chain(grant.tokens.iter().flat_map(|t| {
+                    [
+                        Self::MintingKey(t.access_key_id.clone()),
+                        Self::AccessKey(t.access_key_id.clone()),
+                    ]
+                }))
                 .collect(),
             AuthMode::Signature => vec![Self::AccessKey(grant.key_id.clone())],
             AuthMode::DeviceCredential => vec![Self::DeviceCredential(grant.key_id.clone())],
@@ -362,6 +381,39 @@ mod tests {
             Credential::of_revocation(RevocationKind::AccessKeyDeleted, "", "MTAK1").index_key(),
             "k:MTAK1"
         );
+        assert_eq!(
+            Credential::of_revocation(RevocationKind::TokensOfKeyRevoked, "", "MTAK1").index_key(),
+            "m:MTAK1"
+        );
+        assert_eq!(
+            Credential::of_revocation(RevocationKind::InstanceTokensRevoked, "", "").index_key(),
+            "n:"
+        );
+    }
+
+    #[test]
+    fn a_token_grant_rests_on_its_minting_keys_and_instance() {
+        let grant = Grant {
+            mode: AuthMode::Token,
+            instance_id: "i".into(),
+            publish: vec![],
+            subscribe: vec![],
+            expire_time: 0,
+            token_fingerprints: vec!["f".into()],
+            key_id: "USER".into(),
+            tokens: vec![crate::core::broker::GrantToken {
+                fingerprint: "f".into(),
+                token_handle: "th_x".into(),
+                access_key_id: "MINTER".into(),
+                minted_revision: 1,
+            }],
+        };
+        let mut keys: Vec<String> = Credential::of_grant(&grant)
+            .iter()
+            .map(Credential::index_key)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["k:MINTER", "k:USER", "m:MINTER", "n:", "t:f"]);
     }
 
     #[test]

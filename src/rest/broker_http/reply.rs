@@ -140,6 +140,7 @@ mod tests {
             expire_time: 0,
             token_fingerprints: vec![],
             key_id: "k".into(),
+            tokens: vec![],
         };
         assert_eq!(
             Value::Array(acl(&grant)),
