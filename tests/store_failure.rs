@@ -138,8 +138,14 @@ impl BrokerSessionStore for FailingApply {
     }
 }
 
-#[tokio::test]
-async fn a_delete_the_store_refuses_leaves_the_key_working() {
+/// A core on a fresh sled directory behind [`FailingApply`], and its root caller. The
+/// directory lives as long as the returned guard.
+fn open_core() -> (
+    tempfile::TempDir,
+    Arc<FailingApply>,
+    Arc<Core>,
+    mqtt_tokend::core::Caller,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(FailingApply {
         inner: SledStore::open(&dir.path().join("data")).expect("store opens"),
@@ -152,6 +158,12 @@ async fn a_delete_the_store_refuses_leaves_the_key_working() {
     let root = core
         .authenticate(&root.access_key_id, &root.access_key_secret)
         .expect("root authenticates");
+    (dir, store, core, root)
+}
+
+#[tokio::test]
+async fn a_delete_the_store_refuses_leaves_the_key_working() {
+    let (_dir, store, core, root) = open_core();
     let key = core
         .create_access_key(&root, vec!["post-cn-a".into()], "app".into())
         .await
@@ -186,18 +198,7 @@ async fn a_delete_the_store_refuses_leaves_the_key_working() {
 #[tokio::test]
 async fn a_scope_revocation_the_store_refuses_leaves_the_tokens_live() {
     use mqtt_tokend::core::{Actions, TokenRequest, TokenScope};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(FailingApply {
-        inner: SledStore::open(&dir.path().join("data")).expect("store opens"),
-        fail: AtomicBool::new(false),
-    });
-    let keyring = Keyring::create(&dir.path().join("keyring.json"), now_ms()).expect("keyring");
-    let (core, root) =
-        Core::open(store.clone(), keyring, CoreConfig::default()).expect("core opens");
-    let root = root.expect("a new store gets a root key");
-    let root = core
-        .authenticate(&root.access_key_id, &root.access_key_secret)
-        .expect("root authenticates");
+    let (_dir, store, core, root) = open_core();
     let token = core
         .apply_token(
             &root,
