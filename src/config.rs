@@ -40,6 +40,8 @@ pub enum Command {
     /// Manages the keyring file (offline).
     #[command(subcommand)]
     Keyring(KeyringCommand),
+    /// Disconnects the clients of an EMQX or rmqtt broker whose credential is revoked.
+    Kicker(Box<crate::kicker::KickerArgs>),
 }
 
 /// Everything `serve` needs.

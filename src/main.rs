@@ -7,6 +7,7 @@ use mqtt_tokend::{
     app::Server,
     cli,
     config::{Cli, Command},
+    kicker,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -56,6 +57,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Keyring(command) => {
             init_tracing("warn");
             cli::keyring(command)?;
+        }
+        Command::Kicker(args) => {
+            init_tracing(&args.log);
+            kicker::run(*args, kicker::terminated())
+                .await
+                .context("kicker")?;
         }
     }
     Ok(())

@@ -42,7 +42,7 @@ async fn start(dir: &tempfile::TempDir, files: &TlsDir, mutual: bool) -> (Server
 async fn round_trip(channel: Channel, key: &Key) -> Result<(), tonic::Status> {
     let mut tokens = TokenServiceClient::with_interceptor(
         channel,
-        mqtt_tokend_client::BearerAuth::new(Some(&key)).expect("ascii key"),
+        mqtt_tokend_client::BearerAuth::new(Some(key)).expect("ascii key"),
     );
     let token = tokens
         .apply_token(ApplyTokenRequest {
