@@ -435,10 +435,15 @@ async fn a_restart_resumes_from_the_state_file_and_a_snapshot_kicks_what_it_miss
     );
     assert_eq!(saved_revision(&state_file(&s.dir)), Some(rev_b));
 
-    // While it is down: c is revoked. The restart kicks c and nothing it handled before.
+    // While it is down: c is revoked. The restart kicks c and nothing it handled before; its
+    // first service endpoint is down, so it moves on to the second.
     api.clear();
     let rev_c = s.revoke(&t_c).await;
-    let mut kicker = s.kicker(&emqx(&api));
+    let services = format!("http://{},{}", common::free_addr(), s.service());
+    let mut kicker = Kicker::start(&services, &s.broker_key, &emqx(&api), &state_file(&s.dir));
+    kicker
+        .wait_log(&["switching to the next service endpoint"])
+        .await;
     assert_eq!(api.next_paths(1).await, [emqx_path("GID_snap%40%40%40c")]);
     kicker.wait_saved(rev_c).await;
     assert_eq!(api.calls().len(), 1, "{:#?}", api.calls());

@@ -4,6 +4,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
+use mqtt_tokend_client::AccessKey;
+
+use super::{broker_api::BrokerAuth, KickerError};
 
 /// Default mqtt-tokend gRPC endpoint.
 pub const DEFAULT_SERVICE: &str = "http://127.0.0.1:50051";
@@ -22,6 +25,24 @@ pub const DEFAULT_BROKER_API_TIMEOUT: &str = "5s";
 pub const DEFAULT_KICK_CONCURRENCY: u16 = 8;
 /// Default sessions per ListCredentialSessions page.
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;
+
+/// A secret from the command line or the environment: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
 
 /// The broker whose management API the kicker calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,7 +88,7 @@ pub struct KickerArgs {
         hide_env_values = true,
         requires = "access_key_id"
     )]
-    pub access_key_secret: Option<String>,
+    pub access_key_secret: Option<Secret>,
     /// Only revocations of these instances (comma-separated or repeated); default: every
     /// instance the key may see.
     #[arg(
@@ -98,7 +119,7 @@ pub struct KickerArgs {
         hide_env_values = true,
         requires = "broker_api_key"
     )]
-    pub broker_api_secret: Option<String>,
+    pub broker_api_secret: Option<Secret>,
     /// Bearer token for the broker API (rmqtt's `http_bearer_token`; prefer the environment
     /// variable).
     #[arg(
@@ -106,7 +127,7 @@ pub struct KickerArgs {
         env = "MQTT_TOKEND_KICKER_BROKER_API_TOKEN",
         hide_env_values = true
     )]
-    pub broker_api_token: Option<String>,
+    pub broker_api_token: Option<Secret>,
     /// PEM CA certificate(s) to trust, besides the system's, for an https broker API.
     #[arg(long, env = "MQTT_TOKEND_KICKER_BROKER_API_CA")]
     pub broker_api_ca: Option<PathBuf>,
@@ -136,4 +157,121 @@ pub struct KickerArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `mqtt_tokend=debug`.
     #[arg(long, env = "MQTT_TOKEND_LOG", default_value = "info")]
     pub log: String,
+}
+
+impl KickerArgs {
+    /// The access key the kicker calls the service with.
+    ///
+    /// # Errors
+    /// None given, or the key file is unusable.
+    pub fn access_key(&self) -> Result<AccessKey, KickerError> {
+        match (
+            &self.access_key_file,
+            &self.access_key_id,
+            &self.access_key_secret,
+        ) {
+            (Some(path), _, _) => {
+                AccessKey::from_json_file(path).map_err(|source| KickerError::KeyFile {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+            (None, Some(id), Some(secret)) => Ok(AccessKey::new(id.clone(), secret.0.clone())),
+            _ => Err(KickerError::NoAccessKey),
+        }
+    }
+
+    /// How the kicker authenticates to the broker API.
+    ///
+    /// # Errors
+    /// `NoBrokerCredential`: EMQX without an API key.
+    pub fn broker_auth(&self) -> Result<BrokerAuth, KickerError> {
+        let auth = match (
+            &self.broker_api_key,
+            &self.broker_api_secret,
+            &self.broker_api_token,
+        ) {
+            (Some(key), Some(secret), _) => BrokerAuth::Basic {
+                key: key.clone(),
+                secret: secret.0.clone(),
+            },
+            (_, _, Some(token)) => BrokerAuth::Bearer(token.0.clone()),
+            _ => BrokerAuth::None,
+        };
+        if self.broker == BrokerKind::Emqx && !matches!(auth, BrokerAuth::Basic { .. }) {
+            return Err(KickerError::NoBrokerCredential);
+        }
+        Ok(auth)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::config::{Cli, Command};
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let cli = Cli::try_parse_from([
+            "mqtt-tokend",
+            "kicker",
+            "--broker",
+            "emqx",
+            "--broker-api",
+            "http://127.0.0.1:18083",
+            "--access-key-id",
+            "MTAKid",
+            "--access-key-secret",
+            "ak-s3cret",
+            "--broker-api-key",
+            "ek",
+            "--broker-api-secret",
+            "api-s3cret",
+        ])
+        .expect("parses");
+        let Command::Kicker(args) = cli.command else {
+            panic!("not the kicker")
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(args.service, [super::DEFAULT_SERVICE]);
+        assert_eq!(args.kick_attempts, super::DEFAULT_KICK_ATTEMPTS);
+    }
+
+    #[test]
+    fn conflicting_and_incomplete_credentials_are_refused() {
+        let base = [
+            "mqtt-tokend",
+            "kicker",
+            "--broker",
+            "rmqtt",
+            "--broker-api",
+            "http://h:6060",
+        ];
+        for extra in [
+            &["--broker-api-key", "k"][..],
+            &["--access-key-id", "MTAK"][..],
+            &[
+                "--broker-api-key",
+                "k",
+                "--broker-api-secret",
+                "s",
+                "--broker-api-token",
+                "t",
+            ][..],
+            &[
+                "--access-key-file",
+                "f",
+                "--access-key-id",
+                "i",
+                "--access-key-secret",
+                "s",
+            ][..],
+            &["--kick-attempts", "0"][..],
+        ] {
+            let argv: Vec<&str> = base.iter().chain(extra).copied().collect();
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
+    }
 }

@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 pub use args::{BrokerKind, KickerArgs};
-use broker_api::{BrokerApi, BrokerApiError, BrokerAuth, Kicked, RetryPolicy};
+use broker_api::{BrokerApi, BrokerApiError, Kicked, RetryPolicy};
 use sessions::{credential_of, instances_of, ListError, SessionPages};
 
 /// Consecutive stream failures before the kicker moves to the next `--service` endpoint.
@@ -106,11 +106,13 @@ enum EventError {
 /// The running kicker.
 struct Kicker {
     args: KickerArgs,
-    key: AccessKey,
     api: BrokerApi,
+    /// One lazily connecting client per `--service` endpoint, in order.
+    clients: Vec<Client>,
+    /// The endpoint in use.
     endpoint: usize,
-    client: Client,
     follower: RevocationFollower<StateFile>,
+    /// Consecutive stream failures.
     failures: u32,
 }
 
@@ -159,42 +161,6 @@ pub async fn terminated() {
     }
 }
 
-fn access_key(args: &KickerArgs) -> Result<AccessKey, KickerError> {
-    match (
-        &args.access_key_file,
-        &args.access_key_id,
-        &args.access_key_secret,
-    ) {
-        (Some(path), _, _) => {
-            AccessKey::from_json_file(path).map_err(|source| KickerError::KeyFile {
-                path: path.display().to_string(),
-                source,
-            })
-        }
-        (None, Some(id), Some(secret)) => Ok(AccessKey::new(id.clone(), secret.clone())),
-        _ => Err(KickerError::NoAccessKey),
-    }
-}
-
-fn broker_auth(args: &KickerArgs) -> Result<BrokerAuth, KickerError> {
-    let auth = match (
-        &args.broker_api_key,
-        &args.broker_api_secret,
-        &args.broker_api_token,
-    ) {
-        (Some(key), Some(secret), _) => BrokerAuth::Basic {
-            key: key.clone(),
-            secret: secret.clone(),
-        },
-        (_, _, Some(token)) => BrokerAuth::Bearer(token.clone()),
-        _ => BrokerAuth::None,
-    };
-    if args.broker == BrokerKind::Emqx && !matches!(auth, BrokerAuth::Basic { .. }) {
-        return Err(KickerError::NoBrokerCredential);
-    }
-    Ok(auth)
-}
-
 /// `host:port` means `http://host:port`.
 fn endpoint_uri(endpoint: &str) -> String {
     if endpoint.contains("://") {
@@ -206,11 +172,11 @@ fn endpoint_uri(endpoint: &str) -> String {
 
 impl Kicker {
     fn new(args: KickerArgs) -> Result<Self, KickerError> {
-        let key = access_key(&args)?;
+        let key = args.access_key()?;
         let api = BrokerApi::new(
             args.broker,
             &args.broker_api,
-            &broker_auth(&args)?,
+            &args.broker_auth()?,
             args.broker_api_ca.as_deref(),
             args.broker_api_timeout,
             RetryPolicy {
@@ -222,15 +188,19 @@ impl Kicker {
         if args.service.is_empty() {
             return Err(ConnectError::NoEndpoint.into());
         }
-        let client = Self::connect(&args.service[0], &key)?;
+        // Every endpoint is checked now, not at the first failover.
+        let clients = args
+            .service
+            .iter()
+            .map(|endpoint| Self::connect(endpoint, &key))
+            .collect::<Result<Vec<_>, _>>()?;
         let store = StateFile(RevisionFile::new(&args.state_file));
-        let follower = Self::follow(&client, store, &args);
+        let follower = Self::follow(&clients[0], store, &args);
         Ok(Self {
             args,
-            key,
             api,
+            clients,
             endpoint: 0,
-            client,
             follower,
             failures: 0,
         })
@@ -257,17 +227,15 @@ impl Kicker {
         )
     }
 
-    /// Follows from the saved revision again, on the next endpoint when `failover` and there
-    /// are several. The event being handled, unsaved, is delivered again.
-    fn resume(&mut self, failover: bool) -> Result<(), KickerError> {
-        if failover && self.args.service.len() > 1 {
-            self.endpoint = (self.endpoint + 1) % self.args.service.len();
-            self.client = Self::connect(&self.args.service[self.endpoint], &self.key)?;
+    /// Follows from the saved revision again, on the next endpoint if there are several. The
+    /// event being handled, unsaved, is delivered again.
+    fn resume(&mut self) {
+        if self.clients.len() > 1 {
+            self.endpoint = (self.endpoint + 1) % self.clients.len();
             tracing::warn!(service = %self.args.service[self.endpoint], "switching to the next service endpoint");
         }
         let store = self.follower.store().clone();
-        self.follower = Self::follow(&self.client, store, &self.args);
-        Ok(())
+        self.follower = Self::follow(&self.clients[self.endpoint], store, &self.args);
     }
 
     /// Takes the next item from the stream and handles it. Returning means the item is
@@ -281,7 +249,7 @@ impl Kicker {
                     Err(EventError::Fatal(e)) => return Err(e),
                     Err(EventError::Unavailable(status)) => {
                         tracing::warn!(revision = event.revision, code = ?status.code(), message = status.message(), "the service is unavailable mid-event; resuming from the saved revision");
-                        self.resume(true)?;
+                        self.resume();
                     }
                 }
             }
@@ -307,9 +275,9 @@ impl Kicker {
                 }
                 self.failures += 1;
                 tracing::warn!(%error, ?retry_in, "revocation stream interrupted");
-                if self.failures >= FAILOVER_AFTER && self.args.service.len() > 1 {
+                if self.failures >= FAILOVER_AFTER && self.clients.len() > 1 {
                     self.failures = 0;
-                    self.resume(true)?;
+                    self.resume();
                 }
             }
             FollowItem::SaveFailed { revision, error } => {
@@ -328,7 +296,7 @@ impl Kicker {
         let mut kicked = 0usize;
         for instance in instances_of(event, &self.args.instance_ids) {
             let mut pages = SessionPages::new(
-                &self.client,
+                &self.clients[self.endpoint],
                 instance,
                 credential.clone(),
                 self.args.page_size,
