@@ -25,21 +25,26 @@ sh scripts/install-mosquitto.sh >/dev/null
 
 # rmqttd (the rmqtt broker, bundling rmqtt-auth-http and rmqtt-http-api) for tests/rmqtt.rs:
 # built once from crates.io, pinned, into a cache outside the repository (the build takes a
-# while and survives `cargo clean`), then linked into target/tools. Its build needs protoc.
+# while and survives `cargo clean`), then linked into target/tools. Its build needs protoc and
+# cmake (librdkafka, for rmqtt's Kafka bridge plugins, which rmqttd always links).
 RMQTT_VERSION=0.24.0
 TOOLS_CACHE="${MQTT_TOKEND_TOOLS_CACHE:-$HOME/.cache/mqtt-tokend-tools}"
 RMQTT_ROOT="$TOOLS_CACHE/rmqtt-$RMQTT_VERSION"
 if [ ! -x "$RMQTT_ROOT/bin/rmqttd" ]; then
-  if [ -z "${PROTOC:-}" ]; then
-    if ! command -v protoc >/dev/null 2>&1; then
-      SUDO=""
-      [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends protobuf-compiler >/dev/null \
-        || { DEBIAN_FRONTEND=noninteractive $SUDO apt-get update >/dev/null \
-             && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends protobuf-compiler >/dev/null; }
-    fi
-    export PROTOC="$(command -v protoc)"
+  need=()
+  command -v cmake >/dev/null 2>&1 || need+=(cmake)
+  command -v c++ >/dev/null 2>&1 || need+=(g++)
+  if [ -z "${PROTOC:-}" ] && ! command -v protoc >/dev/null 2>&1; then
+    need+=(protobuf-compiler)
   fi
+  if [ ${#need[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update >/dev/null
+    $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  [ -n "${PROTOC:-}" ] || export PROTOC="$(command -v protoc)"
   # A target directory of its own in the cache: an interrupted build resumes where it stopped.
   CARGO_TARGET_DIR="$TOOLS_CACHE/build/rmqtt-target" \
     cargo install rmqttd --version "$RMQTT_VERSION" --locked --root "$RMQTT_ROOT"
