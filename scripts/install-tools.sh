@@ -46,7 +46,9 @@ if [ ! -x "$RMQTT_ROOT/bin/rmqttd" ]; then
   fi
   [ -n "${PROTOC:-}" ] || export PROTOC="$(command -v protoc)"
   # A target directory of its own in the cache: an interrupted build resumes where it stopped.
+  # Removed once the binary is installed (a few GB).
   CARGO_TARGET_DIR="$TOOLS_CACHE/build/rmqtt-target" \
     cargo install rmqttd --version "$RMQTT_VERSION" --locked --root "$RMQTT_ROOT"
+  rm -rf "$TOOLS_CACHE/build/rmqtt-target"
 fi
 ln -sf "$RMQTT_ROOT/bin/rmqttd" target/tools/rmqttd
