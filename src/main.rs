@@ -9,6 +9,7 @@ use mqtt_tokend::{
     app::Server,
     cli::{self, errors},
     config::{Cli, Command},
+    kicker,
 };
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -91,6 +92,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Token(command) => {
             init_tracing("warn");
             cli::token(command).await?;
+        }
+        Command::Kicker(args) => {
+            init_tracing(&args.log);
+            kicker::run(*args, kicker::terminated()).await?;
         }
     }
     Ok(())
