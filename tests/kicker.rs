@@ -23,7 +23,8 @@ use broker_kit::{device_login, signature_login, token, token_login, Login, INSTA
 use common::{Key, TestServer};
 use kicker_kit::{saved_revision, state_file, AuthEndpoint, BrokerApiFlags, Kicker, WAIT};
 use mqtt_tokend::proto::{
-    DeleteAccessKeyRequest, RefreshDeviceCredentialRequest, RevokeTokenRequest, TokenAction,
+    revoke_tokens_request::Scope, DeleteAccessKeyRequest, RefreshDeviceCredentialRequest,
+    RevokeTokenRequest, RevokeTokensRequest, TokenAction,
 };
 use tokio::sync::mpsc;
 
@@ -305,6 +306,70 @@ async fn emqx_kicks_exactly_the_clients_of_each_revoked_credential() {
         !calls.iter().any(|c| c.path.contains("d2")),
         "d2 was never revoked"
     );
+    assert!(kicker.terminate().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_scope_event_kicks_every_client_of_the_scope_and_no_other() {
+    let s = Setup::start().await;
+    let mut api = FakeApi::start(204).await;
+    // Tokens minted by the root key on the instance, and a device that rests on no token.
+    s.token_client("GID_scope@@@a").await;
+    s.token_client("GID_scope@@@b").await;
+    let (d, _) = device_login(&s.ts, "GID_scope@@@d").await;
+    s.auth.connect("GID_scope@@@d", &d).await;
+    let mut kicker = s.kicker(&emqx(&api));
+    kicker.wait_log(&["snapshot complete"]).await;
+
+    // RevokeTokens by minting key: one event, both token clients kicked.
+    s.ts.tokens(&s.ts.root)
+        .revoke_tokens(RevokeTokensRequest {
+            instance_id: INSTANCE.into(),
+            scope: Some(Scope::AccessKeyId(s.ts.root.id.clone())),
+        })
+        .await
+        .unwrap();
+    let mut kicked = api.next_paths(2).await;
+    kicked.sort();
+    assert_eq!(
+        kicked,
+        [
+            emqx_path("GID_scope%40%40%40a"),
+            emqx_path("GID_scope%40%40%40b")
+        ]
+    );
+    // A new token client after the cut-off, then the whole instance: every Token session of
+    // the instance is listed, so c is kicked and a, b (still recorded: a real broker answers
+    // 404 for them) once more; the device is not.
+    s.token_client("GID_scope@@@c").await;
+    s.ts.tokens(&s.ts.root)
+        .revoke_tokens(RevokeTokensRequest {
+            instance_id: INSTANCE.into(),
+            scope: Some(Scope::AllTokens(true)),
+        })
+        .await
+        .unwrap();
+    let mut kicked = api.next_paths(3).await;
+    kicked.sort();
+    assert_eq!(
+        kicked,
+        [
+            emqx_path("GID_scope%40%40%40a"),
+            emqx_path("GID_scope%40%40%40b"),
+            emqx_path("GID_scope%40%40%40c")
+        ]
+    );
+
+    // Sentinel: the device's own revocation; it was never kicked before.
+    s.ts.devices(&s.ts.root)
+        .refresh_device_credential(RefreshDeviceCredentialRequest {
+            instance_id: INSTANCE.into(),
+            client_id: "GID_scope@@@d".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(api.next_paths(1).await, [emqx_path("GID_scope%40%40%40d")]);
+    assert_eq!(api.calls().len(), 6, "{:#?}", api.calls());
     assert!(kicker.terminate().await.success());
 }
 
