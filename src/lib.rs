@@ -2,8 +2,9 @@
 //! Alibaba Cloud MQTT's token and device-credential APIs.
 //!
 //! Data flows one way: transport ([`grpc`], [`rest`]) -> [`core`] -> [`store`]. [`app`] wires
-//! them together; [`config`] is the command line; [`observe`] holds metrics and the audit log,
-//! [`tls`] the certificate handling of both listeners.
+//! them together; [`config`] is the command line; [`observe`] serves the operations endpoint
+//! (`/metrics`, `/healthz`, `/readyz`) from what the core keeps, [`tls`] the certificate
+//! handling of both listeners.
 
 pub mod app;
 pub mod cli;
