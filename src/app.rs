@@ -12,7 +12,7 @@ use tokio::{
 
 use crate::{
     config::{HostPort, ServeConfig},
-    core::{keyring::write_private_bytes, Core, RootKey},
+    core::{audit::AuditLog, keyring::write_private_bytes, Core, RootKey},
     grpc, observe, proto, rest,
     store::{Store, StoreClosed},
     tls::{ServerTls, TlsIncoming, TlsListener},
@@ -204,7 +204,7 @@ impl Server {
         };
         let mut core_config = config.core();
         if let Some(destination) = &config.observe.audit_log {
-            core_config.audit = observe::AuditLog::open(destination)
+            core_config.audit = AuditLog::open(destination)
                 .map_err(io(format!("opening the audit log {destination:?}")))?;
         }
         let data_dir::DataDir {

@@ -12,10 +12,9 @@ pub mod errors;
 use crate::{
     config::{AccessKeyCommand, ClientOptions, KeyringCommand, TokenCommand},
     core::{
-        audit::{AuditEvent, Target, ROTATE_KEYRING},
+        audit::{AuditEvent, AuditLog, Target, ROTATE_KEYRING},
         now_ms, Keyring,
     },
-    observe::AuditLog,
     proto,
 };
 

@@ -16,8 +16,10 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    core::{CoreConfig, RateLimits},
-    observe::AuditDestination,
+    core::{
+        audit::{AuditDestination, AuditLog},
+        CoreConfig, RateLimits,
+    },
     rest::RestConfig,
 };
 
@@ -307,7 +309,7 @@ impl ServeConfig {
             maintenance_interval: self.maintenance_interval,
             watch_buffer: self.watch_buffer,
             // Opened by the app, which reports a failure to open it.
-            audit: crate::observe::AuditLog::OFF,
+            audit: AuditLog::OFF,
             // A session must not outlive the revocation events that would end it: a kicker
             // that resumes within the retention then finds every session it has to end.
             broker_session_ttl: self.broker_session_ttl.min(self.revocation_retention),

@@ -2,9 +2,10 @@
 //! Alibaba Cloud MQTT's token and device-credential APIs.
 //!
 //! Data flows one way: transport ([`grpc`], [`rest`]) -> [`core`] -> [`store`]. [`app`] wires
-//! them together; [`config`] is the command line; [`observe`] holds metrics and the audit log,
-//! [`tls`] the certificate handling of both listeners. [`kicker`] is a client of the
-//! service (the `kicker` subcommand) that disconnects revoked clients of HTTP-auth brokers.
+//! them together; [`config`] is the command line; [`observe`] serves the operations endpoint
+//! (`/metrics`, `/healthz`, `/readyz`) from what the core keeps, [`tls`] the certificate
+//! handling of both listeners. [`kicker`] is a client of the service (the `kicker`
+//! subcommand) that disconnects revoked clients of HTTP-auth brokers.
 
 pub mod app;
 pub mod cli;

@@ -10,8 +10,8 @@ use std::{sync::Arc, time::Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Error, Result};
-use crate::{observe::Metrics, store::Store};
+use super::{Error, Metrics, Result};
+use crate::store::Store;
 
 type Waiter = oneshot::Sender<std::result::Result<(), String>>;
 

@@ -2,17 +2,17 @@
 //! revocation log. Plain Rust: no tonic, HTTP or sled types cross this boundary, so the gRPC
 //! services and the REST shim call the very same functions and get the very same errors.
 //!
-//! Children: `audit` (what the audit log records), `error` (the one error enum), `crypto`
-//! (HMAC, hashes, hex, constant-time compare), `keyring` (master keys and derived secrets),
-//! `token` (token format and handles, ApplyToken/QueryToken/RevokeToken), `token_list`
-//! (ListTokens), `scope` (RevokeTokens: revocation by handle, key or instance, and the scope
-//! tombstones every token check consults), `access_key` (callers and their
-//! permissions), `device` (device credentials), `broker` (CONNECT and topic checks),
-//! `broker_session` (sessions of brokers that check topics without the password), `topic`
-//! (MQTT topic validation and matching), `limits` (rate limits), `durability` (group commit),
-//! `revocation` (the revocation log), `watch` (its watchers), `watch_slots` (the per-key
-//! limit on watch streams), `maintenance` (background sweeps), `hint` (what a client can do
-//! about each error).
+//! Children: `audit` (what the audit log records, and the JSON-lines sink that writes it), `error` (the one error enum), `crypto` (HMAC, hashes, hex, constant-time
+//! compare), `keyring` (master keys and derived secrets), `token` (token format and handles,
+//! ApplyToken/QueryToken/RevokeToken), `token_list` (ListTokens), `scope` (RevokeTokens:
+//! revocation by handle, key or instance, and the scope tombstones every token check
+//! consults), `access_key` (callers and their permissions), `device` (device credentials),
+//! `broker` (CONNECT and topic checks), `broker_session` (sessions of brokers that check topics
+//! without the password), `topic` (MQTT topic validation and matching), `limits` (rate
+//! limits), `durability` (group commit), `revocation` (the revocation log), `watch` (its
+//! watchers), `watch_slots` (the per-key limit on watch streams), `maintenance` (background
+//! sweeps), `metrics` (the Prometheus metrics the core and the transports record into; the
+//! operations endpoint only reads them), `hint` (what a client can do about each error).
 
 pub mod access_key;
 pub mod audit;
@@ -26,6 +26,7 @@ mod hint;
 pub mod keyring;
 pub mod limits;
 pub mod maintenance;
+pub mod metrics;
 pub mod revocation;
 pub mod scope;
 pub mod token;
@@ -46,6 +47,7 @@ pub use device::{DeviceCredential, DevicePage};
 pub use error::{Error, Field, Result};
 pub use keyring::Keyring;
 pub use limits::{Operation, RateLimits};
+pub use metrics::Metrics;
 pub use revocation::{RevocationEvent, RevocationKind};
 pub use scope::{TokenScope, Tombstone};
 pub use token::{Actions, AppliedToken, TokenRequest};
@@ -85,7 +87,7 @@ pub struct CoreConfig {
     /// Events a watcher may fall behind the live broadcast before it catches up from storage.
     pub watch_buffer: usize,
     /// Where audit lines go (off by default).
-    pub audit: crate::observe::AuditLog,
+    pub audit: audit::AuditLog,
     /// Longest life of a recorded broker session (see `broker_session`).
     pub broker_session_ttl: Duration,
     /// Most revocation watch streams one access key may hold open at once; 0 = no limit.
@@ -101,7 +103,7 @@ impl CoreConfig {
         revocation_retention: Duration::from_secs(7 * 24 * 3600),
         maintenance_interval: Duration::from_secs(60),
         watch_buffer: 4096,
-        audit: crate::observe::AuditLog::OFF,
+        audit: audit::AuditLog::OFF,
         broker_session_ttl: Duration::from_secs(7 * 24 * 3600),
         max_watches_per_key: 16,
     };
@@ -132,7 +134,7 @@ pub struct Core {
     /// Flips to true when the server begins shutting down; watch streams end on it.
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Counters and histograms of this server.
-    metrics: Arc<crate::observe::Metrics>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Core {
@@ -178,7 +180,7 @@ impl Core {
         let bounds = store.revision_bounds()?;
         let revocations = Arc::new(revocation::RevocationLog::new(bounds, config.watch_buffer));
         let (before, after) = (revocations.clone(), revocations.clone());
-        let metrics = Arc::new(crate::observe::Metrics::new());
+        let metrics = Arc::new(Metrics::new());
         let durability = durability::GroupCommit::start(
             store.clone(),
             metrics.clone(),
@@ -217,7 +219,7 @@ impl Core {
     }
 
     /// The metrics this core and its transports record into.
-    pub fn metrics(&self) -> &Arc<crate::observe::Metrics> {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 

@@ -24,27 +24,19 @@ pub fn router(core: Arc<Core>) -> Router {
         .with_state(core)
 }
 
-fn gauge_value(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// Sets the gauges the core and store know, then encodes every metric.
 fn render(core: &Core) -> Result<String, String> {
     let m = core.metrics();
     let (oldest, last) = core.revision_bounds();
-    m.revision.set(gauge_value(last));
-    m.oldest_revision.set(gauge_value(oldest));
+    m.set_revisions(oldest, last);
     let counts = core.counts().map_err(|e| format!("reading counts: {e}"))?;
-    m.tokens.set(gauge_value(counts.tokens));
-    m.device_credentials
-        .set(gauge_value(counts.device_credentials));
-    m.access_keys.set(gauge_value(counts.access_keys));
+    m.set_counts(&counts);
     let size = core
         .store_size()
         .map_err(|e| format!("reading the store size: {e}"))?;
-    m.store_bytes.set(gauge_value(size));
+    m.set_store_bytes(size);
     let mut out = String::new();
-    prometheus_text::encode(&mut out, m.registry()).map_err(|e| e.to_string())?;
+    m.encode(&mut out).map_err(|e| e.to_string())?;
     Ok(out)
 }
 

@@ -23,7 +23,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::Stream;
 
 use super::{Protocol, ServerTls};
-use crate::observe::Metrics;
+use crate::core::Metrics;
 
 /// Longest a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

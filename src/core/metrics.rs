@@ -2,14 +2,16 @@
 //!
 //! Counters and histograms are recorded where things happen (the transports' request choke
 //! points, group commit, the watchers); gauges that the store already knows (revisions, live
-//! records, store size) are read at scrape time by [`super::http`], so a scrape never scans
-//! data. Label values are fixed names (operations, codes, reasons): never a secret, a token,
-//! a client id or anything else a client chose, which also keeps cardinality bounded.
+//! records, store size) are set at scrape time by the operations endpoint (`observe::http`)
+//! from what [`Core`](super::Core) reports, so a scrape never scans data. The registry lives
+//! here, beside the core that records into it; serving it over HTTP is the endpoint's job.
+//! Label values are fixed names (operations, codes, reasons): never a secret, a token, a
+//! client id or anything else a client chose, which also keeps cardinality bounded.
 
 use std::{borrow::Cow, time::Duration};
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{prometheus_text, EncodeLabelSet},
     metrics::{
         counter::Counter,
         family::Family,
@@ -18,6 +20,8 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+
+use super::Counts;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "mqtt_tokend";
@@ -80,13 +84,18 @@ pub struct Metrics {
     audit_failures: Counter,
     tls_reloads: Family<ResultLabels, Counter>,
     tls_handshake_failures: Family<ListenerLabels, Counter>,
-    /// Read from the core and the store at scrape time.
-    pub(super) revision: Gauge,
-    pub(super) oldest_revision: Gauge,
-    pub(super) tokens: Gauge,
-    pub(super) device_credentials: Gauge,
-    pub(super) access_keys: Gauge,
-    pub(super) store_bytes: Gauge,
+    // Set from the core and the store at scrape time.
+    revision: Gauge,
+    oldest_revision: Gauge,
+    tokens: Gauge,
+    device_credentials: Gauge,
+    access_keys: Gauge,
+    store_bytes: Gauge,
+}
+
+/// A count as a gauge value (gauges are `i64`); saturates rather than wrapping.
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn latency_histogram() -> Histogram {
@@ -241,9 +250,31 @@ impl Metrics {
         metrics
     }
 
-    /// The registry, for encoding.
-    pub(super) fn registry(&self) -> &Registry {
-        &self.registry
+    /// Encodes every metric in the Prometheus text format.
+    ///
+    /// # Errors
+    /// Writing to `out` failed.
+    pub fn encode(&self, out: &mut String) -> std::fmt::Result {
+        prometheus_text::encode(out, &self.registry)
+    }
+
+    /// Sets the revocation log's revision gauges: the oldest retained and the newest durable.
+    pub fn set_revisions(&self, oldest: u64, last: u64) {
+        self.oldest_revision.set(gauge_value(oldest));
+        self.revision.set(gauge_value(last));
+    }
+
+    /// Sets the record-count gauges.
+    pub fn set_counts(&self, counts: &Counts) {
+        self.tokens.set(gauge_value(counts.tokens));
+        self.device_credentials
+            .set(gauge_value(counts.device_credentials));
+        self.access_keys.set(gauge_value(counts.access_keys));
+    }
+
+    /// Sets the gauge of the store's size on disk.
+    pub fn set_store_bytes(&self, bytes: u64) {
+        self.store_bytes.set(gauge_value(bytes));
     }
 
     /// Records one finished API call. `code` is `OK` or the error code the client got.

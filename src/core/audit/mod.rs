@@ -6,8 +6,14 @@
 //!
 //! Never in an event: a secret, a password or a whole token. Tokens appear as their
 //! fingerprint (the one revocation events carry), keys and credentials by id.
+//!
+//! Children: `sink` (where the lines go: a 0600 file or stdout, one `write(2)` per line).
+
+mod sink;
 
 use serde::Serialize;
+
+pub use sink::{AuditDestination, AuditLog};
 
 use super::{token::fingerprint, Core, Error, Result};
 

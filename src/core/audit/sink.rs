@@ -2,7 +2,7 @@
 //! to stdout. Each line goes out in one `write(2)` before the caller answers its client, so a
 //! line is in the kernel (and survives a crash of this process) by the time the client hears
 //! back; a failed write is returned to the caller, which fails the request instead of losing
-//! the line. What a line contains is decided by the core ([`crate::core::audit`]).
+//! the line. What a line contains is decided by [`super::AuditEvent`].
 
 use std::{
     fs::{File, OpenOptions},
