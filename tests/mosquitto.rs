@@ -12,6 +12,7 @@
 //! mutual TLS), `kicks` (kicks at token expiry and by key scope, the kick latency benchmark).
 
 mod common;
+mod mqtt_kit;
 mod production;
 
 #[path = "mosquitto/broker.rs"]

@@ -11,6 +11,7 @@
 mod broker_kit;
 mod common;
 mod kicker_kit;
+mod mqtt_kit;
 mod rmqtt_kit;
 
 use std::path::Path;
@@ -207,8 +208,8 @@ async fn rmqtt_checks_connects_and_topics_and_the_kicker_ends_revoked_sessions()
         .expect("revoke");
     a.closed().await;
     kicker.wait_log(&["kicked", "GID_rmqtt@@@a"]).await;
-    b.assert_alive("dev/b/x").await;
-    d1.assert_alive("x/y").await;
+    b.assert_granted("dev/b/x").await;
+    d1.assert_granted("x/y").await;
     refused(
         s.connect("GID_rmqtt@@@a", &login_a).await,
         "a revoked token",
@@ -224,9 +225,9 @@ async fn rmqtt_checks_connects_and_topics_and_the_kicker_ends_revoked_sessions()
         .expect("refresh");
     d1.closed().await;
     kicker.wait_log(&["kicked", "GID_rmqtt@@@d1"]).await;
-    d2.assert_alive("x/y").await;
-    b.assert_alive("dev/b/x").await;
-    sig.assert_alive("x/y").await;
+    d2.assert_granted("x/y").await;
+    b.assert_granted("dev/b/x").await;
+    sig.assert_granted("x/y").await;
     refused(
         s.connect("GID_rmqtt@@@d1", &d1_login).await,
         "a refreshed device credential",
@@ -264,7 +265,7 @@ async fn rmqtt_checks_connects_and_topics_and_the_kicker_ends_revoked_sessions()
             "{client} not {outcome}:\n{log}"
         );
     }
-    d2.assert_alive("x/y").await;
+    d2.assert_granted("x/y").await;
     refused(
         s.connect(sig_id, &signature_login(&s.app, sig_id)).await,
         "a deleted key",
@@ -315,7 +316,7 @@ async fn rmqtt_disconnects_a_client_when_its_token_expires() {
     );
 
     // Y, on a long-lived token, is untouched; an expired token cannot connect again.
-    y.assert_alive("exp/y/1").await;
+    y.assert_granted("exp/y/1").await;
     y.publish("exp/y/1").await;
     assert_eq!(y.next_publish().await, "exp/y/1");
     let e = refused(
