@@ -14,7 +14,7 @@ use crate::{
     config::{HostPort, ServeConfig},
     core::{audit::AuditLog, keyring::write_private_bytes, Core, RootKey},
     grpc, observe, proto, rest,
-    store::{Store, StoreClosed},
+    store::StoreClosed,
     tls::{ServerTls, TlsIncoming, TlsListener},
 };
 
@@ -58,6 +58,9 @@ pub enum AppError {
         /// Which check failed.
         key: String,
     },
+    /// A flag is missing or contradicts another.
+    #[error("{0}")]
+    Config(String),
     /// The core failed to start.
     #[error("starting the core: {0}")]
     Core(#[from] crate::core::Error),
@@ -210,10 +213,10 @@ impl Server {
         let data_dir::DataDir {
             lock,
             store,
+            closed: store_closed,
             keyring,
-        } = data_dir::open(&config)?;
-        let store_closed = store.closed();
-        let (core, root) = Core::open(store.clone() as Arc<dyn Store>, keyring, core_config)?;
+        } = data_dir::open(&config).await?;
+        let (core, root) = Core::open(store.clone(), keyring, core_config).await?;
         drop(store);
         let path = config.root_key_path();
         if let Some(root) = root {
@@ -385,7 +388,7 @@ impl Server {
             metrics_addr,
             tls,
             core,
-            store_closed: Some(store_closed),
+            store_closed,
             lock: Some(lock),
             shutdown_tx: Some(shutdown_tx),
             cut,

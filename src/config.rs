@@ -24,7 +24,9 @@ use crate::{
 };
 
 mod listen_addr;
+mod store;
 pub use listen_addr::HostPort;
+pub use store::{StoreKind, StoreOptions};
 
 /// Default gRPC listen address.
 pub const DEFAULT_GRPC_ADDR: SocketAddr =
@@ -101,7 +103,7 @@ pub struct ServeConfig {
     /// REST (Alibaba Action-style HTTP) listen address; "off" disables it.
     #[arg(long, env = "MQTT_TOKEND_HTTP_ADDR", default_value_t = OptionalAddr(Some(HostPort::from(DEFAULT_HTTP_ADDR))), value_parser = parse_optional_addr)]
     pub http_addr: OptionalAddr,
-    /// Data directory (sled database and root-access-key.json).
+    /// Data directory (the sled database, and root-access-key.json with either store).
     #[arg(long, env = "MQTT_TOKEND_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Keyring file with the master keys; created (0600) on first start. Keep it apart from
@@ -167,6 +169,9 @@ pub struct ServeConfig {
     /// Metrics, health and the audit log.
     #[command(flatten)]
     pub observe: ObserveOptions,
+    /// The storage backend: sled (default) or etcd.
+    #[command(flatten)]
+    pub store: StoreOptions,
 }
 
 /// TLS of the gRPC and REST listeners. Without these flags both serve plaintext.
@@ -268,6 +273,7 @@ impl Default for ServeConfig {
             log: DEFAULT_LOG.to_owned(),
             tls: TlsOptions::default(),
             observe: ObserveOptions::default(),
+            store: StoreOptions::default(),
         }
     }
 }

@@ -10,8 +10,8 @@ use std::sync::{
 use mqtt_tokend::{
     core::{now_ms, Core, CoreConfig, Keyring},
     store::{
-        BrokerSessionRecord, BrokerSessionStore, Op, RevisionBounds, SledStore, Store, StoreCounts,
-        StoreError, StoreResult, TokenId,
+        BrokerSessionRecord, BrokerSessionStore, FlushReport, Op, RevisionBounds, SledStore, Store,
+        StoreCounts, StoreError, StoreFuture, StoreResult, Ticket, TokenId,
     },
 };
 
@@ -81,7 +81,7 @@ impl Store for FailingApply {
     fn revision_bounds(&self) -> StoreResult<RevisionBounds> {
         self.inner.revision_bounds()
     }
-    fn apply(&self, ops: Vec<Op>) -> StoreResult<()> {
+    fn apply(&self, ops: Vec<Op>) -> StoreResult<Ticket> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("injected write failure".into()));
         }
@@ -90,7 +90,7 @@ impl Store for FailingApply {
     fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
         self.inner.meta(name)
     }
-    fn flush(&self) -> StoreResult<()> {
+    fn flush(&self) -> StoreFuture<'_, FlushReport> {
         self.inner.flush()
     }
     fn size_on_disk(&self) -> StoreResult<u64> {
@@ -109,13 +109,13 @@ impl BrokerSessionStore for FailingApply {
     ) -> StoreResult<Option<BrokerSessionRecord>> {
         self.inner.broker_session(namespace, client_id)
     }
-    fn swap_broker_session(
-        &self,
-        namespace: &str,
-        client_id: &str,
-        expected: Option<&BrokerSessionRecord>,
-        new: Option<&BrokerSessionRecord>,
-    ) -> StoreResult<bool> {
+    fn swap_broker_session<'a>(
+        &'a self,
+        namespace: &'a str,
+        client_id: &'a str,
+        expected: Option<&'a BrokerSessionRecord>,
+        new: Option<&'a BrokerSessionRecord>,
+    ) -> StoreFuture<'a, bool> {
         self.inner
             .swap_broker_session(namespace, client_id, expected, new)
     }
@@ -140,7 +140,7 @@ impl BrokerSessionStore for FailingApply {
 
 /// A core on a fresh sled directory behind [`FailingApply`], and its root caller. The
 /// directory lives as long as the returned guard.
-fn open_core() -> (
+async fn open_core() -> (
     tempfile::TempDir,
     Arc<FailingApply>,
     Arc<Core>,
@@ -152,8 +152,9 @@ fn open_core() -> (
         fail: AtomicBool::new(false),
     });
     let keyring = Keyring::create(&dir.path().join("keyring.json"), now_ms()).expect("keyring");
-    let (core, root) =
-        Core::open(store.clone(), keyring, CoreConfig::default()).expect("core opens");
+    let (core, root) = Core::open(store.clone(), keyring, CoreConfig::default())
+        .await
+        .expect("core opens");
     let root = root.expect("a new store gets a root key");
     let root = core
         .authenticate(&root.access_key_id, &root.access_key_secret)
@@ -163,7 +164,7 @@ fn open_core() -> (
 
 #[tokio::test]
 async fn a_delete_the_store_refuses_leaves_the_key_working() {
-    let (_dir, store, core, root) = open_core();
+    let (_dir, store, core, root) = open_core().await;
     let key = core
         .create_access_key(&root, vec!["post-cn-a".into()], "app".into())
         .await
@@ -198,7 +199,7 @@ async fn a_delete_the_store_refuses_leaves_the_key_working() {
 #[tokio::test]
 async fn a_scope_revocation_the_store_refuses_leaves_the_tokens_live() {
     use mqtt_tokend::core::{Actions, TokenRequest, TokenScope};
-    let (_dir, store, core, root) = open_core();
+    let (_dir, store, core, root) = open_core().await;
     let token = core
         .apply_token(
             &root,

@@ -10,7 +10,7 @@
 use std::{
     fs::File,
     os::{fd::AsRawFd, unix::fs::DirBuilderExt},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -18,14 +18,16 @@ use super::{io, AppError};
 use crate::{
     config::ServeConfig,
     core::{now_ms, Keyring},
-    store::{Op, SledStore, Store},
+    store::{EtcdStore, Op, SledStore, Store},
 };
 
 /// The data directory, opened: its lock, its store and the keyring that matches it.
 pub(super) struct DataDir {
     /// Held until the server has closed the store.
     pub(super) lock: DirLock,
-    pub(super) store: Arc<SledStore>,
+    pub(super) store: Arc<dyn Store>,
+    /// Resolves once the sled store is closed (None for etcd: nothing local to close).
+    pub(super) closed: Option<crate::store::StoreClosed>,
     pub(super) keyring: Keyring,
 }
 
@@ -61,7 +63,7 @@ impl DirLock {
 /// # Errors
 /// Another server holds the directory, the keyring is missing or does not match, or a file
 /// cannot be read or written.
-pub(super) fn open(config: &ServeConfig) -> Result<DataDir, AppError> {
+pub(super) async fn open(config: &ServeConfig) -> Result<DataDir, AppError> {
     let dir = &config.data_dir;
     // The process umask is the binary's business (`main` makes it 0077); what must be private
     // whatever it is gets explicit modes: the keyring and the root key file are written 0600,
@@ -76,7 +78,32 @@ pub(super) fn open(config: &ServeConfig) -> Result<DataDir, AppError> {
         dir: dir.clone(),
         source,
     };
-    let store = Arc::new(SledStore::open(dir).map_err(store_err)?);
+    let etcd = config.store.etcd().map_err(AppError::Config)?;
+    let (store, closed, place): (Arc<dyn Store>, _, _) = match &etcd {
+        None => {
+            let sled = Arc::new(SledStore::open(dir).map_err(store_err)?);
+            let closed = sled.closed();
+            (sled, Some(closed), dir.clone())
+        }
+        Some(options) => {
+            let place = PathBuf::from(format!(
+                "etcd {} {}",
+                options.endpoints.join(","),
+                options.prefix
+            ));
+            let store = EtcdStore::connect(options)
+                .await
+                .map_err(|source| AppError::Store {
+                    dir: place.clone(),
+                    source,
+                })?;
+            (Arc::new(store), None, place)
+        }
+    };
+    let store_err = |source| AppError::Store {
+        dir: place.clone(),
+        source,
+    };
     let keyring = match Keyring::load(&config.keyring)? {
         Some(keyring) => keyring,
         // Every started directory has the root access key, so any key at all means this
@@ -84,7 +111,7 @@ pub(super) fn open(config: &ServeConfig) -> Result<DataDir, AppError> {
         None if !store.access_keys().map_err(store_err)?.is_empty() => {
             return Err(AppError::KeyringMissing {
                 path: config.keyring.clone(),
-                dir: dir.clone(),
+                dir: place.clone(),
             })
         }
         None => {
@@ -93,27 +120,32 @@ pub(super) fn open(config: &ServeConfig) -> Result<DataDir, AppError> {
             keyring
         }
     };
-    check_keyring(&store, &keyring, config)?;
+    check_keyring(store.as_ref(), &keyring, config, &place).await?;
     Ok(DataDir {
         lock,
         store,
+        closed,
         keyring,
     })
 }
 
 /// Compares the keyring with the check values stored at first start (storing those missing).
-fn check_keyring(
-    store: &SledStore,
+/// Compares the keyring's check values with the stored ones, storing them on first start. On
+/// etcd the first replica stores them (a compare-and-swap: of two first replicas with
+/// different keyrings, one is refused) and every later one must match.
+async fn check_keyring(
+    store: &dyn Store,
     keyring: &Keyring,
     config: &ServeConfig,
+    place: &Path,
 ) -> Result<(), AppError> {
     let store_err = |source| AppError::Store {
-        dir: config.data_dir.clone(),
+        dir: place.to_owned(),
         source,
     };
     let mismatch = |key: String| AppError::KeyringMismatch {
         path: config.keyring.clone(),
-        dir: config.data_dir.clone(),
+        dir: place.to_owned(),
         key,
     };
     let mut missing = Vec::new();
@@ -132,8 +164,18 @@ fn check_keyring(
                 "no check value stored, yet access keys exist".into(),
             ));
         }
-        store.apply(missing).map_err(store_err)?;
-        store.flush().map_err(store_err)?;
+        let ticket = store.apply(missing).map_err(store_err)?;
+        let report = store.flush().await.map_err(store_err)?;
+        if report.durable_through < ticket || report.failure.is_some() {
+            // Another replica stored its check values first: compare with those.
+            store.rollback();
+            store.sync().await.map_err(store_err)?;
+            for (name, value) in keyring.check_values() {
+                if store.meta(&name).map_err(store_err)?.as_deref() != Some(value.as_slice()) {
+                    return Err(mismatch(name));
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -162,7 +162,15 @@ impl AccessKeys {
         }
     }
 
-    fn get(&self, id: &str) -> Option<Caller> {
+    /// Replaces the whole table with the stored keys (another replica changed them, or a
+    /// write was rolled back).
+    pub(crate) fn replace_all(&self, keyring: &Keyring, records: Vec<AccessKey>) {
+        let fresh = Self::load(keyring, records);
+        let table = fresh.by_id.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self.by_id.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Caller> {
         self.by_id
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -243,6 +251,8 @@ impl Core {
     ///
     /// # Errors
     /// `InvalidAccessKeyId.NotFound` or `InvalidAccessKeySecret`.
+    /// Transports call [`Core::sync`] first, so on a shared store a key deleted on one replica
+    /// fails here at once, and whatever the request reads afterwards is as fresh.
     pub fn authenticate(&self, access_key_id: &str, secret: &str) -> Result<Caller, Error> {
         let caller = self
             .access_keys
@@ -260,6 +270,7 @@ impl Core {
     ///
     /// # Errors
     /// `InvalidAccessKeyId.NotFound`.
+    /// Transports call [`Core::sync`] first, as for [`Core::authenticate`].
     pub fn access_key(&self, access_key_id: &str) -> Result<Caller, Error> {
         self.access_keys
             .get(access_key_id)
@@ -279,24 +290,31 @@ impl Core {
             })
     }
 
-    pub(super) fn ensure_root_key(&self) -> Result<Option<RootKey>, Error> {
+    pub(super) async fn ensure_root_key(&self) -> Result<Option<RootKey>, Error> {
         if self.access_keys.all().iter().any(Caller::is_root) {
             return Ok(None);
         }
-        let created =
-            self.insert_access_key(vec![ALL_INSTANCES.to_owned()], "root".into(), true)?;
+        let created = self
+            .insert_access_key(vec![ALL_INSTANCES.to_owned()], "root".into(), true)
+            .await?;
+        let Some(created) = created else {
+            // Another replica created the root key first.
+            return Ok(None);
+        };
         Ok(Some(RootKey {
             access_key_id: created.access_key_id,
             access_key_secret: created.access_key_secret,
         }))
     }
 
-    fn insert_access_key(
+    /// Creates and stores a key; durable on return. A root key is created only while there is
+    /// none (`None`: another replica created one first).
+    async fn insert_access_key(
         &self,
         instance_ids: Vec<String>,
         description: String,
         root: bool,
-    ) -> Result<NewAccessKey, Error> {
+    ) -> Result<Option<NewAccessKey>, Error> {
         let record = AccessKey {
             id: new_access_key_id(),
             instance_ids,
@@ -307,16 +325,25 @@ impl Core {
         };
         let caller = entry(&self.keyring, record.clone())
             .ok_or_else(|| Error::internal("active keyring key is missing"))?;
-        {
-            let _w = self.lock_writer();
-            self.store.apply(vec![Op::PutAccessKey(record)])?;
-        }
-        let created = NewAccessKey {
+        let (inserted, _) = self
+            .commit_then(
+                |store| {
+                    if root && store.access_keys()?.iter().any(|k| k.root) {
+                        return Ok((Vec::new(), Vec::new(), false));
+                    }
+                    Ok((vec![Op::PutAccessKey(record.clone())], Vec::new(), true))
+                },
+                |inserted| {
+                    if *inserted {
+                        self.access_keys.insert(caller.clone());
+                    }
+                },
+            )
+            .await?;
+        Ok(inserted.then(|| NewAccessKey {
             access_key_id: caller.access_key_id().to_owned(),
             access_key_secret: caller.secret().to_owned(),
-        };
-        self.access_keys.insert(caller);
-        Ok(created)
+        }))
     }
 
     /// Creates an access key allowed on `instance_ids` (`*` = all). Root only. Durable on return.
@@ -357,8 +384,10 @@ impl Core {
         let mut instance_ids = instance_ids;
         instance_ids.sort();
         instance_ids.dedup();
-        let created = self.insert_access_key(instance_ids, description, false)?;
-        self.durability.wait().await?;
+        let created = self
+            .insert_access_key(instance_ids, description, false)
+            .await?
+            .ok_or_else(|| Error::internal("a non-root key is always inserted"))?;
         Ok(created)
     }
 

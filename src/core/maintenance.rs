@@ -9,7 +9,8 @@ use super::{now_ms, Core, Result};
 use crate::store::Op;
 
 /// Tokens deleted per batch, so one sweep never holds the store for long.
-const SWEEP_BATCH: usize = 1024;
+/// Tokens deleted per batch: under etcd's default limit of 128 operations per transaction.
+const SWEEP_BATCH: usize = 100;
 
 impl Core {
     /// Deletes every token that has expired. Returns how many were deleted.
@@ -29,7 +30,7 @@ impl Core {
                 .map(|(id, at)| Op::DeleteToken(id, at))
                 .collect();
             // Deleting an expired token needs no revision: it is already invalid everywhere.
-            self.store.apply(ops)?;
+            self.write(ops).await?;
             total += n;
             if n < SWEEP_BATCH {
                 break;
@@ -37,13 +38,14 @@ impl Core {
             tokio::task::yield_now().await;
         }
         if total > 0 {
-            self.durability.wait().await?;
             tracing::debug!(deleted = total, "swept expired tokens");
         }
         Ok(total)
     }
 
-    /// Runs the sweeps every `maintenance_interval` until shutdown.
+    /// Runs the sweeps every `maintenance_interval` until shutdown: on a shared store only on
+    /// the replica elected for it (a lease in etcd), although two running at once would still
+    /// be correct (every delete is a compare-and-swap write).
     pub async fn run_maintenance(self: Arc<Self>) {
         let mut shutdown = self.shutdown.subscribe();
         let mut tick = tokio::time::interval(self.config.maintenance_interval);
@@ -52,6 +54,14 @@ impl Core {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.wait_for(|down| *down) => return,
+            }
+            match self.store.lead().await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether this replica runs the sweeps; skipping this round");
+                    continue;
+                }
             }
             if let Err(e) = self.sweep_expired_tokens().await {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "token sweep failed");

@@ -78,6 +78,7 @@ pub struct Metrics {
     flush_batch: Histogram,
     flush_seconds: Histogram,
     flush_failures: Counter,
+    write_conflicts: Counter,
     watch_streams: Gauge,
     watch_catching_up: Gauge,
     watch_events: Counter,
@@ -130,6 +131,7 @@ impl Metrics {
             flush_batch,
             flush_seconds,
             flush_failures: Counter::default(),
+            write_conflicts: Counter::default(),
             watch_streams: Gauge::default(),
             watch_catching_up: Gauge::default(),
             watch_events: Counter::default(),
@@ -185,6 +187,11 @@ impl Metrics {
             "group_commit_flush_failures",
             "Group-commit flushes that failed (their writers got InternalError)",
             m.flush_failures.clone(),
+        );
+        r.register(
+            "store_write_conflicts",
+            "Writes built again because another replica changed what they read (shared store)",
+            m.write_conflicts.clone(),
         );
         r.register(
             "revocation_revision",
@@ -331,6 +338,11 @@ impl Metrics {
         if !ok {
             self.flush_failures.inc();
         }
+    }
+
+    /// Records a write that lost a compare-and-swap race with another replica.
+    pub fn write_conflict(&self) {
+        self.write_conflicts.inc();
     }
 
     /// Counts an open watch stream until the returned guard drops.

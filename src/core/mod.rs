@@ -37,7 +37,7 @@ pub mod watch;
 mod watch_slots;
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, Weak},
     time::Duration,
 };
 
@@ -54,7 +54,7 @@ pub use token::{Actions, AppliedToken, TokenRequest};
 pub use token_list::{TokenInfo, TokenPage, TokenStatus};
 pub use watch::{WatchItem, WatchStart, WatchStream};
 
-use crate::store::Store;
+use crate::store::{Committed, Store};
 
 /// Milliseconds since the Unix epoch, now (the client crate's, so brokers and the service
 /// read the clock the same way).
@@ -135,6 +135,11 @@ pub struct Core {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Counters and histograms of this server.
     metrics: Arc<Metrics>,
+    /// The store is shared with other replicas: revisions come from it and committed events
+    /// are published from its feed (`follow_committed`), not from this process's writes.
+    shared: bool,
+    /// How many items of the shared store's feed `follow_committed` has handled.
+    feed_done: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -165,44 +170,73 @@ pub struct RootKey {
 
 impl Core {
     /// Opens the core on a store: loads access keys, creates the root access key if there is
-    /// none yet (returned so the caller can write it out), and starts the group-commit flusher.
+    /// none yet (returned so the caller can write it out), and starts the group-commit flusher
+    /// and, on a shared store, the task that follows what other replicas commit.
     /// Must be called inside a tokio runtime.
     ///
     /// # Errors
     /// The store cannot be read or written.
-    pub fn open(
+    pub async fn open(
         store: Arc<dyn Store>,
         keyring: Keyring,
         config: CoreConfig,
     ) -> Result<(Arc<Self>, Option<RootKey>)> {
+        store.sync().await?;
         let records = store.access_keys()?;
         let tombstones = scope::Tombstones::load(store.tombstones()?);
         let bounds = store.revision_bounds()?;
+        let committed = store.committed();
+        let shared = committed.is_some();
         let revocations = Arc::new(revocation::RevocationLog::new(bounds, config.watch_buffer));
-        let (before, after) = (revocations.clone(), revocations.clone());
         let metrics = Arc::new(Metrics::new());
-        let durability = durability::GroupCommit::start(
-            store.clone(),
-            metrics.clone(),
-            move || before.last_applied(),
-            move |durable| after.publish_up_to(durable),
-        );
-        let core = Arc::new(Self {
-            durability,
-            revocations,
-            tombstones,
-            watch_slots: Arc::new(watch_slots::WatchSlots::new(config.max_watches_per_key)),
-            access_keys: access_key::AccessKeys::load(&keyring, records),
-            limiter: limits::Limiter::new(config.rate_limits.clone()),
-            store,
-            keyring,
-            config,
-            writer: Mutex::new(()),
-            shutdown: tokio::sync::watch::channel(false).0,
-            metrics,
+        let core = Arc::new_cyclic(|weak: &Weak<Self>| {
+            let (before, after) = (revocations.clone(), revocations.clone());
+            let on_failure = weak.clone();
+            let hooks = durability::Hooks {
+                applied: Box::new(move || before.last_applied()),
+                flushed: Box::new(move |durable| after.publish_up_to(durable)),
+                failed: Box::new(move || on_failure.upgrade().map_or(0, |core| core.roll_back())),
+            };
+            Self {
+                durability: durability::GroupCommit::start(store.clone(), metrics.clone(), hooks),
+                revocations,
+                tombstones,
+                watch_slots: Arc::new(watch_slots::WatchSlots::new(config.max_watches_per_key)),
+                access_keys: access_key::AccessKeys::load(&keyring, records),
+                limiter: limits::Limiter::new(config.rate_limits.clone()),
+                store,
+                keyring,
+                config,
+                writer: Mutex::new(()),
+                shutdown: tokio::sync::watch::channel(false).0,
+                metrics,
+                shared,
+                feed_done: tokio::sync::watch::channel(0).0,
+            }
         });
-        let root = core.ensure_root_key()?;
+        if let Some(feed) = committed {
+            tokio::spawn(follow_committed(Arc::downgrade(&core), feed));
+        }
+        let root = core.ensure_root_key().await?;
         Ok((core, root))
+    }
+
+    /// Waits until this replica has seen every write any replica had acknowledged when the
+    /// call began, and published every revocation among them: after it, reads here are as
+    /// fresh as reads on the replica that took the write. Free on an embedded store.
+    ///
+    /// # Errors
+    /// The shared store cannot be reached (`ServiceUnavailable`).
+    pub async fn sync(&self) -> Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let sent = self.store.sync().await?;
+        // The feed reports what the barrier brought in (revocations, key and tombstone
+        // changes); once it is handled, the in-memory tables are as fresh as the mirror.
+        let mut done = self.feed_done.subscribe();
+        let _ = done.wait_for(|handled| *handled >= sent).await;
+        Ok(())
     }
 
     /// The configuration the core runs with.
@@ -254,7 +288,11 @@ impl Core {
     /// # Errors
     /// The flush failed.
     pub async fn flush(&self) -> Result<()> {
-        self.durability.wait().await
+        // A batch that lost a race was rolled back: nothing of it is left to make durable.
+        self.durability
+            .wait(self.store.apply(Vec::new())?)
+            .await
+            .map(|_| ())
     }
 
     /// Begins shutdown: open watch streams end with `ServiceUnavailable` so brokers resume
@@ -276,5 +314,28 @@ impl Core {
         // A panic while holding the lock cannot leave the store half-written (apply is atomic),
         // so a poisoned lock is safe to keep using.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Follows what a shared store reports as committed (by any replica) and mirrors it: events
+/// are published to this replica's watchers in revision order, and the access keys and
+/// tombstones are reloaded when another replica changed them. Ends with the core.
+async fn follow_committed(
+    core: Weak<Core>,
+    mut feed: tokio::sync::mpsc::UnboundedReceiver<Committed>,
+) {
+    while let Some(item) = feed.recv().await {
+        let Some(core) = core.upgrade() else { return };
+        match item {
+            Committed::Revocation(event) => core.revocations.publish_committed(event),
+            Committed::Oldest(oldest) => core.revocations.set_oldest(oldest),
+            Committed::AccessKeys | Committed::Tombstones => {
+                let _w = core.lock_writer();
+                if let Err(e) = core.reload_mirrors() {
+                    tracing::error!(error = %e, "reloading what another replica changed failed");
+                }
+            }
+        }
+        core.feed_done.send_modify(|handled| *handled += 1);
     }
 }

@@ -16,7 +16,7 @@ use std::{
 
 use tokio::sync::{broadcast, watch};
 
-use super::{now_ms, scope::Tombstone, Core, Result};
+use super::{durability::Flushed, now_ms, scope::Tombstone, Core, Error, Result};
 use crate::store::{Op, RevisionBounds, Store};
 
 /// What was revoked. The store and the API each number these in their own codec.
@@ -182,8 +182,20 @@ impl RevocationLog {
         }
     }
 
-    fn set_oldest(&self, oldest: u64) {
-        self.durable.send_modify(|b| b.oldest = oldest);
+    pub(crate) fn set_oldest(&self, oldest: u64) {
+        self.durable
+            .send_modify(|b| b.oldest = b.oldest.max(oldest));
+    }
+
+    /// Publishes one event another replica (or this one) committed to a shared store. Events
+    /// arrive in revision order, gap-free; one already published is skipped.
+    pub(crate) fn publish_committed(&self, event: RevocationEvent) {
+        if event.revision <= self.bounds().last {
+            return;
+        }
+        let revision = event.revision;
+        let _ = self.live.send(Arc::new(event));
+        self.durable.send_modify(|b| b.last = b.last.max(revision));
     }
 
     /// Current durable bounds.
@@ -192,70 +204,132 @@ impl RevocationLog {
     }
 }
 
+/// How many times a write is built again after losing a race with another replica before the
+/// client is told to retry (`ServiceUnavailable`). Each attempt first waits for this replica to
+/// see the write that won, so this only runs out under extreme contention on one record.
+pub(crate) const MAX_ATTEMPTS: usize = 32;
+
 impl Core {
     /// Runs a read-modify-write under the writer lock: `build` reads what it needs and returns
     /// the store operations, the revocations they cause, and a value. Revocations get the next
     /// revisions and go into the same atomic batch. Returns after the batch is durable and its
     /// events are published, with the value and the last revision written (0 if none).
+    ///
+    /// On a shared store `build` runs again whenever another replica changed what it read
+    /// (the store's compare-and-swap failed), on data that includes the winning write.
     pub(crate) async fn commit<T>(
         &self,
-        build: impl FnOnce(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
+        build: impl FnMut(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
     ) -> Result<(T, u64)> {
         self.commit_then(build, |_| {}).await
     }
 
     /// [`Core::commit`], and `applied` runs once the batch is applied, still under the writer
     /// lock and before the flush and the publish: where in-memory state mirrors the store, it
-    /// changes only after the write succeeded, and before anyone hears of it.
+    /// changes only after the write succeeded, and before anyone hears of it. (A rolled-back
+    /// batch reloads that state from the store, see [`Core::roll_back`].)
     ///
     /// A scope revocation event brings its tombstone (`super::scope`) into the same batch, with
     /// the event's revision as the cut-off, and into the in-memory table the same way.
     pub(crate) async fn commit_then<T>(
         &self,
-        build: impl FnOnce(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
-        applied: impl FnOnce(&T),
+        mut build: impl FnMut(&dyn Store) -> Result<(Vec<Op>, Vec<Draft>, T)>,
+        mut applied: impl FnMut(&T),
     ) -> Result<(T, u64)> {
-        let (value, last_rev) = {
-            let _w = self.lock_writer();
-            let (mut ops, drafts, value) = build(self.store.as_ref())?;
-            let mut last = self
+        for _ in 0..MAX_ATTEMPTS {
+            let (value, last_rev, ticket) = {
+                let _w = self.lock_writer();
+                self.store.begin_write();
+                let (mut ops, drafts, value) = build(self.store.as_ref())?;
+                let mut last = self
+                    .revocations
+                    .last_applied
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if self.shared {
+                    // Other replicas append too: the next revision is the store's.
+                    *last = self.store.revision_bounds()?.last;
+                }
+                let mut events = Vec::with_capacity(drafts.len());
+                let mut tombstones = Vec::new();
+                let mut rev = *last;
+                for draft in drafts {
+                    rev += 1;
+                    let event = Arc::new(draft.into_event(rev));
+                    if let Some(tombstone) = Tombstone::of_event(&event) {
+                        ops.push(Op::PutTombstone(tombstone.clone()));
+                        tombstones.push(tombstone);
+                    }
+                    ops.push(Op::AppendRevocation(event.as_ref().clone()));
+                    events.push(event);
+                }
+                let ticket = self.store.apply(ops)?;
+                for tombstone in &tombstones {
+                    self.tombstones.record(tombstone);
+                }
+                applied(&value);
+                let wrote = !events.is_empty();
+                *last = rev;
+                drop(last);
+                // A shared store reports committed events itself, in the order every replica
+                // agrees on (see `follow_committed`); only an embedded one publishes from here.
+                if !self.shared {
+                    self.revocations
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .events
+                        .extend(events);
+                }
+                (value, if wrote { rev } else { 0 }, ticket)
+            };
+            // The flusher publishes every event its flush made durable (see `GroupCommit`), so
+            // the event goes out even if this request is cancelled while it waits.
+            match self.durability.wait(ticket).await? {
+                Flushed::Durable => return Ok((value, last_rev)),
+                Flushed::Conflict => {
+                    self.metrics.write_conflict();
+                    // See the write that won before building again.
+                    self.store.sync().await?;
+                }
+            }
+        }
+        Err(Error::ServiceUnavailable)
+    }
+
+    /// Writes `ops` as they are (no reads behind them, no revocations), retrying after a
+    /// conflict: for sweeps and other writes that stay right whatever another replica did.
+    pub(crate) async fn write(&self, ops: Vec<Op>) -> Result<()> {
+        self.commit(|_| Ok((ops.clone(), Vec::new(), ()))).await?;
+        Ok(())
+    }
+
+    /// After a failed flush: drops the batches the store had staged and reloads what the core
+    /// mirrors in memory (access keys, tombstones, the next revision) from the store, under the
+    /// writer lock. Returns the last ticket dropped (see `GroupCommit`).
+    pub(crate) fn roll_back(&self) -> crate::store::Ticket {
+        let _w = self.lock_writer();
+        let dropped = self.store.rollback();
+        if let Err(e) = self.reload_mirrors() {
+            tracing::error!(error = %e, "reloading after a rolled-back write failed");
+        }
+        dropped
+    }
+
+    /// Reloads the access keys and tombstones from the store (after a rollback, or when
+    /// another replica changed them).
+    pub(crate) fn reload_mirrors(&self) -> Result<()> {
+        self.access_keys
+            .replace_all(&self.keyring, self.store.access_keys()?);
+        self.tombstones.replace_all(self.store.tombstones()?);
+        if self.shared {
+            *self
                 .revocations
                 .last_applied
                 .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let mut events = Vec::with_capacity(drafts.len());
-            let mut tombstones = Vec::new();
-            let mut rev = *last;
-            for draft in drafts {
-                rev += 1;
-                let event = Arc::new(draft.into_event(rev));
-                if let Some(tombstone) = Tombstone::of_event(&event) {
-                    ops.push(Op::PutTombstone(tombstone.clone()));
-                    tombstones.push(tombstone);
-                }
-                ops.push(Op::AppendRevocation(event.as_ref().clone()));
-                events.push(event);
-            }
-            self.store.apply(ops)?;
-            for tombstone in &tombstones {
-                self.tombstones.record(tombstone);
-            }
-            applied(&value);
-            let wrote = !events.is_empty();
-            *last = rev;
-            drop(last);
-            self.revocations
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .events
-                .extend(events);
-            (value, if wrote { rev } else { 0 })
-        };
-        // The flusher publishes every event its flush made durable (see `GroupCommit`), so
-        // the event goes out even if this request is cancelled while it waits.
-        self.durability.wait().await?;
-        Ok((value, last_rev))
+                .unwrap_or_else(|p| p.into_inner()) = self.store.revision_bounds()?.last;
+        }
+        Ok(())
     }
 
     /// The retained revision range of the revocation log, as durable.
@@ -296,14 +370,10 @@ impl Core {
             }
         }
         if below > bounds.oldest {
-            {
-                let _w = self.lock_writer();
-                // Raise the bound before deleting, so a watcher that finds a hole always
-                // reads an `oldest` above it.
-                self.revocations.set_oldest(below);
-                self.store.apply(vec![Op::CompactRevocationsBelow(below)])?;
-            }
-            self.durability.wait().await?;
+            // Raise the bound before deleting, so a watcher that finds a hole always reads an
+            // `oldest` above it.
+            self.revocations.set_oldest(below);
+            self.write(vec![Op::CompactRevocationsBelow(below)]).await?;
             tracing::debug!(oldest = below, "compacted the revocation log");
         }
         Ok(below)

@@ -117,6 +117,17 @@ impl Tombstones {
         table
     }
 
+    /// Replaces the whole table with the stored tombstones (another replica changed them, or
+    /// a write was rolled back).
+    pub(crate) fn replace_all(&self, stored: Vec<Tombstone>) {
+        let fresh = Self::load(stored);
+        let table = fresh
+            .by_instance
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        *self.by_instance.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
     /// Adds a tombstone, or raises the scope's cut-off to it (a later revocation of the same
     /// scope covers everything the earlier one did).
     pub(crate) fn record(&self, t: &Tombstone) {
@@ -262,14 +273,14 @@ impl Core {
                         "must be 1 to 64 characters",
                     ));
                 }
-                self.commit(move |store| {
+                self.commit(|store| {
                     // Under the writer lock, so a concurrent delete cannot slip in between.
                     if !self.access_keys.contains(&key) {
                         return Err(Error::AccessKeyIdNotFound);
                     }
                     let now = now_ms();
                     let draft = Draft {
-                        key_id: key,
+                        key_id: key.clone(),
                         expire_ms: Some(tombstone_until(store, now)?),
                         ..Draft::new(
                             RevocationKind::TokensOfKeyRevoked,
@@ -307,28 +318,32 @@ impl Core {
     /// # Errors
     /// The store failed.
     pub async fn sweep_tombstones(&self) -> Result<usize> {
-        let swept = {
-            // Under the writer lock: a revocation of the same scope writing a new tombstone
-            // meanwhile must not be deleted with the old one.
-            let _w = self.lock_writer();
-            let expired = self.tombstones.expired(now_ms());
-            if expired.is_empty() {
-                return Ok(0);
-            }
-            let ops = expired
-                .iter()
-                .map(|t| Op::DeleteTombstone {
-                    instance_id: t.instance_id.clone(),
-                    key_id: t.key_id.clone(),
-                })
-                .collect();
-            self.store.apply(ops)?;
-            for t in &expired {
-                self.tombstones.forget(t);
-            }
-            expired.len()
-        };
-        self.durability.wait().await?;
+        // Built under the writer lock (in `commit_then`): a revocation of the same scope
+        // writing a new tombstone meanwhile must not be deleted with the old one.
+        let (expired, _) = self
+            .commit_then(
+                |_| {
+                    let expired = self.tombstones.expired(now_ms());
+                    let ops = expired
+                        .iter()
+                        .map(|t| Op::DeleteTombstone {
+                            instance_id: t.instance_id.clone(),
+                            key_id: t.key_id.clone(),
+                        })
+                        .collect();
+                    Ok((ops, Vec::new(), expired))
+                },
+                |expired| {
+                    for t in expired {
+                        self.tombstones.forget(t);
+                    }
+                },
+            )
+            .await?;
+        let swept = expired.len();
+        if swept == 0 {
+            return Ok(0);
+        }
         tracing::debug!(swept, "swept expired scope tombstones");
         Ok(swept)
     }

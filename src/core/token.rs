@@ -19,7 +19,8 @@
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
 use super::crypto;
-use super::revocation::Draft;
+use super::durability::Flushed;
+use super::revocation::{Draft, MAX_ATTEMPTS as MAX_WRITE_ATTEMPTS};
 use super::{
     access_key::check_instance_id, keyring::random_bytes, now_ms, topic, Caller, Core, Error,
     Field, Operation, Result, RevocationKind,
@@ -288,7 +289,12 @@ impl Core {
         // Read after `now`, and without the writer lock: a scope revocation that has applied
         // its tombstone by now has also bumped this, so the token is not covered; one that has
         // not is concurrent with this call, and covering the token is right too.
-        let minted_revision = self.revocations.last_applied();
+        // On a shared store, revisions other replicas appended count too.
+        let minted_revision = if self.shared {
+            self.store.revision_bounds()?.last
+        } else {
+            self.revocations.last_applied()
+        };
         let record = IssuedToken {
             instance_id: req.instance_id,
             actions: req.actions,
@@ -300,9 +306,21 @@ impl Core {
             minted_revision,
             keyring_id: kid,
         };
-        // A fresh random id cannot collide with a concurrent writer: no writer lock needed.
-        self.store.apply(vec![Op::PutToken(id, record)])?;
-        self.durability.wait().await?;
+        // A fresh random id cannot collide with a concurrent writer: no writer lock needed. A
+        // shared store may still roll the batch back when a batch staged with it lost a race;
+        // then it is simply written again.
+        let mut attempts = 0;
+        while self
+            .durability
+            .wait(self.store.apply(vec![Op::PutToken(id, record.clone())])?)
+            .await?
+            == Flushed::Conflict
+        {
+            attempts += 1;
+            if attempts >= MAX_WRITE_ATTEMPTS {
+                return Err(Error::ServiceUnavailable);
+            }
+        }
         Ok(AppliedToken {
             token,
             handle: handle(&id),
@@ -353,7 +371,7 @@ impl Core {
         let fingerprint = fingerprint(token);
         let instance = instance_id.to_owned();
         let (_, revision) = self
-            .commit(move |store| {
+            .commit(|store| {
                 let now = now_ms();
                 let Some(mut record) = store.token(&verified.id)? else {
                     return Ok((vec![], vec![], ()));
@@ -363,7 +381,7 @@ impl Core {
                 }
                 record.revoked_ms = Some(now);
                 let draft = Draft {
-                    token_fingerprint: fingerprint,
+                    token_fingerprint: fingerprint.clone(),
                     token_handle: handle(&verified.id),
                     expire_ms: Some(record.expire_ms),
                     ..Draft::new(

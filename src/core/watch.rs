@@ -215,8 +215,9 @@ impl Watcher {
             Ok(_)
                 if self
                     .core
-                    .access_key(self.filter.caller.access_key_id())
-                    .is_err() =>
+                    .access_keys
+                    .get(self.filter.caller.access_key_id())
+                    .is_none() =>
             {
                 Err(Error::AccessKeyNotFound)
             }
@@ -316,8 +317,9 @@ impl Watcher {
             // A deleted key's stream ends: it may no longer see anything.
             if self
                 .core
-                .access_key(self.filter.caller.access_key_id())
-                .is_err()
+                .access_keys
+                .get(self.filter.caller.access_key_id())
+                .is_none()
             {
                 return self.fail(Error::AccessKeyNotFound).await;
             }

@@ -19,7 +19,7 @@ impl AccessKeyService for AccessKeyGrpc {
         &self,
         request: Request<proto::CreateAccessKeyRequest>,
     ) -> Result<Response<proto::CreateAccessKeyResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "CreateAccessKey")?;
+        let (mut ctx, req) = open(&self.0, request, "CreateAccessKey").await?;
         let instances = req.instance_ids.join(",");
         ctx.audit(Target::instance(&instances));
         let created = self
@@ -39,7 +39,7 @@ impl AccessKeyService for AccessKeyGrpc {
         &self,
         request: Request<proto::ListAccessKeysRequest>,
     ) -> Result<Response<proto::ListAccessKeysResponse>, Status> {
-        let (ctx, _) = open(&self.0, request, "ListAccessKeys")?;
+        let (ctx, _) = open(&self.0, request, "ListAccessKeys").await?;
         let keys = self
             .0
             .list_access_keys(&ctx.caller)
@@ -63,7 +63,7 @@ impl AccessKeyService for AccessKeyGrpc {
         &self,
         request: Request<proto::DeleteAccessKeyRequest>,
     ) -> Result<Response<proto::DeleteAccessKeyResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "DeleteAccessKey")?;
+        let (mut ctx, req) = open(&self.0, request, "DeleteAccessKey").await?;
         ctx.audit(Target::key(&req.access_key_id));
         self.0
             .delete_access_key(&ctx.caller, &req.access_key_id)

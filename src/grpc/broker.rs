@@ -20,7 +20,7 @@ impl BrokerAuthService for BrokerAuthGrpc {
         &self,
         request: Request<proto::AuthenticateConnectRequest>,
     ) -> Result<Response<proto::AuthenticateConnectResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "AuthenticateConnect")?;
+        let (ctx, req) = open(&self.0, request, "AuthenticateConnect").await?;
         let decision = self
             .0
             .authenticate_connect(&ctx.caller, &req.client_id, &req.username, &req.password)
@@ -57,7 +57,7 @@ impl BrokerAuthService for BrokerAuthGrpc {
         &self,
         request: Request<proto::AuthorizeTopicRequest>,
     ) -> Result<Response<proto::AuthorizeTopicResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "AuthorizeTopic")?;
+        let (ctx, req) = open(&self.0, request, "AuthorizeTopic").await?;
         let action = match proto::TopicAction::try_from(req.action) {
             Ok(proto::TopicAction::Publish) => TopicAction::Publish,
             Ok(proto::TopicAction::Subscribe) => TopicAction::Subscribe,

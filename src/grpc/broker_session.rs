@@ -22,7 +22,7 @@ impl BrokerSessionService for BrokerSessionGrpc {
         &self,
         request: Request<proto::ListCredentialSessionsRequest>,
     ) -> Result<Response<proto::ListCredentialSessionsResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "ListCredentialSessions")?;
+        let (ctx, req) = open(&self.0, request, "ListCredentialSessions").await?;
         let credential = match req.credential {
             Some(ProtoCredential::TokenFingerprint(f)) if !f.is_empty() => Credential::Token(f),
             Some(ProtoCredential::AccessKeyId(id)) if !id.is_empty() => Credential::AccessKey(id),

@@ -30,7 +30,7 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
         &self,
         request: Request<proto::RegisterDeviceCredentialRequest>,
     ) -> Result<Response<proto::RegisterDeviceCredentialResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "RegisterDeviceCredential")?;
+        let (mut ctx, req) = open(&self.0, request, "RegisterDeviceCredential").await?;
         ctx.audit(Target::device(&req.instance_id, &req.client_id));
         let cred = self
             .0
@@ -50,7 +50,7 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
         &self,
         request: Request<proto::GetDeviceCredentialRequest>,
     ) -> Result<Response<proto::GetDeviceCredentialResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "GetDeviceCredential")?;
+        let (ctx, req) = open(&self.0, request, "GetDeviceCredential").await?;
         let cred = self
             .0
             .get_device(&ctx.caller, &req.instance_id, &req.client_id)
@@ -65,7 +65,7 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
         &self,
         request: Request<proto::RefreshDeviceCredentialRequest>,
     ) -> Result<Response<proto::RefreshDeviceCredentialResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "RefreshDeviceCredential")?;
+        let (mut ctx, req) = open(&self.0, request, "RefreshDeviceCredential").await?;
         ctx.audit(Target::device(&req.instance_id, &req.client_id));
         let cred = self
             .0
@@ -85,7 +85,7 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
         &self,
         request: Request<proto::UnRegisterDeviceCredentialRequest>,
     ) -> Result<Response<proto::UnRegisterDeviceCredentialResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "UnRegisterDeviceCredential")?;
+        let (mut ctx, req) = open(&self.0, request, "UnRegisterDeviceCredential").await?;
         ctx.audit(Target::device(&req.instance_id, &req.client_id));
         self.0
             .unregister_device(&ctx.caller, &req.instance_id, &req.client_id)
@@ -100,7 +100,7 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
         &self,
         request: Request<proto::ListDeviceCredentialClientIdRequest>,
     ) -> Result<Response<proto::ListDeviceCredentialClientIdResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "ListDeviceCredentialClientId")?;
+        let (ctx, req) = open(&self.0, request, "ListDeviceCredentialClientId").await?;
         let page = self
             .0
             .list_devices(

@@ -56,11 +56,14 @@ impl GoAuthGrpc {
 
     /// The context of one call: a request id and the configured key, looked up each time so a
     /// deleted key stops this service at once.
-    fn ctx(
+    async fn ctx(
         &self,
         rpc: &'static str,
         source: Option<std::net::SocketAddr>,
     ) -> Result<Ctx<'_>, Status> {
+        if let Err(e) = self.core.sync().await {
+            return Err(super::status::to_status(&e, &new_request_id()));
+        }
         match self.core.access_key(&self.access_key_id) {
             Ok(caller) => {
                 let ctx = Ctx::for_caller(&self.core, caller, source, rpc);
@@ -93,7 +96,7 @@ impl AuthService for GoAuthGrpc {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
-        let ctx = self.ctx("GetUser", request.remote_addr())?;
+        let ctx = self.ctx("GetUser", request.remote_addr()).await?;
         let req = request.into_inner();
         let decision = self
             .core
@@ -114,7 +117,7 @@ impl AuthService for GoAuthGrpc {
         &self,
         request: Request<pb::GetSuperuserRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
-        let ctx = self.ctx("GetSuperuser", request.remote_addr())?;
+        let ctx = self.ctx("GetSuperuser", request.remote_addr()).await?;
         ctx.respond(pb::AuthResponse { ok: false })
     }
 
@@ -122,7 +125,7 @@ impl AuthService for GoAuthGrpc {
         &self,
         request: Request<pb::CheckAclRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
-        let ctx = self.ctx("CheckAcl", request.remote_addr())?;
+        let ctx = self.ctx("CheckAcl", request.remote_addr()).await?;
         let req = request.into_inner();
         let Some(access) = access(req.acc) else {
             tracing::debug!(request_id = %ctx.request_id, acc = req.acc, "unknown acc; denied");
@@ -150,14 +153,14 @@ impl AuthService for GoAuthGrpc {
     }
 
     async fn get_name(&self, request: Request<()>) -> Result<Response<pb::NameResponse>, Status> {
-        let ctx = self.ctx("GetName", request.remote_addr())?;
+        let ctx = self.ctx("GetName", request.remote_addr()).await?;
         ctx.respond(pb::NameResponse {
             name: BACKEND_NAME.to_owned(),
         })
     }
 
     async fn halt(&self, request: Request<()>) -> Result<Response<()>, Status> {
-        let ctx = self.ctx("Halt", request.remote_addr())?;
+        let ctx = self.ctx("Halt", request.remote_addr()).await?;
         tracing::info!(request_id = %ctx.request_id, "mosquitto-go-auth is halting");
         ctx.respond(())
     }

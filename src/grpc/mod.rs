@@ -220,12 +220,17 @@ impl Services {
     }
 }
 
-/// Takes the message out of a request after authenticating it; starts the call's clock.
-pub(crate) fn open<'a, T>(
+/// Takes the message out of a request after authenticating it; starts the call's clock. On a
+/// shared store it first catches up with every write acknowledged by any replica
+/// ([`Core::sync`]), so the caller's key and everything the call reads are that fresh.
+pub(crate) async fn open<'a, T>(
     core: &'a Core,
     request: Request<T>,
     rpc: &'static str,
 ) -> Result<(Ctx<'a>, T), Status> {
+    core.sync()
+        .await
+        .map_err(|e| status::to_status(&e, &new_request_id()))?;
     let ctx = Ctx::new(core, request.metadata(), request.remote_addr(), rpc)?;
     Ok((ctx, request.into_inner()))
 }

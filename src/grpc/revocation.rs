@@ -83,7 +83,7 @@ impl RevocationService for RevocationGrpc {
         &self,
         request: Request<proto::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let (ctx, req) = open(&self.0, request, "WatchRevocations")?;
+        let (ctx, req) = open(&self.0, request, "WatchRevocations").await?;
         let start = start(req.start_mode, req.start_revision).map_err(|e| ctx.err(e))?;
         let items = self
             .0

@@ -68,7 +68,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<proto::ApplyTokenRequest>,
     ) -> Result<Response<proto::ApplyTokenResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "ApplyToken")?;
+        let (mut ctx, req) = open(&self.0, request, "ApplyToken").await?;
         ctx.audit(Target::instance(&req.instance_id));
         let instance_id = req.instance_id.clone();
         let actions = actions(&req.actions).map_err(|e| ctx.err(e))?;
@@ -98,7 +98,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<proto::QueryTokenRequest>,
     ) -> Result<Response<proto::QueryTokenResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "QueryToken")?;
+        let (ctx, req) = open(&self.0, request, "QueryToken").await?;
         let status = self
             .0
             .query_token(&ctx.caller, &req.instance_id, &req.token)
@@ -113,7 +113,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<proto::RevokeTokenRequest>,
     ) -> Result<Response<proto::RevokeTokenResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "RevokeToken")?;
+        let (mut ctx, req) = open(&self.0, request, "RevokeToken").await?;
         ctx.audit(Target::token(&req.instance_id, &req.token));
         let revision = self
             .0
@@ -130,7 +130,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<proto::ListTokensRequest>,
     ) -> Result<Response<proto::ListTokensResponse>, Status> {
-        let (ctx, req) = open(&self.0, request, "ListTokens")?;
+        let (ctx, req) = open(&self.0, request, "ListTokens").await?;
         let page = self
             .0
             .list_tokens(
@@ -152,7 +152,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<proto::RevokeTokensRequest>,
     ) -> Result<Response<proto::RevokeTokensResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "RevokeTokens")?;
+        let (mut ctx, req) = open(&self.0, request, "RevokeTokens").await?;
         let target = Target::instance(&req.instance_id);
         let scope = match req.scope {
             Some(Scope::TokenHandle(h)) => {

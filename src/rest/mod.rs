@@ -147,7 +147,12 @@ async fn handle(State(state): State<Arc<RestState>>, request: Request) -> Respon
             params: &params,
             body: &body,
         };
-        let authed = match state.auth.authenticate(&state.core, &req, now_ms()) {
+        // On a shared store, first catch up with every write acknowledged by any replica.
+        let synced = state.core.sync().await;
+        let authed = match synced
+            .map_err(RestError::from)
+            .and_then(|()| state.auth.authenticate(&state.core, &req, now_ms()))
+        {
             Ok(a) => a,
             Err(e) => {
                 let authorization = header_str(&parts.headers, header::AUTHORIZATION);

@@ -6,15 +6,26 @@
 //! The trait speaks the core's types; how they are encoded is the store's business and stays
 //! inside it.
 //!
+//! A shared backend (etcd) keeps every record in a local mirror, so reads stay synchronous and
+//! local; `apply` stages a batch on the mirror and `flush` commits what is staged in
+//! compare-and-swap transactions. A transaction that loses a race with another replica is
+//! reported in the [`FlushReport`], the core rolls the staged batches back
+//! ([`Store::rollback`]) and runs those writes again on fresh data.
+//!
 //! Children: `records` (the persisted record types and their conversions), `sessions` (broker
-//! sessions and their store trait), `sled_store` (the sled implementation).
+//! sessions and their store trait), `sled_store` (the sled implementation), `etcd` (the etcd
+//! implementation, for several replicas).
 
+pub mod etcd;
 mod records;
 mod sessions;
 mod sled_store;
 
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use sessions::{BrokerSessionRecord, BrokerSessionStore};
 pub use sled_store::{SledStore, StoreClosed};
+
+use std::{future::Future, pin::Pin};
 
 use crate::core::{
     access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent, scope::Tombstone,
@@ -30,6 +41,9 @@ pub enum StoreError {
     /// The backend failed (I/O, corruption reported by the engine).
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The backend cannot be reached (a shared backend's network or cluster is down).
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     /// A stored record did not decode: the data directory is damaged or from another version.
     #[error("corrupt record under key {key}: {reason}")]
     Corrupt {
@@ -42,6 +56,54 @@ pub enum StoreError {
 
 /// The result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A boxed future, for the store's asynchronous methods (the trait is used as `dyn Store`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// Names one [`Store::apply`] batch, in order, so a flush can say which batches it made
+/// durable. An embedded store makes everything durable at once and always answers 0.
+pub type Ticket = u64;
+
+/// What a [`Store::flush`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Every batch with a ticket up to this one is durable.
+    pub durable_through: Ticket,
+    /// Why the batches after `durable_through` were not written, if they were not: the core
+    /// then calls [`Store::rollback`] and fails or retries them.
+    pub failure: Option<FlushFailure>,
+}
+
+impl FlushReport {
+    /// Everything applied so far is durable.
+    pub const ALL_DURABLE: Self = Self {
+        durable_through: Ticket::MAX,
+        failure: None,
+    };
+}
+
+/// Why staged batches were not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlushFailure {
+    /// Another replica wrote first (a compare-and-swap failed): nothing of the failed batches
+    /// was written, and running them again on fresh data is safe.
+    Conflict,
+    /// The backend failed; the batches may or may not have been written.
+    Backend(String),
+}
+
+/// What a shared backend reports about writes committed by any replica, in commit order.
+#[derive(Debug, Clone)]
+pub enum Committed {
+    /// A revocation was committed (revisions arrive gap-free and in order).
+    Revocation(RevocationEvent),
+    /// The log was compacted: revisions below this one are gone.
+    Oldest(u64),
+    /// The access keys changed.
+    AccessKeys,
+    /// The scope tombstones changed.
+    Tombstones,
+}
 
 /// The revision range the revocation log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,7 +166,8 @@ pub enum Op {
 /// The storage interface the core uses.
 ///
 /// Writes that read before they write (device counters, revocation revisions) are serialized
-/// by the core; `apply` itself only has to be atomic.
+/// by the core within a process; `apply` itself only has to be atomic. Across processes a
+/// shared backend detects conflicting writes in `flush` (see the module documentation).
 pub trait Store: BrokerSessionStore + Send + Sync + 'static {
     /// Looks a token up by id.
     fn token(&self, id: &TokenId) -> StoreResult<Option<IssuedToken>>;
@@ -148,13 +211,41 @@ pub trait Store: BrokerSessionStore + Send + Sync + 'static {
     fn revocations(&self, from: u64, limit: usize) -> StoreResult<Vec<RevocationEvent>>;
     /// The retained revision range.
     fn revision_bounds(&self) -> StoreResult<RevisionBounds>;
-    /// Applies the operations atomically: all or none.
-    fn apply(&self, ops: Vec<Op>) -> StoreResult<()>;
+    /// Applies the operations atomically (all or none) to what this process reads, and
+    /// returns the batch's ticket; it is durable once a [`Store::flush`] reports it.
+    fn apply(&self, ops: Vec<Op>) -> StoreResult<Ticket>;
     /// A named metadata value.
     fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
-    /// Makes every applied write durable. Blocking; the core calls it from a blocking thread
-    /// and shares one call among concurrent writers.
-    fn flush(&self) -> StoreResult<()>;
+    /// Makes applied batches durable. The core shares one call among concurrent writers.
+    fn flush(&self) -> StoreFuture<'_, FlushReport>;
+    /// Marks the start of a read-modify-write: the next [`Store::apply`] batch was built on
+    /// what reads returned from now on. A shared store compares against this point, so a write
+    /// another replica commits while the batch is being built makes it conflict. Called under
+    /// the core's writer lock.
+    fn begin_write(&self) {}
+    /// Drops every applied batch that is not durable, after a failed flush, so reads show the
+    /// committed state again. Returns the last ticket dropped. Called under the core's writer
+    /// lock, so no batch is being built meanwhile.
+    fn rollback(&self) -> Ticket {
+        0
+    }
+    /// Waits until this process reads every write any process had acknowledged when the call
+    /// began (a linearizable read barrier), and returns how many [`Committed`] items the feed
+    /// had sent by then, so the core can wait until it has handled them too. An embedded store
+    /// is always up to date (and has no feed: 0).
+    fn sync(&self) -> StoreFuture<'_, u64> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
+    /// Whether this process should run the background work (sweeps, log compaction) now: a
+    /// shared backend elects one process at a time. Running it twice is still correct.
+    fn lead(&self) -> StoreFuture<'_, bool> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+    /// Writes committed by any process, for a shared backend (`None` for an embedded one,
+    /// where this process makes every write itself). Taken once, by the core.
+    fn committed(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Committed>> {
+        None
+    }
     /// Bytes the store occupies on disk.
     fn size_on_disk(&self) -> StoreResult<u64>;
     /// The record counts, without a scan.

@@ -13,7 +13,7 @@
 //! precedes its record, whatever the interleaving of CONNECTs, sweeps and several service
 //! replicas sharing one store.
 
-use super::StoreResult;
+use super::{StoreFuture, StoreResult};
 
 /// One recorded broker session.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -64,13 +64,13 @@ pub trait BrokerSessionStore {
     /// current one equals `expected` (None = there is none), updating the credential and expiry
     /// indexes in the same atomic step. Returns false, changing nothing, when the current
     /// session differs. `new`, when given, must have the same namespace and client id.
-    fn swap_broker_session(
-        &self,
-        namespace: &str,
-        client_id: &str,
-        expected: Option<&BrokerSessionRecord>,
-        new: Option<&BrokerSessionRecord>,
-    ) -> StoreResult<bool>;
+    fn swap_broker_session<'a>(
+        &'a self,
+        namespace: &'a str,
+        client_id: &'a str,
+        expected: Option<&'a BrokerSessionRecord>,
+        new: Option<&'a BrokerSessionRecord>,
+    ) -> StoreFuture<'a, bool>;
 
     /// Up to `limit` sessions under `namespace` that rest on `credential` (an index key), in
     /// client id order, strictly after `after` when given.

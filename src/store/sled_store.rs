@@ -22,7 +22,8 @@ use crate::core::crypto::hex;
 
 use super::{
     records::{AccessKeyRecord, DeviceRecord, RevocationRecord, TokenRecord},
-    Op, RevisionBounds, Store, StoreCounts, StoreError, StoreResult, TokenId,
+    FlushReport, Op, RevisionBounds, Store, StoreCounts, StoreError, StoreFuture, StoreResult,
+    Ticket, TokenId,
 };
 use crate::core::{
     access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent, scope::Tombstone,
@@ -189,6 +190,44 @@ impl SledStore {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// A database that lives only as long as this handle (sled's temporary mode: a file that is
+    /// removed on drop, never flushed): the etcd backend's local mirror.
+    ///
+    /// # Errors
+    /// The temporary file cannot be created.
+    pub(in crate::store) fn temporary() -> StoreResult<Self> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()?;
+        Ok(Self {
+            db,
+            write: Mutex::new(()),
+            closed: tokio::sync::watch::channel(()).0,
+        })
+    }
+
+    /// Removes one revocation from the log, below or at its end, without touching the bounds:
+    /// the mirror's half of a compaction that another replica committed.
+    pub(in crate::store) fn remove_revision(&self, revision: u64) -> StoreResult<()> {
+        self.db.remove(revision_key(revision))?;
+        Ok(())
+    }
+
+    /// Sets the last revision of the log: the mirror undoing an event it staged but could not
+    /// commit, or taking the counter of a log whose events were all compacted.
+    pub(in crate::store) fn set_last_revision(&self, last: u64) -> StoreResult<()> {
+        self.db.insert(LAST_REV, &last.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Sets the oldest retained revision without deleting anything (the deletions arrive one
+    /// by one from the shared backend).
+    pub(in crate::store) fn set_oldest(&self, oldest: u64) -> StoreResult<()> {
+        self.db.insert(OLDEST_REV, &oldest.to_be_bytes())?;
+        Ok(())
     }
 
     /// Counts the records once for a database written before the counters existed.
@@ -391,7 +430,43 @@ impl Store for SledStore {
         Ok(RevisionBounds { oldest, last })
     }
 
-    fn apply(&self, ops: Vec<Op>) -> StoreResult<()> {
+    fn apply(&self, ops: Vec<Op>) -> StoreResult<Ticket> {
+        self.apply_now(ops)?;
+        Ok(0)
+    }
+
+    fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.db.get(meta_key(name))?.map(|v| v.to_vec()))
+    }
+
+    fn flush(&self) -> StoreFuture<'_, FlushReport> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            // sled's flush blocks (a write and an fsync): off the async threads.
+            match tokio::task::spawn_blocking(move || db.flush()).await {
+                Ok(Ok(_)) => Ok(FlushReport::ALL_DURABLE),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(StoreError::Backend(format!("flush task failed: {e}"))),
+            }
+        })
+    }
+
+    fn size_on_disk(&self) -> StoreResult<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    fn counts(&self) -> StoreResult<StoreCounts> {
+        Ok(StoreCounts {
+            tokens: self.get_u64(N_TOKENS)?,
+            revoked_tokens: self.get_u64(N_REVOKED)?,
+            device_credentials: self.get_u64(N_DEVICES)?,
+        })
+    }
+}
+
+impl SledStore {
+    /// [`Store::apply`]: one atomic sled batch, counters included.
+    pub(in crate::store) fn apply_now(&self, ops: Vec<Op>) -> StoreResult<()> {
         let _write = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
         let mut counters = Vec::new();
@@ -500,27 +575,6 @@ impl Store for SledStore {
         }
         self.db.apply_batch(batch)?;
         Ok(())
-    }
-
-    fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.db.get(meta_key(name))?.map(|v| v.to_vec()))
-    }
-
-    fn flush(&self) -> StoreResult<()> {
-        self.db.flush()?;
-        Ok(())
-    }
-
-    fn size_on_disk(&self) -> StoreResult<u64> {
-        Ok(self.db.size_on_disk()?)
-    }
-
-    fn counts(&self) -> StoreResult<StoreCounts> {
-        Ok(StoreCounts {
-            tokens: self.get_u64(N_TOKENS)?,
-            revoked_tokens: self.get_u64(N_REVOKED)?,
-            device_credentials: self.get_u64(N_DEVICES)?,
-        })
     }
 }
 

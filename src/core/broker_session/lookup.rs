@@ -125,12 +125,11 @@ impl Core {
             let n = expired.len();
             for rec in expired {
                 // Only if unchanged: a CONNECT may have just replaced it.
-                if self.store.swap_broker_session(
-                    &rec.namespace,
-                    &rec.client_id,
-                    Some(&rec),
-                    None,
-                )? {
+                if self
+                    .store
+                    .swap_broker_session(&rec.namespace, &rec.client_id, Some(&rec), None)
+                    .await?
+                {
                     total += 1;
                 }
             }
@@ -140,7 +139,7 @@ impl Core {
             tokio::task::yield_now().await;
         }
         if total > 0 {
-            self.durability.wait().await?;
+            self.flush().await?;
             tracing::debug!(deleted = total, "swept expired broker sessions");
         }
         Ok(total)

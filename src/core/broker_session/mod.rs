@@ -214,8 +214,8 @@ impl Core {
             expire_ms,
             create_ms: now,
         };
-        let previous = self.replace_broker_session(&record)?;
-        self.durability.wait().await?;
+        let previous = self.replace_broker_session(&record).await?;
+        self.flush().await?;
         // Checked again after the write: a revocation applied before this read is denied here;
         // one applied after it publishes its event after our record is durable, so whoever
         // lists sessions for that event finds this one.
@@ -224,19 +224,21 @@ impl Core {
             ConnectDecision::Deny(reason) => {
                 // Put back the session of the connection the broker keeps (it refuses this
                 // CONNECT), unless someone replaced ours meanwhile.
-                self.store.swap_broker_session(
-                    &record.namespace,
-                    client_id,
-                    Some(&record),
-                    previous.as_ref(),
-                )?;
+                self.store
+                    .swap_broker_session(
+                        &record.namespace,
+                        client_id,
+                        Some(&record),
+                        previous.as_ref(),
+                    )
+                    .await?;
                 Ok(SessionDecision::Deny(reason))
             }
         }
     }
 
     /// Writes `record` over whatever session its client id has; returns the one it replaced.
-    fn replace_broker_session(
+    async fn replace_broker_session(
         &self,
         record: &BrokerSessionRecord,
     ) -> Result<Option<BrokerSessionRecord>> {
@@ -244,12 +246,16 @@ impl Core {
             let current = self
                 .store
                 .broker_session(&record.namespace, &record.client_id)?;
-            if self.store.swap_broker_session(
-                &record.namespace,
-                &record.client_id,
-                current.as_ref(),
-                Some(record),
-            )? {
+            if self
+                .store
+                .swap_broker_session(
+                    &record.namespace,
+                    &record.client_id,
+                    current.as_ref(),
+                    Some(record),
+                )
+                .await?
+            {
                 return Ok(current);
             }
         }
@@ -347,13 +353,23 @@ impl Core {
             expire_ms: target,
             ..record.clone()
         };
-        // Losing the race to a new CONNECT is fine: that one wrote a fresh session.
-        self.store.swap_broker_session(
-            &record.namespace,
-            &record.client_id,
-            Some(record),
-            Some(&extended),
-        )?;
+        // Losing the race to a new CONNECT is fine: that one wrote a fresh session. Off the
+        // check's path: a shared store's compare-and-swap is a network round trip.
+        let store = self.store.clone();
+        let record = record.clone();
+        tokio::spawn(async move {
+            let swapped = store
+                .swap_broker_session(
+                    &record.namespace,
+                    &record.client_id,
+                    Some(&record),
+                    Some(&extended),
+                )
+                .await;
+            if let Err(e) = swapped {
+                tracing::warn!(error = %e, "extending a broker session failed; the next check retries");
+            }
+        });
         Ok(())
     }
 }

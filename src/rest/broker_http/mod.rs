@@ -96,7 +96,8 @@ async fn open(
     body: Body,
     request_id: &str,
 ) -> Result<(Caller, Result<Fields, String>), Response> {
-    let caller = match authenticate(core, headers) {
+    // On a shared store, first catch up with every write acknowledged by any replica.
+    let caller = match core.sync().await.and_then(|()| authenticate(core, headers)) {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(code = %e.code(), "broker not authenticated");

@@ -11,7 +11,7 @@ use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{decode, hex, read_u64, SledStore};
-use crate::store::{BrokerSessionRecord, BrokerSessionStore, StoreError, StoreResult};
+use crate::store::{BrokerSessionRecord, BrokerSessionStore, StoreError, StoreFuture, StoreResult};
 
 fn session_key(namespace: &str, client_id: &str) -> Vec<u8> {
     [b"b/", namespace.as_bytes(), b"\0", client_id.as_bytes()].concat()
@@ -62,17 +62,9 @@ fn utf8(key: &[u8], bytes: &[u8]) -> StoreResult<String> {
     })
 }
 
-impl BrokerSessionStore for SledStore {
-    fn broker_session(
-        &self,
-        namespace: &str,
-        client_id: &str,
-    ) -> StoreResult<Option<BrokerSessionRecord>> {
-        let key = session_key(namespace, client_id);
-        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
-    }
-
-    fn swap_broker_session(
+impl SledStore {
+    /// [`BrokerSessionStore::swap_broker_session`], synchronously: a sled transaction.
+    pub(in crate::store) fn swap_session_now(
         &self,
         namespace: &str,
         client_id: &str,
@@ -121,6 +113,29 @@ impl BrokerSessionStore for SledStore {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+}
+
+impl BrokerSessionStore for SledStore {
+    fn broker_session(
+        &self,
+        namespace: &str,
+        client_id: &str,
+    ) -> StoreResult<Option<BrokerSessionRecord>> {
+        let key = session_key(namespace, client_id);
+        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
+    fn swap_broker_session<'a>(
+        &'a self,
+        namespace: &'a str,
+        client_id: &'a str,
+        expected: Option<&'a BrokerSessionRecord>,
+        new: Option<&'a BrokerSessionRecord>,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(
+            self.swap_session_now(namespace, client_id, expected, new),
+        ))
     }
 
     fn broker_sessions_by_credential(

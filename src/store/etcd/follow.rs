@@ -1,0 +1,259 @@
+//! Loading the mirror and following etcd.
+//!
+//! etcd's watch history is not trusted alone: etcd 3.4 (Debian's) has known watch bugs (events
+//! lost after a compaction, etcd#17529; dropped delete events, #18089; progress notifications
+//! racing events, #15220). So the mirror is loaded with a range read, the watch starts at that
+//! read's revision + 1, every revocation must arrive as `last + 1`, and on a gap, a compaction
+//! or a cancelled watch the whole prefix is read again. Progress notifications are not used:
+//! the read barrier waits for the revision of the `w` key every transaction writes.
+
+use std::sync::{atomic::Ordering, Arc, Weak};
+
+use etcd_client::{EventType, GetOptions, WatchOptions};
+
+use super::{keys, Inner};
+use crate::store::{Committed, SledStore, StoreError, StoreResult};
+
+/// Keys per range read page.
+const PAGE: i64 = 1000;
+
+/// The smallest key after every key with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Reads the whole prefix at one revision into a fresh mirror, replays the staged batches on
+/// it and puts it in place. With `report`, tells the core what it missed (revocations after
+/// the last one it heard of, and that keys and tombstones may have changed). Returns the
+/// revision read.
+pub(super) async fn load(inner: &Inner, report: bool) -> StoreResult<i64> {
+    let fresh = SledStore::temporary()?;
+    let mut kv = inner.client.kv_client();
+    let end = prefix_end(&inner.prefix);
+    let mut from = inner.prefix.clone();
+    let mut revision = 0;
+    let mut version = 0;
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let page = kv
+            .get(from.clone(), Some(options))
+            .await
+            .map_err(super::etcd_err)?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        for item in page.kvs() {
+            let sub = &item.key()[inner.prefix.len()..];
+            if sub == keys::VERSION {
+                version = parse_version(item.value())?;
+            }
+            keys::apply_change(&fresh, sub, Some(item.value()))?;
+        }
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                from = [last.key(), b"\0".as_slice()].concat();
+            }
+            _ => break,
+        }
+    }
+    let fresh = Arc::new(fresh);
+    let committed_revision = {
+        use crate::store::Store;
+        fresh.revision_bounds()?.last
+    };
+    let mut state = inner.state();
+    // Staged batches stay staged: their undo values come from the fresh read.
+    let staged: Vec<_> = state.staged.iter().flat_map(|s| s.writes.clone()).collect();
+    state.undo.clear();
+    for write in &staged {
+        if let Some(key) = write.key() {
+            if !state.undo.contains_key(key) {
+                let committed = keys::current(&fresh, key)?;
+                state.undo.insert(key.to_vec(), committed);
+            }
+            let value = match write {
+                keys::Write::Put(_, v) => Some(v.as_slice()),
+                _ => None,
+            };
+            keys::apply_change(&fresh, key, value)?;
+        }
+    }
+    if report {
+        use crate::store::Store;
+        for event in fresh.revocations(state.committed_revision + 1, usize::MAX)? {
+            if event.revision <= committed_revision {
+                inner.send(Committed::Revocation(event));
+            }
+        }
+        inner.send(Committed::Oldest(fresh.revision_bounds()?.oldest));
+        inner.send(Committed::AccessKeys);
+    }
+    state.committed_revision = committed_revision;
+    state.committed_version = state.committed_version.max(version);
+    *inner.mirror.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    drop(state);
+    inner.applied.send_modify(|a| *a = (*a).max(revision));
+    Ok(revision)
+}
+
+fn parse_version(value: &[u8]) -> StoreResult<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            key: "v".into(),
+            reason: "not a decimal write version".into(),
+        })
+}
+
+/// Follows the prefix from `revision + 1` until the store is dropped, reloading on any
+/// anomaly (and after a failed reload, again after a pause).
+pub(super) async fn run(inner: Weak<Inner>, mut revision: i64) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        if *strong.applied.borrow() < 0 {
+            return;
+        }
+        match watch(&inner, &strong, revision).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "following etcd: reloading the mirror"),
+        }
+        drop(strong);
+        loop {
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            match load(&strong, true).await {
+                Ok(r) => {
+                    revision = r;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reloading the mirror from etcd failed; retrying");
+                    drop(strong);
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// One watch from `revision + 1`: `Ok` when the store was dropped, `Err` when the mirror must
+/// be reloaded.
+async fn watch(weak: &Weak<Inner>, inner: &Arc<Inner>, revision: i64) -> StoreResult<()> {
+    let options = WatchOptions::new()
+        .with_range(prefix_end(&inner.prefix))
+        .with_start_revision(revision + 1);
+    let mut stream = inner
+        .client
+        .watch_client()
+        .watch(inner.prefix.clone(), Some(options))
+        .await
+        .map_err(super::etcd_err)?;
+    let mut dropped = inner.applied.subscribe();
+    loop {
+        let message = tokio::select! {
+            m = stream.message() => m.map_err(super::etcd_err)?,
+            _ = dropped.wait_for(|a| *a < 0) => return Ok(()),
+        };
+        let Some(response) = message else {
+            return Err(StoreError::Unavailable("the watch ended".into()));
+        };
+        if response.canceled() || response.compact_revision() > 0 {
+            return Err(StoreError::Unavailable(format!(
+                "the watch was cancelled (compacted at {})",
+                response.compact_revision()
+            )));
+        }
+        let Some(inner) = weak.upgrade() else {
+            return Ok(());
+        };
+        apply_events(&inner, response.events())?;
+    }
+}
+
+/// Applies one watch response to the mirror, under the state lock so a batch being staged
+/// sees all of one transaction or none of it.
+fn apply_events(inner: &Inner, events: &[etcd_client::Event]) -> StoreResult<()> {
+    let mirror = inner.mirror();
+    let mut state = inner.state();
+    let mut newest = 0;
+    for event in events {
+        let Some(kv) = event.kv() else { continue };
+        newest = newest.max(kv.mod_revision());
+        let sub = &kv.key()[inner.prefix.len().min(kv.key().len())..];
+        let value = match event.event_type() {
+            EventType::Put => Some(kv.value()),
+            EventType::Delete => None,
+        };
+        if sub == keys::VERSION {
+            if let Some(v) = value {
+                state.committed_version = state.committed_version.max(parse_version(v)?);
+            }
+            continue;
+        }
+        if let (Some(revision), Some(_)) = (keys::revision_of(sub), value) {
+            if revision != state.committed_revision + 1 {
+                return Err(StoreError::Unavailable(format!(
+                    "revocation {revision} arrived after {}: a gap in the watch",
+                    state.committed_revision
+                )));
+            }
+            state.committed_revision = revision;
+        }
+        if let Some(committed) = state.undo.get_mut(sub) {
+            // A staged key: the mirror keeps the staged value, the undo log the committed
+            // one. The core still hears of a committed revocation.
+            *committed = value.map(<[u8]>::to_vec);
+            if let (Some(_), Some(v)) = (keys::revision_of(sub), value) {
+                inner.send(Committed::Revocation(keys::decode_revocation(sub, v)?));
+            }
+            continue;
+        }
+        if let Some(item) = keys::apply_change(&mirror, sub, value)? {
+            inner.send(item);
+        }
+    }
+    drop(state);
+    if newest > 0 {
+        inner.applied.send_modify(|a| *a = (*a).max(newest));
+    }
+    Ok(())
+}
+
+/// The read barrier: reads the `w` key (linearizably, so it sees every acknowledged write),
+/// waits until the mirror has applied its revision, and returns how many feed items were sent
+/// by then.
+pub(super) async fn barrier(inner: &Inner) -> StoreResult<u64> {
+    let resp = inner
+        .client
+        .kv_client()
+        .get(inner.key(keys::TOUCH), None)
+        .await
+        .map_err(super::etcd_err)?;
+    let target = resp.kvs().first().map_or(0, |kv| kv.mod_revision());
+    let mut applied = inner.applied.subscribe();
+    let reached = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        applied.wait_for(|a| *a >= target || *a < 0),
+    )
+    .await;
+    match reached {
+        Ok(Ok(_)) => Ok(inner.feed_sent.load(Ordering::SeqCst)),
+        _ => Err(StoreError::Unavailable(format!(
+            "the mirror did not reach etcd revision {target} in 10 s"
+        ))),
+    }
+}
