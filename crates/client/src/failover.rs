@@ -5,9 +5,10 @@
 //!   worked, the first one at the start. Clones share it, so the typed clients, the
 //!   [`RevocationFollower`](crate::RevocationFollower) and any helper agree on where the
 //!   service is.
-//! - A call that fails in the transport (connection refused or reset, TLS handshake failed)
-//!   or is answered UNAVAILABLE (a replica shutting down) moves the current endpoint to the
-//!   next in the list, round-robin. The failed call itself is not repeated here: only the
+//! - A call that fails in the transport (connection refused or reset, TLS handshake failed,
+//!   no answer within [`ClientConfig::timeout`](crate::ClientConfig::timeout)) or is answered
+//!   UNAVAILABLE (a replica shutting down) moves the current endpoint to the next in the
+//!   list, round-robin. The failed call itself is not repeated here: only the
 //!   caller knows whether it is safe to repeat; [`Client::call_with_failover`] does it for
 //!   calls that are.
 //! - Concurrent failures of one endpoint move past it once, not once per call.

@@ -23,6 +23,9 @@
 //!   revision, after the usual backoff. Replicas number the log alike, so nothing is skipped
 //!   or repeated; one that cannot resume answers OUT_OF_RANGE and a snapshot follows, as
 //!   above.
+//!   A replica that accepts connections and never answers holds the stream's opening until
+//!   the client's [`ClientConfig::timeout`](crate::ClientConfig::timeout) ends it (then it
+//!   counts as a connection error): set one when there are several endpoints.
 //!
 //! Children: `revision` (the stores), `backoff` (the reconnect delays).
 
