@@ -94,7 +94,7 @@ impl Pool {
 /// The transport of a [`Client`]: routes each call to the current endpoint (or to the one
 /// it is pinned to) and moves to the next endpoint when the call fails in the transport or
 /// is answered UNAVAILABLE. See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FailoverChannel {
     pool: Arc<Pool>,
     /// Every call goes to this endpoint, whichever is current (one attempt of
@@ -111,6 +111,14 @@ impl FailoverChannel {
             pinned,
             ready: None,
         }
+    }
+}
+
+/// A clone has no reserved slot: the slot belongs to the clone whose `poll_ready` took it (as
+/// with the channel's own buffer, whose clones do not share permits).
+impl Clone for FailoverChannel {
+    fn clone(&self) -> Self {
+        Self::new(self.pool.clone(), self.pinned)
     }
 }
 
@@ -246,5 +254,56 @@ impl Client {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> Pool {
+        let targets = (0..n)
+            .map(|i| {
+                let uri = format!("http://127.0.0.1:{}", 1000 + i);
+                let channel = tonic::transport::Endpoint::from_shared(uri.clone())
+                    .expect("uri")
+                    .connect_lazy();
+                Target { uri, channel }
+            })
+            .collect();
+        Pool::new(targets, 0)
+    }
+
+    #[tokio::test]
+    async fn failures_move_round_robin_and_once_per_endpoint() {
+        let p = pool(3);
+        p.failed(0);
+        p.failed(0);
+        assert_eq!(p.current(), 1, "a burst of failures of 0 skips it once");
+        p.failed(1);
+        p.failed(2);
+        assert_eq!(p.current(), 0, "wraps around");
+        p.worked(2);
+        assert_eq!(p.current(), 2, "the endpoint that answered");
+        let one = pool(1);
+        one.failed(0);
+        assert_eq!(one.current(), 0, "one endpoint stays current");
+    }
+
+    #[test]
+    fn only_a_trailers_only_unavailable_counts() {
+        let answer = |status: Option<&'static str>| {
+            let mut response = http::Response::new(Body::empty());
+            if let Some(status) = status {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static(status));
+            }
+            answered_unavailable(&response)
+        };
+        assert!(answer(Some("14")));
+        assert!(!answer(Some("0")));
+        assert!(!answer(Some("4")));
+        assert!(!answer(None), "a normal answer's status comes in trailers");
     }
 }
