@@ -9,7 +9,8 @@
 //! One test binary: this file sets up a service, a broker and an application key; in
 //! `mosquitto/`, `broker` runs the broker process with the plugin, `client` is the MQTT client,
 //! and the tests are by concern: `enforcement` (CONNECT, topics and revocations, plaintext and
-//! mutual TLS), `kicks` (kicks at token expiry and by key scope, the kick latency benchmark).
+//! mutual TLS), `kicks` (kicks at token expiry and by key scope, the kick latency benchmark),
+//! `failover` (several service addresses: one that refuses, one whose server stops).
 
 mod common;
 mod mqtt_kit;
@@ -21,10 +22,12 @@ mod broker;
 mod client;
 #[path = "mosquitto/enforcement.rs"]
 mod enforcement;
+#[path = "mosquitto/failover.rs"]
+mod failover;
 #[path = "mosquitto/kicks.rs"]
 mod kicks;
 
-use std::{path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use broker::{build_plugin, Broker, PluginTls};
 use client::{mqtt, Mqtt};
@@ -52,6 +55,16 @@ async fn setup(binary: &Path) -> Setup {
 /// With `mutual_tls`, the service requires client certificates from a test CA; the harness
 /// and the plugin each present their own.
 async fn setup_with(binary: &Path, mutual_tls: bool) -> Setup {
+    setup_services(binary, mutual_tls, |grpc| vec![grpc]).await
+}
+
+/// Like [`setup_with`], the plugin knowing the service at `services(grpc)`, where `grpc` is
+/// the address the service listens on.
+async fn setup_services(
+    binary: &Path,
+    mutual_tls: bool,
+    services: impl FnOnce(SocketAddr) -> Vec<SocketAddr>,
+) -> Setup {
     let plugin = tokio::task::spawn_blocking(build_plugin)
         .await
         .expect("build");
@@ -88,7 +101,13 @@ async fn setup_with(binary: &Path, mutual_tls: bool) -> Setup {
     };
     let plugin_key = ts.create_key(&[INSTANCE]).await;
     let app = ts.create_key(&[INSTANCE]).await;
-    let broker = Broker::start(binary, &plugin, grpc, &plugin_key, plugin_tls.as_ref());
+    let broker = Broker::start(
+        binary,
+        &plugin,
+        &services(grpc),
+        &plugin_key,
+        plugin_tls.as_ref(),
+    );
     Setup { ts, broker, app }
 }
 

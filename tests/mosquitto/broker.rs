@@ -73,16 +73,24 @@ pub(crate) struct PluginTls {
 }
 
 impl Broker {
+    /// A broker whose plugin knows the service at `services`, in this order (several:
+    /// replicas, comma-separated in `plugin_opt_service_addr`).
     pub(crate) fn start(
         binary: &Path,
         plugin: &Path,
-        service: SocketAddr,
+        services: &[SocketAddr],
         key: &Key,
         tls: Option<&PluginTls>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let service = services
+            .iter()
+            .map(|addr| format!("{scheme}://{addr}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let service = match tls {
-            None => format!("http://{service}\n"),
+            None => format!("{service}\n"),
             Some(tls) => {
                 let file = |name: &str, pem: &str| {
                     let path = dir.path().join(name);
@@ -90,7 +98,7 @@ impl Broker {
                     path.display().to_string()
                 };
                 format!(
-                    "https://{service}\nplugin_opt_ca_file {}\nplugin_opt_cert_file {}\n\
+                    "{service}\nplugin_opt_ca_file {}\nplugin_opt_cert_file {}\n\
                      plugin_opt_key_file {}\n",
                     file("ca.pem", &tls.ca),
                     file("broker.pem", &tls.cert),

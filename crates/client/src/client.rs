@@ -1,25 +1,27 @@
-//! Connecting to mqtt-tokend: one [`Client`] per connection, with the access key set as
+//! Connecting to mqtt-tokend: one [`Client`] per service, with the access key set as
 //! `authorization: Bearer <AccessKeyId>:<AccessKeySecret>` on every call, handing out typed
 //! clients of every service.
 //!
 //! [`ClientConfig`] is the one place connection options live (endpoints, timeouts, the key,
-//! TLS), so failover across several endpoints arrives as a new option without breaking callers.
+//! TLS). Several endpoints are replicas of one service, in order of preference: calls go to
+//! one at a time and move to the next when it fails (see [`crate::failover`]); the key and
+//! the TLS options apply to every endpoint.
 //!
-//! TLS follows the endpoint's scheme: `https://` speaks TLS (with the [`ClientTls`] given, or
-//! the system's trust store without one), `http://` plaintext; TLS options on an `http://`
+//! TLS follows each endpoint's scheme: `https://` speaks TLS (with the [`ClientTls`] given, or
+//! the system's trust store without one), `http://` plaintext; TLS options with an `http://`
 //! endpoint are refused rather than ignored, so a secret never goes out in plaintext by a
 //! typo in the scheme.
 
-use std::{fmt, path::Path, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::{interceptor::InterceptedService, Interceptor},
-    transport::{Channel, Endpoint},
-    Request, Status,
+    service::interceptor::InterceptedService,
+    transport::{Channel, ClientTlsConfig, Endpoint},
 };
 
+pub use crate::credentials::{AccessKey, BearerAuth, KeyFileError};
 use crate::{
+    failover::{FailoverChannel, Pool, Target},
     proto::{
         access_key_service_client::AccessKeyServiceClient,
         broker_auth_service_client::BrokerAuthServiceClient,
@@ -31,70 +33,14 @@ use crate::{
     tls::{ClientTls, TlsError},
 };
 
-/// An access key: what a client authenticates with. `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AccessKey {
-    /// The key id (`AccessKeyId`).
-    pub id: String,
-    /// The key secret (`AccessKeySecret`).
-    pub secret: String,
-}
-
-impl fmt::Debug for AccessKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessKey")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The JSON form of a key file, as the server writes `root-access-key.json`.
-#[derive(serde::Deserialize)]
-struct KeyFile {
-    #[serde(rename = "AccessKeyId")]
-    id: String,
-    #[serde(rename = "AccessKeySecret")]
-    secret: String,
-}
-
-/// A key file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    /// The file cannot be read.
-    #[error(transparent)]
-    Read(#[from] std::io::Error),
-    /// The file is not `{"AccessKeyId": "...", "AccessKeySecret": "..."}`.
-    #[error(transparent)]
-    Parse(#[from] serde_json::Error),
-}
-
-impl AccessKey {
-    /// A key from its id and secret.
-    pub fn new(id: impl Into<String>, secret: impl Into<String>) -> Self {
-        Self {
-            id: id.into(),
-            secret: secret.into(),
-        }
-    }
-
-    /// Reads a key file such as the server's `root-access-key.json`:
-    /// `{"AccessKeyId": "...", "AccessKeySecret": "..."}`.
-    ///
-    /// # Errors
-    /// The file cannot be read or does not hold a key.
-    pub fn from_json_file(path: &Path) -> Result<Self, KeyFileError> {
-        let key: KeyFile = serde_json::from_slice(&std::fs::read(path)?)?;
-        Ok(Self::new(key.id, key.secret))
-    }
-}
-
 /// Why a [`Client`] could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The configuration names no endpoint.
     #[error("no endpoint to connect to")]
     NoEndpoint,
-    /// Several endpoints were given; failover between them is not built yet.
+    /// Never returned any more: several endpoints are now failover targets. Kept so that
+    /// exhaustive matches written against the one-endpoint client still compile.
     #[error("{count} endpoints given; this client connects to exactly one")]
     SeveralEndpoints {
         /// How many were given.
@@ -130,61 +76,23 @@ pub enum ConnectError {
     /// The key id or secret is not printable ASCII, so it cannot travel in a header.
     #[error("the access key id and secret must be printable ASCII")]
     InvalidAccessKey,
-    /// The connection could not be established.
+    /// The connection could not be established (to any of the endpoints, when there are
+    /// several: `endpoint` then lists them all and `source` is the last one's error).
     #[error("connecting to {endpoint}: {source}")]
     Unreachable {
-        /// The endpoint.
+        /// The endpoint, or the endpoints.
         endpoint: String,
         /// The transport's error.
         source: tonic::transport::Error,
     },
 }
 
-/// Adds `authorization: Bearer <AccessKeyId>:<AccessKeySecret>` to every call (nothing when
-/// made without a key). The header is built once, so a call only clones it.
-#[derive(Clone, Default)]
-pub struct BearerAuth(Option<MetadataValue<Ascii>>);
+/// The transport every typed client of a [`Client`] runs on: the connection (failing over
+/// between the endpoints) plus its credential.
+pub type AuthChannel = InterceptedService<FailoverChannel, BearerAuth>;
 
-impl BearerAuth {
-    /// The credential of `key`, or none.
-    ///
-    /// # Errors
-    /// `InvalidAccessKey`: the id or secret is not printable ASCII.
-    pub fn new(key: Option<&AccessKey>) -> Result<Self, ConnectError> {
-        key.map(|k| {
-            format!("Bearer {}:{}", k.id, k.secret)
-                .parse::<MetadataValue<Ascii>>()
-                .map_err(|_| ConnectError::InvalidAccessKey)
-        })
-        .transpose()
-        .map(Self)
-    }
-}
-
-impl fmt::Debug for BearerAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let set = if self.0.is_some() { "set" } else { "none" };
-        f.debug_tuple("BearerAuth").field(&set).finish()
-    }
-}
-
-impl Interceptor for BearerAuth {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// The transport every typed client of a [`Client`] runs on: the connection plus its
-/// credential.
-pub type AuthChannel = InterceptedService<Channel, BearerAuth>;
-
-/// How to reach the service and as whom. Built with [`ClientConfig::new`] and the chained
-/// setters; new options (failover) are added as setters, so existing callers keep working.
+/// How to reach the service and as whom. Built with [`ClientConfig::new`] (or
+/// [`ClientConfig::from_list`]) and the chained setters, so new options do not break callers.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     endpoints: Vec<String>,
@@ -195,8 +103,9 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Endpoints are URIs such as `http://127.0.0.1:50051`. Exactly one is supported today;
-    /// the list is the shape failover will take.
+    /// Endpoints are URIs such as `http://127.0.0.1:50051`. Several are replicas of one
+    /// service, tried in this order: calls go to the first until it fails, then to the next
+    /// (see [`crate::failover`]).
     pub fn new<I, S>(endpoints: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -209,6 +118,16 @@ impl ClientConfig {
             connect_timeout: None,
             tls: None,
         }
+    }
+
+    /// Endpoints from a comma-separated list such as `http://a:50051,http://b:50051`, the
+    /// form an option or flag takes; blanks around the commas and empty entries are dropped.
+    pub fn from_list(list: &str) -> Self {
+        Self::new(
+            list.split(',')
+                .map(str::trim)
+                .filter(|endpoint| !endpoint.is_empty()),
+        )
     }
 
     /// Authenticate every call with `key`. Without one, calls carry no credential (health,
@@ -225,15 +144,15 @@ impl ClientConfig {
         self
     }
 
-    /// Bound on establishing the connection. Unset: the operating system's.
+    /// Bound on establishing a connection (to each endpoint). Unset: the operating system's.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
         self
     }
 
-    /// TLS for an `https://` endpoint: the CA to trust, a client certificate for mutual TLS,
-    /// the name to check. Without it an `https://` endpoint trusts the system's CAs and
-    /// presents no certificate; with it, an `http://` endpoint is an error
+    /// TLS for `https://` endpoints (all of them): the CA to trust, a client certificate for
+    /// mutual TLS, the name to check. Without it an `https://` endpoint trusts the system's
+    /// CAs and presents no certificate; with it, an `http://` endpoint is an error
     /// ([`ConnectError::TlsWithoutHttps`]). Files are read when the client is built.
     pub fn tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
@@ -254,51 +173,110 @@ impl ClientConfig {
         &self.endpoints
     }
 
-    /// Connects now.
+    /// Connects now: to the first endpoint that accepts, in order; it becomes the current
+    /// one, and the others connect when calls fail over to them.
     ///
     /// # Errors
-    /// The configuration is unusable or the endpoint cannot be reached.
+    /// The configuration is unusable or no endpoint can be reached.
     pub async fn connect(&self) -> Result<Client, ConnectError> {
-        let (uri, endpoint) = self.endpoint()?;
+        let endpoints = self.checked_endpoints()?;
         let auth = BearerAuth::new(self.access_key.as_ref())?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ConnectError::Unreachable {
-                endpoint: uri,
-                source,
-            })?;
-        Ok(Client { channel, auth })
+        let mut targets = Vec::with_capacity(endpoints.len());
+        let (mut current, mut last_error) = (None, None);
+        for (index, (uri, endpoint)) in endpoints.into_iter().enumerate() {
+            let channel = if current.is_some() {
+                endpoint.connect_lazy()
+            } else {
+                match endpoint.connect().await {
+                    Ok(channel) => {
+                        current = Some(index);
+                        channel
+                    }
+                    Err(source) => {
+                        last_error = Some(source);
+                        endpoint.connect_lazy()
+                    }
+                }
+            };
+            targets.push(Target { uri, channel });
+        }
+        let Some(current) = current else {
+            let endpoint = self.endpoints.join(", ");
+            return Err(match last_error {
+                Some(source) => ConnectError::Unreachable { endpoint, source },
+                // `checked_endpoints()` refuses an empty list, so some attempt was made.
+                None => ConnectError::NoEndpoint,
+            });
+        };
+        Ok(Client::new(Pool::new(targets, current), auth))
     }
 
     /// A client that connects on its first call and reconnects after failures by itself: for
-    /// long-running processes that may start before the service does. Must be called inside a
-    /// tokio runtime.
+    /// long-running processes that may start before the service does. Calls go to the first
+    /// endpoint first. Must be called inside a tokio runtime.
     ///
     /// # Errors
     /// The configuration is unusable.
     pub fn connect_lazy(&self) -> Result<Client, ConnectError> {
-        let (_, endpoint) = self.endpoint()?;
+        let endpoints = self.checked_endpoints()?;
         let auth = BearerAuth::new(self.access_key.as_ref())?;
-        Ok(Client {
-            channel: endpoint.connect_lazy(),
-            auth,
-        })
+        let targets = endpoints
+            .into_iter()
+            .map(|(uri, endpoint)| Target {
+                uri,
+                channel: endpoint.connect_lazy(),
+            })
+            .collect();
+        Ok(Client::new(Pool::new(targets, 0), auth))
     }
 
-    fn endpoint(&self) -> Result<(String, Endpoint), ConnectError> {
-        let uri = match self.endpoints.as_slice() {
-            [] => return Err(ConnectError::NoEndpoint),
-            [one] => one.clone(),
-            several => {
-                return Err(ConnectError::SeveralEndpoints {
-                    count: several.len(),
-                })
-            }
-        };
-        let mut endpoint = Endpoint::from_shared(uri.clone())
+    /// Every endpoint, checked and set up, in order; at least one.
+    fn checked_endpoints(&self) -> Result<Vec<(String, Endpoint)>, ConnectError> {
+        if self.endpoints.is_empty() {
+            return Err(ConnectError::NoEndpoint);
+        }
+        // Read once for all the https:// endpoints, and only if there is one.
+        let mut loaded: Option<ClientTlsConfig> = None;
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        for uri in &self.endpoints {
+            let endpoint = self.endpoint(uri)?;
+            let https = endpoint.uri().scheme_str() == Some("https");
+            let endpoint = match (https, &self.tls) {
+                (false, Some(_)) => {
+                    return Err(ConnectError::TlsWithoutHttps {
+                        endpoint: uri.clone(),
+                    })
+                }
+                (false, None) => endpoint,
+                (true, tls) => {
+                    let config = match &loaded {
+                        Some(config) => config.clone(),
+                        None => {
+                            let config = match tls {
+                                Some(tls) => tls.load()?,
+                                None => ClientTls::new().load()?,
+                            };
+                            loaded.insert(config).clone()
+                        }
+                    };
+                    endpoint
+                        .tls_config(config)
+                        .map_err(|source| ConnectError::TlsConfig {
+                            endpoint: uri.clone(),
+                            source,
+                        })?
+                }
+            };
+            endpoints.push((uri.clone(), endpoint));
+        }
+        Ok(endpoints)
+    }
+
+    /// One endpoint with the timeouts, before TLS.
+    fn endpoint(&self, uri: &str) -> Result<Endpoint, ConnectError> {
+        let mut endpoint = Endpoint::from_shared(uri.to_owned())
             .map_err(|source| ConnectError::InvalidEndpoint {
-                endpoint: uri.clone(),
+                endpoint: uri.to_owned(),
                 source,
             })?
             .tcp_nodelay(true);
@@ -308,20 +286,7 @@ impl ClientConfig {
         if let Some(t) = self.connect_timeout {
             endpoint = endpoint.connect_timeout(t);
         }
-        let https = endpoint.uri().scheme_str() == Some("https");
-        let tls = match (https, &self.tls) {
-            (true, Some(tls)) => tls.load()?,
-            (true, None) => ClientTls::new().load()?,
-            (false, Some(_)) => return Err(ConnectError::TlsWithoutHttps { endpoint: uri }),
-            (false, None) => return Ok((uri, endpoint)),
-        };
-        let endpoint = endpoint
-            .tls_config(tls)
-            .map_err(|source| ConnectError::TlsConfig {
-                endpoint: uri.clone(),
-                source,
-            })?;
-        Ok((uri, endpoint))
+        Ok(endpoint)
     }
 }
 
@@ -338,46 +303,91 @@ pub fn endpoint_url(addr: &str, tls: bool) -> String {
     }
 }
 
-/// Connects to `endpoint` (e.g. `http://127.0.0.1:50051`), authenticating with `key`: the
-/// short form of [`ClientConfig::connect`].
+/// Connects to `endpoint` (e.g. `http://127.0.0.1:50051`, or replicas separated by commas,
+/// as [`ClientConfig::from_list`] reads them), authenticating with `key`: the short form of
+/// [`ClientConfig::connect`].
 ///
 /// # Errors
-/// The endpoint or key is unusable, or the endpoint cannot be reached.
+/// The endpoint or key is unusable, or no endpoint can be reached.
 pub async fn connect(endpoint: &str, key: Option<&AccessKey>) -> Result<Client, ConnectError> {
-    let mut config = ClientConfig::new([endpoint]);
+    let mut config = ClientConfig::from_list(endpoint);
     config.access_key = key.cloned();
     config.connect().await
 }
 
-/// A connection to the service with a credential. Cheap to clone; clones share the connection
-/// (HTTP/2 multiplexes their calls).
+/// A connection to the service with a credential. Cheap to clone; clones share the
+/// connections (HTTP/2 multiplexes their calls) and the current endpoint, so when one clone's
+/// call fails over, the others' next calls go to the new endpoint too.
 #[derive(Debug, Clone)]
 pub struct Client {
-    channel: Channel,
+    pool: Arc<Pool>,
+    /// Calls go to this endpoint only (see [`Client::pin`]).
+    pinned: Option<usize>,
     auth: BearerAuth,
 }
 
 impl Client {
+    fn new(pool: Pool, auth: BearerAuth) -> Self {
+        Self {
+            pool: Arc::new(pool),
+            pinned: None,
+            auth,
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) fn pinned(&self) -> Option<usize> {
+        self.pinned
+    }
+
+    /// The same client with every call going to the endpoint at `index`, whichever is
+    /// current; its answers still move the current endpoint (a success makes it current, a
+    /// failure moves past it).
+    pub(crate) fn pin(&self, index: usize) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            pinned: Some(index % self.pool.len()),
+            auth: self.auth.clone(),
+        }
+    }
+
+    /// Index of the endpoint calls go to now.
+    pub(crate) fn current(&self) -> usize {
+        self.pinned.unwrap_or_else(|| self.pool.current())
+    }
+
+    /// The endpoint calls go to now, as configured: for logs.
+    pub fn endpoint(&self) -> &str {
+        &self.pool.target(self.current()).uri
+    }
+
     /// The same connection, authenticating as `key` instead (or as nobody).
     ///
     /// # Errors
     /// `InvalidAccessKey`: the id or secret is not printable ASCII.
     pub fn with_access_key(&self, key: Option<&AccessKey>) -> Result<Self, ConnectError> {
         Ok(Self {
-            channel: self.channel.clone(),
+            pool: self.pool.clone(),
+            pinned: self.pinned,
             auth: BearerAuth::new(key)?,
         })
     }
 
-    /// The connection without the credential, for services outside the API (gRPC health,
-    /// reflection) or generated clients of other APIs.
+    /// The current endpoint's connection, without the credential and without failover: for
+    /// services outside the API (gRPC health, reflection) or generated clients of other APIs.
     pub fn channel(&self) -> Channel {
-        self.channel.clone()
+        self.pool.target(self.current()).channel.clone()
     }
 
-    /// The connection with the credential, for building any generated client.
+    /// The connection with the credential and failover, for building any generated client.
     pub fn auth_channel(&self) -> AuthChannel {
-        InterceptedService::new(self.channel.clone(), self.auth.clone())
+        InterceptedService::new(
+            FailoverChannel::new(self.pool.clone(), self.pinned),
+            self.auth.clone(),
+        )
     }
 
     /// TokenService: ApplyToken, QueryToken, RevokeToken.
@@ -416,43 +426,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn debug_never_shows_the_secret() {
-        let key = AccessKey::new("MTAKid", "s3cret");
-        assert!(!format!("{key:?}").contains("s3cret"));
-        let auth = BearerAuth::new(Some(&key)).expect("ascii");
-        assert!(!format!("{auth:?}").contains("s3cret"));
-    }
-
-    #[test]
     fn bad_configurations_are_named() {
         assert!(matches!(
-            ClientConfig::new(Vec::<String>::new()).endpoint(),
+            ClientConfig::new(Vec::<String>::new()).checked_endpoints(),
             Err(ConnectError::NoEndpoint)
         ));
         assert!(matches!(
-            ClientConfig::new(["http://a:1", "http://b:1"]).endpoint(),
-            Err(ConnectError::SeveralEndpoints { count: 2 })
-        ));
-        assert!(matches!(
-            ClientConfig::new(["http://a b"]).endpoint(),
-            Err(ConnectError::InvalidEndpoint { .. })
+            ClientConfig::new(["http://a:1", "http://a b"]).checked_endpoints(),
+            Err(ConnectError::InvalidEndpoint { endpoint, .. }) if endpoint == "http://a b"
         ));
         assert!(matches!(
             BearerAuth::new(Some(&AccessKey::new("id", "se\ncret"))),
             Err(ConnectError::InvalidAccessKey)
         ));
         assert!(matches!(
-            ClientConfig::new(["http://a:1"])
+            ClientConfig::new(["https://a:1", "http://b:1"])
                 .tls(ClientTls::new())
-                .endpoint(),
-            Err(ConnectError::TlsWithoutHttps { .. })
+                .checked_endpoints(),
+            Err(ConnectError::TlsWithoutHttps { endpoint }) if endpoint == "http://b:1"
         ));
         assert!(matches!(
             ClientConfig::new(["https://a:1"])
                 .tls(ClientTls::new().ca_pem("not a PEM"))
-                .endpoint(),
+                .checked_endpoints(),
             Err(ConnectError::Tls(TlsError::Invalid { .. }))
         ));
+    }
+
+    #[test]
+    fn a_list_is_read_in_order_without_blanks() {
+        assert_eq!(
+            ClientConfig::from_list(" http://a:1 ,http://b:1,, ").endpoints,
+            ["http://a:1", "http://b:1"]
+        );
+        assert!(matches!(
+            ClientConfig::from_list(" , ").checked_endpoints(),
+            Err(ConnectError::NoEndpoint)
+        ));
+        let endpoints = ClientConfig::from_list("https://a:1,https://b:1")
+            .tls(ClientTls::new())
+            .checked_endpoints()
+            .expect("both https");
+        assert_eq!(endpoints.len(), 2);
     }
 
     #[test]
@@ -461,26 +476,5 @@ mod tests {
         assert_eq!(endpoint_url("h:1", true), "https://h:1");
         assert_eq!(endpoint_url("https://h:1", false), "https://h:1");
         assert_eq!(endpoint_url("http://h:1", true), "http://h:1");
-    }
-
-    #[test]
-    fn key_files_are_read_as_the_server_writes_them() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("key.json");
-        std::fs::write(&path, r#"{"AccessKeyId": "MTAKx", "AccessKeySecret": "s"}"#)
-            .expect("write");
-        assert_eq!(
-            AccessKey::from_json_file(&path).expect("key"),
-            AccessKey::new("MTAKx", "s")
-        );
-        std::fs::write(&path, "{}").expect("write");
-        assert!(matches!(
-            AccessKey::from_json_file(&path),
-            Err(KeyFileError::Parse(_))
-        ));
-        assert!(matches!(
-            AccessKey::from_json_file(&dir.path().join("missing")),
-            Err(KeyFileError::Read(_))
-        ));
     }
 }

@@ -1,18 +1,22 @@
 //! What every program that talks to mqtt-tokend needs, and nothing of the server: the
 //! generated API ([`proto`]: messages, gRPC clients and the server stubs the service
-//! implements), [`connect`] with the access key on every call and TLS ([`ClientTls`]), the [`RevocationFollower`] a
-//! broker runs, and the domain types a broker decides with ([`Grant`], the [`topic`] matcher,
-//! the token [`fingerprint`]). The service uses these very types, so a broker and the service
+//! implements), [`connect`] with the access key on every call, TLS ([`ClientTls`]) and
+//! failover across replicas ([`failover`]), the [`RevocationFollower`] a broker runs, and the
+//! domain types a broker decides with ([`Grant`], the [`topic`] matcher, the token
+//! [`fingerprint`]). The service uses these very types, so a broker and the service
 //! agree by construction.
 //!
-//! Children: `client` (connecting), `tls` (CA, client certificate, server name), `follower` (the revocation stream), `grant` (grants and
-//! topic decisions), `topic` (MQTT topic validation and matching), `revocation` (the typed
-//! event), `convert` (proto <-> domain).
+//! Children: `client` (connecting), `credentials` (the access key), `failover` (several
+//! endpoints), `tls` (CA, client certificate, server name), `follower` (the revocation
+//! stream), `grant` (grants and topic decisions), `topic` (MQTT topic validation and
+//! matching), `revocation` (the typed event), `convert` (proto <-> domain).
 
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod convert;
+mod credentials;
+pub mod failover;
 pub mod follower;
 pub mod grant;
 pub mod revocation;
@@ -26,6 +30,7 @@ pub use client::{
     KeyFileError,
 };
 pub use convert::grant_from_proto;
+pub use failover::FailoverChannel;
 pub use follower::{
     FollowItem, FollowerOptions, RevisionFile, RevisionStore, RevocationFollower, SnapshotReason,
     WatchError,

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-/// Default bound on one AuthenticateConnect call, in milliseconds.
+/// Default bound on one CONNECT check (every endpoint tried included), in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
 
 /// What a CONNECT gets when the service cannot answer in time.
@@ -17,8 +17,9 @@ pub enum OnUnreachable {
 /// The plugin's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// gRPC URL of mqtt-tokend, e.g. `http://127.0.0.1:50051` or `https://tokend:50051`.
-    pub service_addr: String,
+    /// gRPC URLs of mqtt-tokend, e.g. `http://127.0.0.1:50051` or `https://tokend:50051`;
+    /// several (comma-separated in the option) are replicas, tried in order on failure.
+    pub service_addrs: Vec<String>,
     /// CA certificates (PEM) the service's certificate must be signed by; unset, an
     /// `https://` service is checked against the system's trust store.
     pub ca_file: Option<PathBuf>,
@@ -32,7 +33,8 @@ pub struct Config {
     pub access_key_secret: String,
     /// Only clients of this instance may connect, and only its revocations are watched.
     pub instance_id: Option<String>,
-    /// Bound on one AuthenticateConnect call; the broker thread waits at most this long.
+    /// Bound on one CONNECT check, failover to the other replicas included; the broker
+    /// thread waits at most this long.
     pub timeout: Duration,
     /// File holding the last processed revocation revision, so a broker restart resumes.
     pub state_file: Option<PathBuf>,
@@ -105,10 +107,21 @@ impl Config {
             v.filter(|v| !v.is_empty())
                 .ok_or_else(|| format!("plugin_opt_{name} is required"))
         };
-        let service_addr = required(service_addr, "service_addr")?;
-        if !(service_addr.starts_with("http://") || service_addr.starts_with("https://")) {
+        let service_addrs: Vec<String> = required(service_addr, "service_addr")?
+            .split(',')
+            .map(str::trim)
+            .filter(|addr| !addr.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if service_addrs.is_empty()
+            || !service_addrs
+                .iter()
+                .all(|a| a.starts_with("http://") || a.starts_with("https://"))
+        {
             return Err(
-                "plugin_opt_service_addr must be a URL such as http://127.0.0.1:50051".into(),
+                "plugin_opt_service_addr must be a URL such as http://127.0.0.1:50051, \
+                 or several separated by commas"
+                    .into(),
             );
         }
         match (&cert_file, &key_file) {
@@ -119,15 +132,13 @@ impl Config {
         // Refused rather than ignored: the access key secret must not go out in plaintext
         // because the scheme was mistyped.
         let tls_set = ca_file.is_some() || cert_file.is_some();
-        if tls_set && !service_addr.starts_with("https://") {
-            return Err(
-                "plugin_opt_ca_file and plugin_opt_cert_file need an https:// \
-                 plugin_opt_service_addr"
-                    .into(),
-            );
+        if tls_set && !service_addrs.iter().all(|a| a.starts_with("https://")) {
+            return Err("plugin_opt_ca_file and plugin_opt_cert_file need https:// \
+                 plugin_opt_service_addr URLs"
+                .into());
         }
         Ok(Self {
-            service_addr,
+            service_addrs,
             ca_file,
             cert_file,
             key_file,
@@ -211,5 +222,29 @@ mod tests {
         assert!(Config::from_options(plain)
             .unwrap_err()
             .contains("https://"));
+        let mut mixed = base();
+        mixed[0] = ("service_addr", "https://a:50051,http://b:50051");
+        mixed.push(("ca_file", "/ca.pem"));
+        assert!(Config::from_options(mixed)
+            .unwrap_err()
+            .contains("https://"));
+    }
+
+    #[test]
+    fn several_addresses_are_read_in_order() {
+        let mut o = base();
+        o[0] = ("service_addr", " http://a:50051 , http://b:50051,");
+        let c = Config::from_options(o).expect("valid");
+        assert_eq!(c.service_addrs, ["http://a:50051", "http://b:50051"]);
+        for bad in [",", "http://a:50051,b:50051"] {
+            let mut o = base();
+            o[0] = ("service_addr", bad);
+            assert!(
+                Config::from_options(o)
+                    .unwrap_err()
+                    .contains("plugin_opt_service_addr"),
+                "{bad}"
+            );
+        }
     }
 }

@@ -231,7 +231,7 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 return MOSQ_ERR_INVAL;
             }
         };
-        let addr = config.service_addr.clone();
+        let addr = config.service_addrs.join(",");
         // Says which certificate the broker presents, so a mutual TLS set-up can be checked
         // in the broker's log.
         let identity = config

@@ -5,7 +5,11 @@
 //!
 //! Threads: Mosquitto calls the plugin on its single event-loop thread. The plugin owns a small
 //! tokio runtime; a CONNECT blocks the broker thread for at most `timeout_ms`, and the watch
-//! stream runs on the runtime's threads. Broker functions that touch broker state (kick, log)
+//! stream runs on the runtime's threads.
+//!
+//! Several service addresses are replicas: a CONNECT check that finds its replica unreachable
+//! or UNAVAILABLE asks the next one within the same `timeout_ms`, and the watch moves to the
+//! next replica and resumes there from its revision (the client crate's failover). Broker functions that touch broker state (kick, log)
 //! are only called on the broker thread: the watch queues kicks and log lines, and the
 //! `MOSQ_EVT_TICK` callback drains them.
 //!
@@ -27,10 +31,8 @@ use std::{
 };
 
 use mqtt_tokend_client::{
-    grant_from_proto, now_ms,
-    proto::{broker_auth_service_client::BrokerAuthServiceClient, AuthenticateConnectRequest},
-    AccessKey, AuthChannel, ClientConfig, ClientTls, ConnectError, FollowerOptions, RevisionFile,
-    RevocationFollower,
+    grant_from_proto, now_ms, proto::AuthenticateConnectRequest, AccessKey, Client, ClientConfig,
+    ClientTls, ConnectError, FollowerOptions, RevisionFile, RevocationFollower,
 };
 
 pub use config::{Config, OnUnreachable};
@@ -97,7 +99,8 @@ pub enum Verdict {
 pub struct Plugin {
     config: Config,
     runtime: Option<tokio::runtime::Runtime>,
-    broker: BrokerAuthServiceClient<AuthChannel>,
+    /// The service's replicas; shared with the watch, so both go where the service answers.
+    client: Client,
     sessions: Arc<Sessions>,
     logs: Arc<LogQueue>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -124,16 +127,22 @@ impl Plugin {
             config.key_file.clone(),
         )
         .map_err(|e| e.to_string())?;
+        // Each replica's connection attempt gets its share of the CONNECT budget, so one whose
+        // host does not answer at all (dropped SYNs) leaves time for the next. A replica that
+        // accepts but does not answer (hung) is left after the budget: a CONNECT check moves
+        // on after its share, the watch when its stream does not open within `timeout`.
+        let replicas = u32::try_from(config.service_addrs.len().max(1)).unwrap_or(u32::MAX);
         let client = {
-            // The lazy connection's worker task is spawned on the plugin's runtime.
+            // The lazy connections' worker tasks are spawned on the plugin's runtime.
             let _guard = runtime.enter();
-            ClientConfig::new([config.service_addr.as_str()])
+            ClientConfig::new(config.service_addrs.iter())
                 .tls_opt(tls)
                 .access_key(AccessKey::new(
                     &config.access_key_id,
                     &config.access_key_secret,
                 ))
-                .connect_timeout(config.timeout)
+                .connect_timeout(config.timeout / replicas)
+                .timeout(config.timeout)
                 .connect_lazy()
         }
         .map_err(|e| match e {
@@ -142,7 +151,6 @@ impl Plugin {
             }
             other => other.to_string(),
         })?;
-        let broker = client.broker();
         let sessions = Arc::new(Sessions::default());
         let logs = Arc::new(LogQueue::default());
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -165,6 +173,7 @@ impl Plugin {
                 config.state_file.clone().map(RevisionFile::new),
                 FollowerOptions::default().instance_ids(config.instance_id.iter()),
             ),
+            client: client.clone(),
             sessions: sessions.clone(),
             logs: logs.clone(),
             wake,
@@ -173,7 +182,7 @@ impl Plugin {
         Ok(Self {
             config,
             runtime: Some(runtime),
-            broker,
+            client,
             sessions,
             logs,
             shutdown,
@@ -181,7 +190,8 @@ impl Plugin {
     }
 
     /// Decides a CONNECT and, on allow, caches the grant for `connection`. Blocks for at most
-    /// the configured timeout.
+    /// the configured timeout, within which an unreachable or UNAVAILABLE replica is followed
+    /// by the next.
     pub fn on_connect(
         &self,
         client_id: &str,
@@ -200,25 +210,23 @@ impl Plugin {
             username: username.to_owned(),
             password: password.to_owned(),
         };
-        let mut client = self.broker.clone();
-        let timeout = self.config.timeout;
-        let answer = runtime.block_on(async move {
-            tokio::time::timeout(timeout, client.authenticate_connect(request)).await
-        });
+        let answer = runtime.block_on(self.client.call_with_failover(self.config.timeout, |c| {
+            let request = request.clone();
+            async move { c.broker().authenticate_connect(request).await }
+        }));
         let unreachable = |why: String| match self.config.on_unreachable {
             OnUnreachable::Deny => Verdict::Deny(why),
             OnUnreachable::Defer => Verdict::Defer(why),
         };
         let response = match answer {
-            Err(_) => return unreachable(format!("service did not answer within {timeout:?}")),
-            Ok(Err(status)) => {
+            Err(status) => {
                 return unreachable(format!(
                     "service error {:?}: {}",
                     status.code(),
                     status.message()
                 ))
             }
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(r) => r.into_inner(),
         };
         if !response.allowed {
             return Verdict::Deny(format!("{:?}", response.reason()));

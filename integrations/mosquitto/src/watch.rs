@@ -1,12 +1,13 @@
 //! The revocation watch: the client crate's [`RevocationFollower`] (one stream per broker,
 //! resumed from the state file, re-synchronised from a snapshot on first start and after
-//! compaction, reconnecting with capped backoff) applied to the grant cache. Kicks and log
+//! compaction, reconnecting with capped backoff, moving to the next replica when its own
+//! stops) applied to the grant cache. Kicks and log
 //! lines are queued here and carried out on the broker thread.
 
 use std::{sync::Arc, time::Instant};
 
 use mqtt_tokend_client::{
-    FollowItem, RevisionFile, RevocationFollower, SnapshotReason, WatchError,
+    Client, FollowItem, RevisionFile, RevocationFollower, SnapshotReason, WatchError,
 };
 use tokio::sync::watch;
 
@@ -16,6 +17,8 @@ use crate::{sessions::Sessions, Level, LogQueue};
 pub struct Watch {
     /// The follower, saving its revision in the state file if there is one.
     pub follower: RevocationFollower<Option<RevisionFile>>,
+    /// The follower's client: after a failure it names the replica tried next.
+    pub client: Client,
     /// The grant cache it revokes from.
     pub sessions: Arc<Sessions>,
     /// Log lines for the broker thread to print.
@@ -29,6 +32,7 @@ impl Watch {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let Self {
             follower,
+            client,
             sessions,
             logs,
             wake,
@@ -38,13 +42,22 @@ impl Watch {
             let _ = shutdown.wait_for(|down| *down).await;
         };
         follower
-            .run(|item| apply(&sessions, &logs, wake.as_ref(), item), stopped)
+            .run(
+                |item| apply(&sessions, &logs, &client, wake.as_ref(), item),
+                stopped,
+            )
             .await;
     }
 }
 
 /// Applies one item: a revocation ends the sessions it hits; the rest is logged.
-fn apply(sessions: &Sessions, logs: &LogQueue, wake: &(dyn Fn() + Send + Sync), item: FollowItem) {
+fn apply(
+    sessions: &Sessions,
+    logs: &LogQueue,
+    client: &Client,
+    wake: &(dyn Fn() + Send + Sync),
+    item: FollowItem,
+) {
     match item {
         FollowItem::Event(event) => {
             let line = format!("revocation {} ({})", event.revision, event.reason);
@@ -71,16 +84,23 @@ fn apply(sessions: &Sessions, logs: &LogQueue, wake: &(dyn Fn() + Send + Sync), 
         FollowItem::Disconnected {
             error: WatchError::Ended,
             ..
-        } => logs.push(Level::Notice, "revocation watch ended; reconnecting".into()),
+        } => logs.push(
+            Level::Notice,
+            format!(
+                "revocation watch ended; reconnecting to {}",
+                client.endpoint()
+            ),
+        ),
         FollowItem::Disconnected {
             error: WatchError::Status(status),
             retry_in,
         } => logs.push(
             Level::Warning,
             format!(
-                "revocation watch failed ({:?}: {}); retrying in {} ms",
+                "revocation watch failed ({:?}: {}); retrying {} in {} ms",
                 status.code(),
                 status.message(),
+                client.endpoint(),
                 retry_in.as_millis()
             ),
         ),

@@ -17,6 +17,15 @@
 //!   whose events are rare still resumes near the head of the log.
 //! - Errors: reconnects with exponential backoff and jitter, capped; back to the minimum once
 //!   a stream delivers a message.
+//! - Failover: with several endpoints (replicas sharing one revocation log), a connection
+//!   error or UNAVAILABLE, whether on opening or ending the stream (a replica shutting down),
+//!   moves the client to the next endpoint, and the follower resumes there after the same
+//!   revision, after the usual backoff. Replicas number the log alike, so nothing is skipped
+//!   or repeated; one that cannot resume answers OUT_OF_RANGE and a snapshot follows, as
+//!   above.
+//!   A replica that accepts connections and never answers holds the stream's opening until
+//!   the client's [`ClientConfig::timeout`](crate::ClientConfig::timeout) ends it (then it
+//!   counts as a connection error): set one when there are several endpoints.
 //!
 //! Children: `revision` (the stores), `backoff` (the reconnect delays).
 
@@ -31,10 +40,11 @@ use tonic::{Code, Streaming};
 pub use revision::{RevisionFile, RevisionStore};
 
 use crate::{
-    client::{AuthChannel, Client},
+    client::Client,
+    failover::is_unavailable,
     proto::{
-        revocation_service_client::RevocationServiceClient, watch_revocations_response::Message,
-        StartMode, WatchRevocationsRequest, WatchRevocationsResponse,
+        watch_revocations_response::Message, StartMode, WatchRevocationsRequest,
+        WatchRevocationsResponse,
     },
     revocation::RevocationEvent,
 };
@@ -132,8 +142,9 @@ pub enum FollowItem {
         /// The log's current revision.
         revision: u64,
     },
-    /// The stream stopped; the follower reconnects after `retry_in` and resumes after the
-    /// last revision it delivered.
+    /// The stream stopped; the follower reconnects after `retry_in` (to the next endpoint
+    /// if it was a connection error or UNAVAILABLE) and resumes after the last revision it
+    /// delivered.
     Disconnected {
         /// Why.
         error: WatchError,
@@ -155,10 +166,11 @@ enum Phase {
     Connect,
     /// Open a stream at this instant (backing off).
     Wait(Instant),
-    /// Reading a stream.
+    /// Reading a stream from the endpoint at index `endpoint`.
     Stream {
         stream: Box<Streaming<WatchRevocationsResponse>>,
         in_snapshot: bool,
+        endpoint: usize,
     },
 }
 
@@ -166,7 +178,8 @@ enum Phase {
 /// guarantees. Pull items with [`next`](Self::next) or hand a callback to
 /// [`run`](Self::run).
 pub struct RevocationFollower<S> {
-    client: RevocationServiceClient<AuthChannel>,
+    /// Its endpoints; each stream is pinned to the one that was current when it opened.
+    client: Client,
     store: S,
     instance_ids: Vec<String>,
     backoff: Backoff,
@@ -190,12 +203,12 @@ impl<S> std::fmt::Debug for RevocationFollower<S> {
 }
 
 impl<S: RevisionStore> RevocationFollower<S> {
-    /// A follower on `client`'s connection and credential, resuming after the revision `store`
+    /// A follower on `client`'s endpoints and credential, resuming after the revision `store`
     /// holds (a snapshot if none). Nothing is sent until the first [`next`](Self::next).
     pub fn new(client: &Client, mut store: S, options: FollowerOptions) -> Self {
         let last = store.load();
         Self {
-            client: client.revocations(),
+            client: client.clone(),
             store,
             instance_ids: options.instance_ids,
             backoff: Backoff::new(options.backoff_min, options.backoff_max),
@@ -215,6 +228,15 @@ impl<S: RevisionStore> RevocationFollower<S> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The endpoint the stream is read from, or (between streams) the one the next
+    /// connection goes to: for logs.
+    pub fn endpoint(&self) -> &str {
+        match &self.phase {
+            Phase::Stream { endpoint, .. } => &self.client.pool().target(*endpoint).uri,
+            Phase::Connect | Phase::Wait(_) => self.client.endpoint(),
+        }
     }
 
     /// The next item. Calling it means the previous item was handled: its revision is saved
@@ -238,12 +260,13 @@ impl<S: RevisionStore> RevocationFollower<S> {
                 Phase::Stream {
                     stream,
                     in_snapshot,
+                    endpoint,
                 } => {
-                    let in_snapshot = *in_snapshot;
+                    let (in_snapshot, endpoint) = (*in_snapshot, *endpoint);
                     let message = match stream.message().await {
                         Ok(Some(m)) => m.message,
                         Ok(None) => return self.disconnected(WatchError::Ended),
-                        Err(status) => return self.disconnected(WatchError::Status(status)),
+                        Err(status) => return self.failed(endpoint, status),
                     };
                     self.backoff.reset();
                     if let Some(item) = self.deliver(message, in_snapshot) {
@@ -297,12 +320,15 @@ impl<S: RevisionStore> RevocationFollower<S> {
             start_revision: start,
             instance_ids: self.instance_ids.clone(),
         };
-        match self.client.watch_revocations(request).await {
+        let endpoint = self.client.current();
+        let mut rpc = self.client.pin(endpoint).revocations();
+        match rpc.watch_revocations(request).await {
             Ok(response) => {
                 let in_snapshot = mode == StartMode::Snapshot;
                 self.phase = Phase::Stream {
                     stream: Box::new(response.into_inner()),
                     in_snapshot,
+                    endpoint,
                 };
                 // Until SNAPSHOT_END, a broken snapshot can only start over.
                 in_snapshot.then(|| {
@@ -320,8 +346,17 @@ impl<S: RevisionStore> RevocationFollower<S> {
                 self.last = None;
                 None
             }
-            Err(status) => Some(self.disconnected(WatchError::Status(status))),
+            Err(status) => Some(self.failed(endpoint, status)),
         }
+    }
+
+    /// The stream on `endpoint` failed or could not open: on UNAVAILABLE (the transport's
+    /// connection errors included) the next connection goes to the next endpoint.
+    fn failed(&mut self, endpoint: usize, status: tonic::Status) -> FollowItem {
+        if is_unavailable(&status) {
+            self.client.pool().failed(endpoint);
+        }
+        self.disconnected(WatchError::Status(status))
     }
 
     /// Turns one stream message into an item, advancing the resume point; `None` for what the
