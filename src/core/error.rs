@@ -222,7 +222,15 @@ impl Error {
 
 impl From<crate::store::StoreError> for Error {
     fn from(e: crate::store::StoreError) -> Self {
-        Error::internal(e)
+        match e {
+            // The shared store is out of reach (a network or etcd outage): nothing was
+            // written, and the client should retry, here or on another replica.
+            crate::store::StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "storage backend unavailable");
+                Error::ServiceUnavailable
+            }
+            e => Error::internal(e),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// revision read.
 pub(super) async fn load(inner: &Inner, report: bool) -> StoreResult<i64> {
     let fresh = SledStore::temporary()?;
-    let mut kv = inner.client.kv_client();
+    let kv = inner.client.kv_client();
     let end = prefix_end(&inner.prefix);
     let mut from = inner.prefix.clone();
     let mut revision = 0;
@@ -45,10 +45,12 @@ pub(super) async fn load(inner: &Inner, report: bool) -> StoreResult<i64> {
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let page = kv
-            .get(from.clone(), Some(options))
-            .await
-            .map_err(super::etcd_err)?;
+        let page = super::with_retry(super::transient, || {
+            let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+            async move { kv.get(from, Some(options)).await }
+        })
+        .await
+        .map_err(super::etcd_err)?;
         if revision == 0 {
             revision = page.header().map_or(0, |h| h.revision());
         }
@@ -237,12 +239,13 @@ fn apply_events(inner: &Inner, events: &[etcd_client::Event]) -> StoreResult<()>
 /// waits until the mirror has applied its revision, and returns how many feed items were sent
 /// by then.
 pub(super) async fn barrier(inner: &Inner) -> StoreResult<u64> {
-    let resp = inner
-        .client
-        .kv_client()
-        .get(inner.key(keys::TOUCH), None)
-        .await
-        .map_err(super::etcd_err)?;
+    let key = inner.key(keys::TOUCH);
+    let resp = super::with_retry(super::transient, || {
+        let (mut kv, key) = (inner.client.kv_client(), key.clone());
+        async move { kv.get(key, None).await }
+    })
+    .await
+    .map_err(super::etcd_err)?;
     let target = resp.kvs().first().map_or(0, |kv| kv.mod_revision());
     let mut applied = inner.applied.subscribe();
     let reached = tokio::time::timeout(

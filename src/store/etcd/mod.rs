@@ -140,6 +140,54 @@ fn etcd_err(e: etcd_client::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// How long an etcd call is retried while members are unreachable (a member down, a leader
+/// election: etcd elects a new leader within about a second by default).
+const RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// Whether a failed call certainly never reached etcd (no connection), so that even a write
+/// is safe to send again.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    text.contains("tcp connect error") || text.contains("Connection refused")
+}
+
+/// Whether a failed read may succeed on another member or after an election.
+fn transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => never_sent(e),
+    }
+}
+
+/// Runs `call` until it succeeds, fails for good, or [`RETRY_FOR`] has passed; `retry` says
+/// which failures are worth another attempt. The client balances over every endpoint, so a
+/// new attempt usually reaches another member.
+async fn with_retry<T, F, Fut>(
+    retry: fn(&etcd_client::Error) -> bool,
+    mut call: F,
+) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match call().await {
+            Err(e) if retry(&e) && tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!(error = %e, "etcd call failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Inner {
     fn mirror(&self) -> Arc<SledStore> {
         self.mirror

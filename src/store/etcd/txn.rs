@@ -114,7 +114,13 @@ pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
             None::<PutOptions>,
         ));
         let txn = Txn::new().when(compares).and_then(ops);
-        let result = inner.client.kv_client().txn(txn).await;
+        // Sent again only when it certainly never left: a write whose fate is unknown is
+        // reported as failed, never repeated blindly.
+        let result = super::with_retry(super::never_sent, || {
+            let (mut kv, txn) = (inner.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await;
         let mut state = inner.state();
         match result {
             Err(e) => {
