@@ -1,0 +1,338 @@
+//! One conformance suite for both store backends: the same operations through the `Store`
+//! trait, the same answers, on a real sled directory and on a real etcd. On etcd it also checks
+//! what only a shared store has: a second replica's mirror sees every write after a read
+//! barrier, and a read-modify-write that lost the race is reported and rolled back.
+
+#[path = "etcd_kit/mod.rs"]
+mod etcd_kit;
+
+use std::sync::Arc;
+
+use etcd_kit::EtcdCluster;
+use mqtt_tokend::{
+    core::{
+        access_key::AccessKey,
+        device::RegisteredDevice,
+        revocation::{RevocationEvent, RevocationKind},
+        scope::Tombstone,
+        token::{Actions, IssuedToken},
+    },
+    store::{
+        BrokerSessionRecord, EtcdOptions, EtcdStore, FlushFailure, Op, SledStore, Store, TokenId,
+    },
+};
+
+fn token(instance: &str, creator: &str, expire_ms: i64) -> IssuedToken {
+    IssuedToken {
+        instance_id: instance.into(),
+        actions: Actions {
+            read: true,
+            write: false,
+        },
+        resources: vec!["a/b".into()],
+        expire_ms,
+        creator: creator.into(),
+        create_ms: 1,
+        revoked_ms: None,
+        minted_revision: 0,
+        keyring_id: 1,
+    }
+}
+
+fn device(client_id: &str, key: &str) -> RegisteredDevice {
+    RegisteredDevice {
+        instance_id: "i1".into(),
+        client_id: client_id.into(),
+        device_key_id: key.into(),
+        create_ms: 1,
+        update_ms: 1,
+        keyring_id: 1,
+    }
+}
+
+fn event(revision: u64, expire_ms: Option<i64>) -> RevocationEvent {
+    RevocationEvent {
+        revision,
+        kind: RevocationKind::TokenRevoked,
+        instance_id: Some("i1".into()),
+        token_fingerprint: format!("fp{revision}"),
+        client_id: String::new(),
+        key_id: String::new(),
+        reason: "test".into(),
+        expire_ms,
+        revoke_ms: 5,
+        token_handle: String::new(),
+    }
+}
+
+fn session(client_id: &str, expire_ms: i64) -> BrokerSessionRecord {
+    BrokerSessionRecord {
+        namespace: "broker".into(),
+        client_id: client_id.into(),
+        username: "Token|k|i1".into(),
+        instance_id: "i1".into(),
+        credentials: vec!["t/fp1".into()],
+        session_handle: "h".into(),
+        credential_expire_ms: 0,
+        expire_ms,
+        create_ms: 1,
+    }
+}
+
+/// Applies `ops` as one batch and waits until it is durable.
+async fn write(store: &dyn Store, ops: Vec<Op>) {
+    let ticket = store.apply(ops).expect("apply");
+    let report = store.flush().await.expect("flush");
+    assert_eq!(report.failure, None);
+    assert!(report.durable_through >= ticket, "the batch is durable");
+}
+
+/// The suite: every read answers what the writes before it wrote.
+async fn conformance(store: &dyn Store) {
+    // Tokens, their listing and expiry indexes, and the counters.
+    let (t1, t2): (TokenId, TokenId) = ([1; 16], [2; 16]);
+    write(
+        store,
+        vec![
+            Op::PutToken(t1, token("i1", "k1", 1_000)),
+            Op::PutToken(t2, token("i1", "k2", 9_000)),
+        ],
+    )
+    .await;
+    assert_eq!(store.token(&t1).unwrap(), Some(token("i1", "k1", 1_000)));
+    assert_eq!(store.counts().unwrap().tokens, 2);
+    assert_eq!(store.expired_tokens(5_000, 10).unwrap(), vec![(t1, 1_000)]);
+    assert_eq!(store.newest_token_expiry().unwrap(), Some(9_000));
+    let listed = store.instance_tokens("i1", Some("k2"), None, 10).unwrap();
+    assert_eq!(
+        listed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![t2]
+    );
+    let mut revoked = token("i1", "k2", 9_000);
+    revoked.revoked_ms = Some(7);
+    write(
+        store,
+        vec![
+            Op::PutToken(t2, revoked.clone()),
+            Op::DeleteToken(t1, 1_000),
+        ],
+    )
+    .await;
+    assert_eq!(store.token(&t1).unwrap(), None);
+    assert_eq!(store.token(&t2).unwrap(), Some(revoked));
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.tokens, counts.revoked_tokens), (1, 1));
+
+    // Device credentials: lookups by client id and key id, counts, group listing.
+    let d1 = device("GID_group1@@@a", "dk1");
+    let d2 = device("GID_group1@@@b", "dk2");
+    let put = |record: &RegisteredDevice, replaces: Option<&str>| Op::PutDevice {
+        record: record.clone(),
+        replaces: replaces.map(str::to_owned),
+    };
+    write(store, vec![put(&d1, None), put(&d2, None)]).await;
+    assert_eq!(
+        store.device("i1", "GID_group1@@@a").unwrap(),
+        Some(d1.clone())
+    );
+    assert_eq!(store.device_by_key("dk2").unwrap(), Some(d2.clone()));
+    assert_eq!(store.device_count("i1").unwrap(), 2);
+    assert_eq!(store.group_count("i1", "GID_group1").unwrap(), 2);
+    assert_eq!(
+        store
+            .device_client_ids("i1", "GID_group1", None, 0, 10)
+            .unwrap(),
+        vec!["GID_group1@@@a".to_owned(), "GID_group1@@@b".to_owned()]
+    );
+    let refreshed = device("GID_group1@@@a", "dk3");
+    write(
+        store,
+        vec![put(&refreshed, Some("dk1")), Op::DeleteDevice(d2)],
+    )
+    .await;
+    assert_eq!(store.device_by_key("dk1").unwrap(), None);
+    assert_eq!(store.device_by_key("dk3").unwrap(), Some(refreshed));
+    assert_eq!(store.device_count("i1").unwrap(), 1);
+    assert_eq!(store.counts().unwrap().device_credentials, 1);
+
+    // Access keys, tombstones, metadata.
+    let key = AccessKey {
+        id: "k1".into(),
+        instance_ids: vec!["i1".into()],
+        description: "d".into(),
+        create_ms: 1,
+        root: false,
+        keyring_id: 1,
+    };
+    let tombstone = Tombstone {
+        instance_id: "i1".into(),
+        key_id: Some("k1".into()),
+        cutoff: 3,
+        revoke_ms: 4,
+        until_ms: 5,
+    };
+    write(
+        store,
+        vec![
+            Op::PutAccessKey(key.clone()),
+            Op::PutTombstone(tombstone.clone()),
+            Op::PutMeta("check".into(), b"v".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(store.access_keys().unwrap(), vec![key]);
+    assert_eq!(store.tombstones().unwrap(), vec![tombstone]);
+    assert_eq!(store.meta("check").unwrap(), Some(b"v".to_vec()));
+    write(
+        store,
+        vec![
+            Op::DeleteAccessKey("k1".into()),
+            Op::DeleteTombstone {
+                instance_id: "i1".into(),
+                key_id: Some("k1".into()),
+            },
+        ],
+    )
+    .await;
+    assert!(store.access_keys().unwrap().is_empty());
+    assert!(store.tombstones().unwrap().is_empty());
+
+    // The revocation log: appended in order, compacted from below.
+    write(
+        store,
+        (1..=4)
+            .map(|r| Op::AppendRevocation(event(r, Some(10))))
+            .collect(),
+    )
+    .await;
+    let bounds = store.revision_bounds().unwrap();
+    assert_eq!((bounds.oldest, bounds.last), (1, 4));
+    assert_eq!(
+        store.revocations(2, 2).unwrap(),
+        vec![event(2, Some(10)), event(3, Some(10))]
+    );
+    write(store, vec![Op::CompactRevocationsBelow(3)]).await;
+    assert_eq!(store.revision_bounds().unwrap().oldest, 3);
+
+    // Broker sessions: compare-and-swap on the whole record.
+    let s1 = session("c1", 100);
+    assert!(store
+        .swap_broker_session("broker", "c1", None, Some(&s1))
+        .await
+        .unwrap());
+    assert!(!store
+        .swap_broker_session("broker", "c1", None, Some(&s1))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.broker_session("broker", "c1").unwrap(),
+        Some(s1.clone())
+    );
+    assert_eq!(
+        store
+            .broker_sessions_by_credential("broker", "t/fp1", None, 10)
+            .unwrap(),
+        vec![s1.clone()]
+    );
+    assert_eq!(
+        store.expired_broker_sessions(200, 10).unwrap(),
+        vec![s1.clone()]
+    );
+    assert!(store
+        .swap_broker_session("broker", "c1", Some(&s1), None)
+        .await
+        .unwrap());
+    assert_eq!(store.broker_session("broker", "c1").unwrap(), None);
+}
+
+#[tokio::test]
+async fn sled_store_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(dir.path()).expect("sled opens");
+    conformance(&store).await;
+}
+
+fn options(etcd: &EtcdCluster, prefix: &str) -> EtcdOptions {
+    EtcdOptions {
+        endpoints: etcd.endpoints(),
+        prefix: prefix.to_owned(),
+        user: None,
+        ca_file: None,
+        client_cert: None,
+        max_txn_ops: EtcdOptions::DEFAULT_MAX_TXN_OPS,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_conforms_and_a_second_replica_sees_the_same() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let prefix = etcd_kit::unique_prefix();
+    let store = EtcdStore::connect(&options(&etcd, &prefix))
+        .await
+        .expect("etcd");
+    conformance(&store).await;
+
+    // Another replica, started afterwards, loads the same state; one started before follows it.
+    let other = EtcdStore::connect(&options(&etcd, &prefix))
+        .await
+        .expect("etcd");
+    other.sync().await.expect("barrier");
+    assert_eq!(store.counts().unwrap(), other.counts().unwrap());
+    assert_eq!(
+        store.revision_bounds().unwrap(),
+        other.revision_bounds().unwrap()
+    );
+    assert_eq!(
+        store.revocations(3, 10).unwrap(),
+        other.revocations(3, 10).unwrap()
+    );
+    write(&store, vec![Op::AppendRevocation(event(5, None))]).await;
+    other.sync().await.expect("barrier");
+    assert_eq!(other.revision_bounds().unwrap().last, 5);
+    assert_eq!(other.revocations(5, 1).unwrap(), vec![event(5, None)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_etcd_the_write_that_loses_a_race_is_reported_and_rolled_back() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let prefix = etcd_kit::unique_prefix();
+    let a = Arc::new(
+        EtcdStore::connect(&options(&etcd, &prefix))
+            .await
+            .expect("etcd"),
+    );
+    let b = Arc::new(
+        EtcdStore::connect(&options(&etcd, &prefix))
+            .await
+            .expect("etcd"),
+    );
+    // Both build on the same (empty) state and append revision 1.
+    a.begin_write();
+    b.begin_write();
+    let ta = a.apply(vec![Op::AppendRevocation(event(1, None))]).unwrap();
+    let tb = b
+        .apply(vec![Op::AppendRevocation(event(1, Some(7)))])
+        .unwrap();
+    let ra = a.flush().await.expect("flush a");
+    assert_eq!(ra.failure, None);
+    assert!(ra.durable_through >= ta);
+    let rb = b.flush().await.expect("flush b");
+    assert_eq!(
+        rb.failure,
+        Some(FlushFailure::Conflict),
+        "the second write loses"
+    );
+    assert!(rb.durable_through < tb);
+    assert!(b.rollback() >= tb, "the rollback drops the losing batch");
+    b.sync().await.expect("barrier");
+    assert_eq!(
+        b.revocations(1, 10).unwrap(),
+        vec![event(1, None)],
+        "the winner's event"
+    );
+    assert_eq!(b.revision_bounds().unwrap().last, 1);
+}
