@@ -39,12 +39,13 @@ use session::{Env, Step};
 
 /// Every Markdown file with examples; `every_code_block_is_marked_and_placeholder_free`
 /// checks that no file in docs/ is missing here.
-const FILES: [&str; 5] = [
+const FILES: [&str; 6] = [
     "README.md",
     "docs/rest.md",
     "docs/mosquitto.md",
     "docs/benchmarks.md",
     "docs/brokers.md",
+    "docs/replicas.md",
 ];
 
 fn repo() -> PathBuf {
@@ -333,6 +334,11 @@ fn docs_brokers_shows_configuration_not_commands() {
 #[test]
 fn docs_mosquitto_examples_run() {
     run_examples("docs/mosquitto.md");
+}
+
+#[test]
+fn docs_replicas_examples_run() {
+    run_examples("docs/replicas.md");
 }
 
 #[test]
