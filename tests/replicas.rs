@@ -317,3 +317,33 @@ async fn a_replica_refuses_a_keyring_that_does_not_match_the_shared_store() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_larger_than_one_etcd_transaction_are_split_and_stay_gap_free() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let (endpoints, prefix) = (etcd.endpoints(), etcd_kit::unique_prefix());
+    // At most 8 operations per transaction: concurrent revocations need several.
+    let ts = TestServer::start_with(move |c| {
+        c.store.kind = StoreKind::Etcd;
+        c.store.etcd_endpoints = endpoints;
+        c.store.etcd_prefix = prefix;
+        c.store.etcd_max_txn_ops = 8;
+    })
+    .await;
+    let mut writers = Vec::new();
+    for _ in 0..16 {
+        let mut tokens = ts.tokens(&ts.root);
+        writers.push(tokio::spawn(async move {
+            common::revoke_with(&mut tokens, "i1").await.0
+        }));
+    }
+    let mut acknowledged = BTreeSet::new();
+    for w in writers {
+        assert!(acknowledged.insert(w.await.expect("writer")));
+    }
+    let expected: Vec<u64> = (1..=16).collect();
+    assert_eq!(acknowledged.into_iter().collect::<Vec<_>>(), expected);
+    assert_eq!(watched_until(&ts, 16).await, expected);
+}

@@ -336,3 +336,34 @@ async fn on_etcd_the_write_that_loses_a_race_is_reported_and_rolled_back() {
     );
     assert_eq!(b.revision_bounds().unwrap().last, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_etcd_one_replica_at_a_time_runs_the_background_work() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let prefix = etcd_kit::unique_prefix();
+    let a = EtcdStore::connect(&options(&etcd, &prefix))
+        .await
+        .expect("etcd");
+    let b = EtcdStore::connect(&options(&etcd, &prefix))
+        .await
+        .expect("etcd");
+    assert!(a.lead().await.expect("a asks"), "the first to ask leads");
+    assert!(!b.lead().await.expect("b asks"), "the other does not");
+    assert!(
+        a.lead().await.expect("a asks again"),
+        "and the leader keeps leading"
+    );
+    // The lead goes with its holder's lease: once `a` is gone and its lease revoked or
+    // expired, `b` takes over. Dropping `a` ends its keep-alive; the lease lapses within 15 s.
+    drop(a);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(25);
+    loop {
+        if b.lead().await.expect("b asks") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "b took over");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -176,7 +176,7 @@ pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
 /// Whether this replica runs the background work: it holds the `l` key on its own lease, or
 /// takes it when no one does. The lease is kept alive by a task; when this replica stops, the
 /// key goes with the lease and another replica takes over at its next tick.
-pub(super) async fn lead(inner: &Inner) -> StoreResult<bool> {
+pub(super) async fn lead(inner: &std::sync::Arc<Inner>) -> StoreResult<bool> {
     let mut lease = inner.lease.lock().await;
     let id = match *lease {
         Some(id) => id,
@@ -186,9 +186,16 @@ pub(super) async fn lead(inner: &Inner) -> StoreResult<bool> {
             let id = granted.id();
             let (mut keeper, mut responses) =
                 leases.keep_alive(id).await.map_err(super::etcd_err)?;
+            let store = std::sync::Arc::downgrade(inner);
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    if store.upgrade().is_none() {
+                        // The store is gone: give the lead up now rather than at the lease's
+                        // expiry, so another replica takes over at its next tick.
+                        let _ = leases.revoke(id).await;
+                        return;
+                    }
                     if keeper.keep_alive().await.is_err() {
                         return;
                     }
