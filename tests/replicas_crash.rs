@@ -33,9 +33,26 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A replica process, killed (and reaped) when dropped, also when a test fails.
+struct Replica(Child);
+
+impl Replica {
+    /// `kill -9`, and waits until it is gone.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// One replica process on the shared prefix, its own data directory, the shared keyring.
-fn spawn(dir: &std::path::Path, name: &str, port: u16, endpoints: &str, prefix: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mqtt-tokend"))
+fn spawn(dir: &std::path::Path, name: &str, port: u16, endpoints: &str, prefix: &str) -> Replica {
+    let child = Command::new(env!("CARGO_BIN_EXE_mqtt-tokend"))
         .args(["serve", "--grpc-addr", &format!("127.0.0.1:{port}")])
         .args(["--http-addr", "off", "--store", "etcd"])
         .args(["--etcd-endpoints", endpoints, "--etcd-prefix", prefix])
@@ -48,7 +65,8 @@ fn spawn(dir: &std::path::Path, name: &str, port: u16, endpoints: &str, prefix: 
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("server binary starts")
+        .expect("server binary starts");
+    Replica(child)
 }
 
 async fn connect(port: u16, key: &Key) -> Client {
@@ -189,7 +207,7 @@ async fn kill_9_of_a_replica_under_load_loses_nothing_and_its_watcher_resumes_el
     let mut a = spawn(dir.path(), "a", pa, &etcd.endpoints_csv(), &prefix);
     let root = root_key(dir.path(), "a").await;
     let ca = connect(pa, &root).await;
-    let mut b = spawn(dir.path(), "b", pb, &etcd.endpoints_csv(), &prefix);
+    let _b = spawn(dir.path(), "b", pb, &etcd.endpoints_csv(), &prefix);
     let cb = connect(pb, &root).await;
 
     // A watcher on A, which will die.
@@ -216,8 +234,7 @@ async fn kill_9_of_a_replica_under_load_loses_nothing_and_its_watcher_resumes_el
             }
         }
     }
-    a.kill().expect("kill -9 replica A");
-    let _ = a.wait();
+    a.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for w in writers {
@@ -254,7 +271,6 @@ async fn kill_9_of_a_replica_under_load_loses_nothing_and_its_watcher_resumes_el
         "resumed on another replica, gap-free, no duplicate"
     );
     assert_nothing_lost(&cb, &acked).await;
-    let _ = b.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -265,10 +281,10 @@ async fn kill_9_of_an_etcd_member_under_load_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let prefix = etcd_kit::unique_prefix();
     let (pa, pb) = (free_port(), free_port());
-    let mut a = spawn(dir.path(), "a", pa, &etcd.endpoints_csv(), &prefix);
+    let _a = spawn(dir.path(), "a", pa, &etcd.endpoints_csv(), &prefix);
     let root = root_key(dir.path(), "a").await;
     let ca = connect(pa, &root).await;
-    let mut b = spawn(dir.path(), "b", pb, &etcd.endpoints_csv(), &prefix);
+    let _b = spawn(dir.path(), "b", pb, &etcd.endpoints_csv(), &prefix);
     let cb = connect(pb, &root).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -288,6 +304,4 @@ async fn kill_9_of_an_etcd_member_under_load_loses_nothing() {
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert_nothing_lost(&ca, &acked).await;
     assert_nothing_lost(&cb, &acked).await;
-    let _ = a.kill();
-    let _ = b.kill();
 }
