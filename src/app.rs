@@ -27,9 +27,9 @@ pub enum AppError {
     #[error(transparent)]
     Keyring(#[from] crate::core::keyring::KeyringError),
     /// The store could not be opened.
-    #[error("opening the data directory {dir}: {source}")]
+    #[error("opening the store in {dir}: {source}")]
     Store {
-        /// The data directory.
+        /// The data directory, or for etcd its endpoints and prefix.
         dir: PathBuf,
         /// The cause.
         source: crate::store::StoreError,

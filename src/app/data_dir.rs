@@ -87,9 +87,9 @@ pub(super) async fn open(config: &ServeConfig) -> Result<DataDir, AppError> {
         }
         Some(options) => {
             let place = PathBuf::from(format!(
-                "etcd {} {}",
-                options.endpoints.join(","),
-                options.prefix
+                "etcd prefix {} at {}",
+                options.prefix,
+                options.endpoints.join(",")
             ));
             let store = EtcdStore::connect(options)
                 .await
