@@ -12,10 +12,9 @@ use common::{code_of, now_ms, test_config, Key, TestServer};
 use etcd_kit::EtcdCluster;
 use mqtt_tokend::{app::Server, config::StoreKind};
 use mqtt_tokend_client::proto::{
-    watch_revocations_response::Message as WatchMessage, ApplyTokenRequest, DeleteAccessKeyRequest,
-    GetDeviceCredentialRequest, QueryTokenRequest, RefreshDeviceCredentialRequest,
-    RegisterDeviceCredentialRequest, RevokeTokenRequest, StartMode, TokenAction,
-    WatchRevocationsRequest,
+    ApplyTokenRequest, DeleteAccessKeyRequest, GetDeviceCredentialRequest, QueryTokenRequest,
+    RefreshDeviceCredentialRequest, RegisterDeviceCredentialRequest, RevokeTokenRequest,
+    TokenAction,
 };
 
 /// `n` replicas on one etcd prefix, sharing one keyring (as every replica must).
@@ -164,28 +163,8 @@ async fn what_one_replica_acknowledges_the_others_see_at_once() {
 
 /// Every revision, in order, from 1 on, as a watcher on `ts` receives them until `last`.
 async fn watched_until(ts: &TestServer, last: u64) -> Vec<u64> {
-    let mut stream = ts
-        .revocations(&ts.root)
-        .watch_revocations(WatchRevocationsRequest {
-            start_mode: StartMode::Revision as i32,
-            start_revision: 1,
-            instance_ids: vec![],
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut seen = Vec::new();
-    while seen.last().copied().unwrap_or(0) < last {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
-            .await
-            .expect("the watch keeps up")
-            .expect("the stream stays open")
-            .expect("a message");
-        if let Some(WatchMessage::Event(e)) = message.message {
-            seen.push(e.revision);
-        }
-    }
-    seen
+    let events = common::events_until(&ts.client(&ts.root), 1, last).await;
+    events.into_iter().map(|e| e.revision).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,10 +17,7 @@ use std::{
 use common::{now_ms, read_root_key, Key};
 use etcd_kit::EtcdCluster;
 use mqtt_tokend_client::{
-    proto::{
-        watch_revocations_response::Message, ApplyTokenRequest, QueryTokenRequest,
-        RevokeTokenRequest, StartMode, TokenAction, WatchRevocationsRequest,
-    },
+    proto::{ApplyTokenRequest, QueryTokenRequest, RevokeTokenRequest, TokenAction},
     Client,
 };
 
@@ -164,30 +161,15 @@ async fn assert_nothing_lost(client: &Client, acked: &Acknowledged) {
     }
     let last = acked.revoked.iter().map(|(_, r)| *r).max().unwrap_or(0);
     assert!(last > 0, "some revocations were acknowledged");
-    let mut stream = client
-        .revocations()
-        .watch_revocations(WatchRevocationsRequest {
-            start_mode: StartMode::Revision as i32,
-            start_revision: 1,
-            instance_ids: vec![],
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut next = 1;
-    let mut fingerprints = std::collections::HashSet::new();
-    while next <= last {
-        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
-            .await
-            .expect("the watch keeps up")
-            .expect("the stream stays open")
-            .expect("a message");
-        if let Some(Message::Event(e)) = message.message {
-            assert_eq!(e.revision, next, "gap-free, in order");
-            fingerprints.insert(e.token_fingerprint);
-            next += 1;
-        }
-    }
+    let events = common::events_until(client, 1, last).await;
+    let revisions: Vec<u64> = events.iter().map(|e| e.revision).collect();
+    assert_eq!(
+        revisions,
+        (1..=last).collect::<Vec<_>>(),
+        "gap-free, in order"
+    );
+    let fingerprints: std::collections::HashSet<_> =
+        events.into_iter().map(|e| e.token_fingerprint).collect();
     for (token, _) in &acked.revoked {
         assert!(
             fingerprints.contains(&mqtt_tokend_client::fingerprint(token)),
@@ -211,16 +193,7 @@ async fn kill_9_of_a_replica_under_load_loses_nothing_and_its_watcher_resumes_el
     let cb = connect(pb, &root).await;
 
     // A watcher on A, which will die.
-    let mut watch_a = ca
-        .revocations()
-        .watch_revocations(WatchRevocationsRequest {
-            start_mode: StartMode::Revision as i32,
-            start_revision: 1,
-            instance_ids: vec![],
-        })
-        .await
-        .expect("watch on A")
-        .into_inner();
+    let mut watch_a = common::watch_from(&ca, 1).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
@@ -228,11 +201,7 @@ async fn kill_9_of_a_replica_under_load_loses_nothing_and_its_watcher_resumes_el
     // Let the load build, then kill A mid-write.
     let mut seen = Vec::new();
     while seen.len() < 20 {
-        if let Ok(Some(m)) = watch_a.message().await {
-            if let Some(Message::Event(e)) = m.message {
-                seen.push(e.revision);
-            }
-        }
+        seen.push(common::next_event(&mut watch_a).await.revision);
     }
     a.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -243,27 +212,11 @@ async fn kill_9_of_a_replica_under_load_loses_nothing_and_its_watcher_resumes_el
 
     // The watcher resumes on B from the revision after its last: no gap, no duplicate.
     let resume_from = seen.last().copied().unwrap_or(0) + 1;
-    let mut watch_b = cb
-        .revocations()
-        .watch_revocations(WatchRevocationsRequest {
-            start_mode: StartMode::Revision as i32,
-            start_revision: resume_from,
-            instance_ids: vec![],
-        })
-        .await
-        .expect("resume on B")
-        .into_inner();
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     let last = acked.revoked.iter().map(|(_, r)| *r).max().unwrap_or(0);
-    while seen.last().copied().unwrap_or(0) < last {
-        let m = tokio::time::timeout(Duration::from_secs(20), watch_b.message())
-            .await
-            .expect("the resumed watch keeps up")
-            .expect("open")
-            .expect("message");
-        if let Some(Message::Event(e)) = m.message {
-            seen.push(e.revision);
-        }
+    if last >= resume_from {
+        let resumed = common::events_until(&cb, resume_from, last).await;
+        seen.extend(resumed.into_iter().map(|e| e.revision));
     }
     let expected: Vec<u64> = (1..=last).collect();
     assert_eq!(

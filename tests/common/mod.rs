@@ -263,3 +263,55 @@ pub fn code_of(status: &Status) -> String {
 pub fn now_ms() -> i64 {
     mqtt_tokend::core::now_ms()
 }
+
+/// A revocation watch through `client` starting at revision `start`.
+pub async fn watch_from(
+    client: &Client,
+    start: u64,
+) -> tonic::Streaming<mqtt_tokend_client::proto::WatchRevocationsResponse> {
+    client
+        .revocations()
+        .watch_revocations(WatchRevocationsRequest {
+            start_mode: StartMode::Revision as i32,
+            start_revision: start,
+            instance_ids: vec![],
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// The next event of a watch (progress messages skipped), within 20 s.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<mqtt_tokend_client::proto::WatchRevocationsResponse>,
+) -> mqtt_tokend_client::proto::RevocationEvent {
+    use mqtt_tokend_client::proto::watch_revocations_response::Message;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("the watch keeps up")
+            .expect("the stream stays open")
+            .expect("a message");
+        if let Some(Message::Event(e)) = message.message {
+            return e;
+        }
+    }
+}
+
+/// Every event from revision `start` through `last`, as a watcher through `client` gets them.
+pub async fn events_until(
+    client: &Client,
+    start: u64,
+    last: u64,
+) -> Vec<mqtt_tokend_client::proto::RevocationEvent> {
+    let mut stream = watch_from(client, start).await;
+    let mut events: Vec<mqtt_tokend_client::proto::RevocationEvent> = Vec::new();
+    while events
+        .last()
+        .map_or(start.saturating_sub(1), |e| e.revision)
+        < last
+    {
+        events.push(next_event(&mut stream).await);
+    }
+    events
+}
