@@ -14,7 +14,7 @@ use mqtt_tokend::{app::Server, config::StoreKind};
 use mqtt_tokend_client::proto::{
     ApplyTokenRequest, DeleteAccessKeyRequest, GetDeviceCredentialRequest, QueryTokenRequest,
     RefreshDeviceCredentialRequest, RegisterDeviceCredentialRequest, RevokeTokenRequest,
-    TokenAction,
+    TokenAction, UnRegisterDeviceCredentialRequest,
 };
 
 /// `n` replicas on one etcd prefix, sharing one keyring (as every replica must).
@@ -325,4 +325,73 @@ async fn writes_larger_than_one_etcd_transaction_are_split_and_stay_gap_free() {
     let expected: Vec<u64> = (1..=16).collect();
     assert_eq!(acknowledged.into_iter().collect::<Vec<_>>(), expected);
     assert_eq!(watched_until(&ts, 16).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_and_unregister_racing_on_every_replica_leave_one_consistent_answer() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let (_keyring, rs) = replicas(&etcd, 3).await;
+    for round in 0..4 {
+        let client_id = format!("GID_group1@@@race{round}");
+        rs[0]
+            .devices(&rs[0].root)
+            .register_device_credential(RegisterDeviceCredentialRequest {
+                instance_id: "i1".into(),
+                client_id: client_id.clone(),
+            })
+            .await
+            .expect("register");
+        // Replica 0 and 1 refresh while replica 2 unregisters, all at once.
+        let mut refreshes = Vec::new();
+        for ts in &rs[..2] {
+            let (mut devices, client_id) = (ts.devices(&ts.root), client_id.clone());
+            refreshes.push(tokio::spawn(async move {
+                devices
+                    .refresh_device_credential(RefreshDeviceCredentialRequest {
+                        instance_id: "i1".into(),
+                        client_id,
+                    })
+                    .await
+            }));
+        }
+        let unregistered = rs[2]
+            .devices(&rs[2].root)
+            .un_register_device_credential(UnRegisterDeviceCredentialRequest {
+                instance_id: "i1".into(),
+                client_id: client_id.clone(),
+            })
+            .await;
+        assert!(
+            unregistered.is_ok(),
+            "the credential existed: {unregistered:?}"
+        );
+        let mut refreshed_keys = BTreeSet::new();
+        for r in refreshes {
+            match r.await.expect("call") {
+                Ok(r) => {
+                    let key = r.into_inner().device_credential.expect("credential");
+                    assert!(
+                        refreshed_keys.insert(key.device_access_key_id),
+                        "one key per refresh"
+                    );
+                }
+                Err(status) => assert_eq!(code_of(&status), "DeviceCredentialNotFound"),
+            }
+        }
+        // Whatever the order, the unregistration was last for someone: every replica agrees
+        // the credential is gone, and a second unregistration finds nothing.
+        for ts in &rs {
+            let got = ts
+                .devices(&ts.root)
+                .get_device_credential(GetDeviceCredentialRequest {
+                    instance_id: "i1".into(),
+                    client_id: client_id.clone(),
+                })
+                .await
+                .expect_err("gone on every replica");
+            assert_eq!(code_of(&got), "DeviceCredentialNotFound");
+        }
+    }
 }

@@ -74,6 +74,14 @@ pub(super) async fn load(inner: &Inner, report: bool) -> StoreResult<i64> {
         fresh.revision_bounds()?.last
     };
     let mut state = inner.state();
+    // What the core missed, read before the staged batches are replayed on top: their events
+    // are not committed (and may even reuse a revision another replica committed).
+    let missed = if report {
+        use crate::store::Store;
+        fresh.revocations(state.committed_revision + 1, usize::MAX)?
+    } else {
+        Vec::new()
+    };
     // Staged batches stay staged: their undo values come from the fresh read.
     let staged: Vec<_> = state.staged.iter().flat_map(|s| s.writes.clone()).collect();
     state.undo.clear();
@@ -92,10 +100,8 @@ pub(super) async fn load(inner: &Inner, report: bool) -> StoreResult<i64> {
     }
     if report {
         use crate::store::Store;
-        for event in fresh.revocations(state.committed_revision + 1, usize::MAX)? {
-            if event.revision <= committed_revision {
-                inner.send(Committed::Revocation(event));
-            }
+        for event in missed {
+            inner.send(Committed::Revocation(event));
         }
         inner.send(Committed::Oldest(fresh.revision_bounds()?.oldest));
         inner.send(Committed::AccessKeys);
