@@ -19,6 +19,8 @@ use mqtt_tokend::{
 struct FailingApply {
     inner: SledStore,
     fail: AtomicBool,
+    /// Makes every flush fail (an fsync error).
+    fail_flush: AtomicBool,
 }
 
 type Token = mqtt_tokend::core::token::IssuedToken;
@@ -91,6 +93,11 @@ impl Store for FailingApply {
         self.inner.meta(name)
     }
     fn flush(&self) -> StoreFuture<'_, FlushReport> {
+        if self.fail_flush.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(StoreError::Backend(
+                "injected flush failure".into(),
+            ))));
+        }
         self.inner.flush()
     }
     fn size_on_disk(&self) -> StoreResult<u64> {
@@ -150,6 +157,7 @@ async fn open_core() -> (
     let store = Arc::new(FailingApply {
         inner: SledStore::open(&dir.path().join("data")).expect("store opens"),
         fail: AtomicBool::new(false),
+        fail_flush: AtomicBool::new(false),
     });
     let keyring = Keyring::create(&dir.path().join("keyring.json"), now_ms()).expect("keyring");
     let (core, root) = Core::open(store.clone(), keyring, CoreConfig::default())
@@ -241,4 +249,29 @@ async fn a_scope_revocation_the_store_refuses_leaves_the_tokens_live() {
     assert_eq!(revision, 1);
     assert!(!core.query_token(&root, "post-cn-a", &token).expect("query"));
     assert_eq!(core.tombstone_count(), 1);
+}
+
+#[tokio::test]
+async fn a_write_whose_flush_fails_is_not_acknowledged_and_later_writes_are() {
+    use mqtt_tokend::core::{Actions, TokenRequest};
+    let (_dir, store, core, root) = open_core().await;
+    let request = || TokenRequest {
+        instance_id: "post-cn-a".into(),
+        actions: Actions {
+            read: true,
+            write: false,
+        },
+        resources: vec!["a".into()],
+        expire_time: now_ms() + 3_600_000,
+    };
+    store.fail_flush.store(true, Ordering::SeqCst);
+    let err = core
+        .apply_token(&root, request())
+        .await
+        .expect_err("not durable, so not acknowledged");
+    assert_eq!(err.code(), "InternalError");
+    store.fail_flush.store(false, Ordering::SeqCst);
+    core.apply_token(&root, request())
+        .await
+        .expect("the next write is acknowledged once flushes work again");
 }

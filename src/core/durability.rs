@@ -73,7 +73,7 @@ impl GroupCommit {
             // Tickets rolled back (after `.0`, up to `.1`), newest last: a writer may queue its
             // waiter after the round that rolled its batch back, and later batches that did
             // commit make `durable_through` pass its ticket.
-            let mut dropped: Vec<(Ticket, Ticket)> = Vec::new();
+            let mut dropped: Vec<(Ticket, Ticket, FlushFailure)> = Vec::new();
             loop {
                 if batch.is_empty() {
                     let first = tokio::select! {
@@ -115,10 +115,13 @@ impl GroupCommit {
                         failure: Some(FlushFailure::Backend(e.to_string())),
                     },
                 };
-                if report.failure.is_some() {
-                    let through = (hooks.failed)();
+                if let Some(failure) = &report.failure {
+                    // Every waiter of this round whose batch is not durable failed with it
+                    // (an embedded store hands out one ticket and reports no partial flush).
+                    let newest = batch.iter().map(|w| w.ticket).max().unwrap_or(0);
+                    let through = (hooks.failed)().max(newest);
                     if through > report.durable_through {
-                        dropped.push((report.durable_through, through));
+                        dropped.push((report.durable_through, through, failure.clone()));
                         if dropped.len() > MAX_DROPPED_RANGES {
                             dropped.remove(0);
                         }
@@ -127,14 +130,17 @@ impl GroupCommit {
                 metrics.flush(batch.len(), started.elapsed(), report.failure.is_none());
                 let mut waiting = Vec::new();
                 for waiter in batch.drain(..) {
-                    let rolled_back = dropped.iter().any(|(after, through)| {
-                        waiter.ticket > *after && waiter.ticket <= *through
-                    });
-                    let answer = if rolled_back {
-                        match &report.failure {
-                            Some(FlushFailure::Backend(e)) => Err(e.clone()),
-                            // A conflict now, or a rollback in an earlier round.
-                            _ => Ok(Flushed::Conflict),
+                    let rolled_back = dropped
+                        .iter()
+                        .find(|(after, through, _)| {
+                            waiter.ticket > *after && waiter.ticket <= *through
+                        })
+                        .map(|(_, _, failure)| failure);
+                    let answer = if let Some(failure) = rolled_back {
+                        match failure {
+                            // The outcome is unknown: never rebuilt, the client hears of it.
+                            FlushFailure::Backend(e) => Err(e.clone()),
+                            FlushFailure::Conflict => Ok(Flushed::Conflict),
                         }
                     } else if waiter.ticket <= report.durable_through {
                         Ok(Flushed::Durable)

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::{now_ms, Core, Result};
 use crate::store::Op;
 
-/// Tokens deleted per batch, so one sweep never holds the store for long.
-/// Tokens deleted per batch: under etcd's default limit of 128 operations per transaction.
+/// Tokens deleted per batch, so one sweep never holds the store for long (fewer when the
+/// store's transactions are smaller).
 const SWEEP_BATCH: usize = 100;
 
 impl Core {
@@ -20,7 +20,8 @@ impl Core {
     pub async fn sweep_expired_tokens(&self) -> Result<usize> {
         let mut total = 0;
         loop {
-            let expired = self.store.expired_tokens(now_ms(), SWEEP_BATCH)?;
+            let batch = SWEEP_BATCH.min(self.store.max_batch_ops());
+            let expired = self.store.expired_tokens(now_ms(), batch)?;
             if expired.is_empty() {
                 break;
             }
@@ -32,7 +33,7 @@ impl Core {
             // Deleting an expired token needs no revision: it is already invalid everywhere.
             self.write(ops).await?;
             total += n;
-            if n < SWEEP_BATCH {
+            if n < batch {
                 break;
             }
             tokio::task::yield_now().await;

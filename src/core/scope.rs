@@ -322,8 +322,10 @@ impl Core {
         // writing a new tombstone meanwhile must not be deleted with the old one.
         let (expired, _) = self
             .commit_then(
-                |_| {
-                    let expired = self.tombstones.expired(now_ms());
+                |store| {
+                    // At most one transaction's worth; the rest go at the next tick.
+                    let mut expired = self.tombstones.expired(now_ms());
+                    expired.truncate(store.max_batch_ops());
                     let ops = expired
                         .iter()
                         .map(|t| Op::DeleteTombstone {

@@ -289,13 +289,14 @@ impl Core {
         // Read after `now`, and without the writer lock: a scope revocation that has applied
         // its tombstone by now has also bumped this, so the token is not covered; one that has
         // not is concurrent with this call, and covering the token is right too.
-        // On a shared store, revisions other replicas appended count too.
+        // On a shared store, the newest committed revision of any replica (read again on every
+        // attempt below: staged revocations that were rolled back must not count).
         let minted_revision = if self.shared {
-            self.store.revision_bounds()?.last
+            self.store.minting_revision()?
         } else {
             self.revocations.last_applied()
         };
-        let record = IssuedToken {
+        let mut record = IssuedToken {
             instance_id: req.instance_id,
             actions: req.actions,
             resources,
@@ -320,6 +321,7 @@ impl Core {
             if attempts >= MAX_WRITE_ATTEMPTS {
                 return Err(Error::ServiceUnavailable);
             }
+            record.minted_revision = self.store.minting_revision()?;
         }
         Ok(AppliedToken {
             token,

@@ -236,6 +236,16 @@ pub trait Store: BrokerSessionStore + Send + Sync + 'static {
     fn sync(&self) -> StoreFuture<'_, u64> {
         Box::pin(std::future::ready(Ok(0)))
     }
+    /// The revision a token minted now records: the newest committed one (a shared store's
+    /// reads may include revocations staged but not yet committed, which must not count).
+    fn minting_revision(&self) -> StoreResult<u64> {
+        Ok(self.revision_bounds()?.last)
+    }
+    /// Most operations one [`Store::apply`] batch may carry (a shared store's transaction
+    /// limit); sweeps split their deletions to fit.
+    fn max_batch_ops(&self) -> usize {
+        usize::MAX
+    }
     /// Whether this process should run the background work (sweeps, log compaction) now: a
     /// shared backend elects one process at a time. Running it twice is still correct.
     fn lead(&self) -> StoreFuture<'_, bool> {

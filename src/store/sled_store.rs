@@ -46,6 +46,8 @@ pub struct SledStore {
     /// writes without the core's writer lock; sled's `apply_batch` already takes a global
     /// write lock, so this adds no contention beyond a counter read.
     write: Mutex<()>,
+    /// The last ticket handed out by `apply`.
+    tickets: std::sync::atomic::AtomicU64,
     // Declared after `db`, so dropped after it: sled closes the database in its drop (a last
     // flush and an fsync, which can take a second on a busy disk), and only then do the
     // receivers of `closed()` hear that the store is closed.
@@ -174,6 +176,7 @@ impl SledStore {
                     let store = Self {
                         db,
                         write: Mutex::new(()),
+                        tickets: std::sync::atomic::AtomicU64::new(0),
                         closed: tokio::sync::watch::channel(()).0,
                     };
                     store.count_if_uncounted()?;
@@ -205,6 +208,7 @@ impl SledStore {
         Ok(Self {
             db,
             write: Mutex::new(()),
+            tickets: std::sync::atomic::AtomicU64::new(0),
             closed: tokio::sync::watch::channel(()).0,
         })
     }
@@ -220,6 +224,13 @@ impl SledStore {
     /// commit, or taking the counter of a log whose events were all compacted.
     pub(in crate::store) fn set_last_revision(&self, last: u64) -> StoreResult<()> {
         self.db.insert(LAST_REV, &last.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Removes a named metadata value: the mirror undoing a check value it staged but could
+    /// not commit.
+    pub(in crate::store) fn remove_meta(&self, name: &str) -> StoreResult<()> {
+        self.db.remove(meta_key(name))?;
         Ok(())
     }
 
@@ -431,8 +442,13 @@ impl Store for SledStore {
     }
 
     fn apply(&self, ops: Vec<Op>) -> StoreResult<Ticket> {
+        use std::sync::atomic::Ordering;
+        if ops.is_empty() {
+            return Ok(self.tickets.load(Ordering::SeqCst));
+        }
         self.apply_now(ops)?;
-        Ok(0)
+        // Increasing, so a failed flush fails exactly the batches applied before it.
+        Ok(self.tickets.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {

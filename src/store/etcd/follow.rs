@@ -107,7 +107,10 @@ pub(super) async fn load(inner: &Inner, report: bool) -> StoreResult<i64> {
         inner.send(Committed::AccessKeys);
     }
     state.committed_revision = committed_revision;
-    state.committed_version = state.committed_version.max(version);
+    // Assigned, not raised: a commit of this replica after the range read is not in the fresh
+    // mirror, so builds on it must compare with the version read (and conflict until the
+    // watch brings that commit).
+    state.committed_version = version;
     *inner.mirror.write().unwrap_or_else(|p| p.into_inner()) = fresh;
     drop(state);
     inner.applied.send_modify(|a| *a = (*a).max(revision));
@@ -170,11 +173,14 @@ async fn watch(weak: &Weak<Inner>, inner: &Arc<Inner>, revision: i64) -> StoreRe
         .watch(inner.prefix.clone(), Some(options))
         .await
         .map_err(super::etcd_err)?;
-    let mut dropped = inner.applied.subscribe();
+    let mut closed = inner.closed.subscribe();
     loop {
         let message = tokio::select! {
             m = stream.message() => m.map_err(super::etcd_err)?,
-            _ = dropped.wait_for(|a| *a < 0) => return Ok(()),
+            _ = closed.wait_for(|c| *c) => return Ok(()),
+            () = inner.resync.notified() => {
+                return Err(StoreError::Unavailable("a read barrier timed out".into()));
+            }
         };
         let Some(response) = message else {
             return Err(StoreError::Unavailable("the watch ended".into()));
@@ -256,13 +262,17 @@ pub(super) async fn barrier(inner: &Inner) -> StoreResult<u64> {
     let mut applied = inner.applied.subscribe();
     let reached = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        applied.wait_for(|a| *a >= target || *a < 0),
+        applied.wait_for(|a| *a >= target),
     )
     .await;
     match reached {
         Ok(Ok(_)) => Ok(inner.feed_sent.load(Ordering::SeqCst)),
-        _ => Err(StoreError::Unavailable(format!(
-            "the mirror did not reach etcd revision {target} in 10 s"
-        ))),
+        _ => {
+            // The watch may be stuck (a member cut off from the quorum): start it again.
+            inner.resync.notify_one();
+            Err(StoreError::Unavailable(format!(
+                "the mirror did not reach etcd revision {target} in 10 s"
+            )))
+        }
     }
 }

@@ -107,7 +107,8 @@ fn split_pair(key: &[u8], rest: &[u8]) -> StoreResult<(String, String)> {
 fn token_id(key: &[u8], hexed: &[u8]) -> StoreResult<TokenId> {
     let s = std::str::from_utf8(hexed).map_err(|_| corrupt(key, "not hex"))?;
     let mut id = [0u8; 16];
-    if s.len() != 32 {
+    // ASCII first: slicing by byte index must not split a character.
+    if s.len() != 32 || !s.is_ascii() {
         return Err(corrupt(key, "not a 16-byte token id"));
     }
     for (i, byte) in id.iter_mut().enumerate() {
@@ -337,6 +338,12 @@ pub(super) fn apply_change(
             Some(name) => Op::PutMeta(utf8(key, name)?, v.to_vec()),
             None => return Ok(None),
         },
+        (b"m", None) => {
+            if let Some(name) = key.strip_prefix(b"m/x/".as_slice()) {
+                mirror.remove_meta(&utf8(key, name)?)?;
+            }
+            return Ok(None);
+        }
         (b"b", v) => {
             let (namespace, client_id) = split_pair(key, rest)?;
             let new = v

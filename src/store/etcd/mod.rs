@@ -100,6 +100,16 @@ struct State {
     committed_version: u64,
     /// The last revocation revision committed, as the watch delivered it.
     committed_revision: u64,
+    /// The last revocation revision this replica committed (the watch may not have delivered
+    /// it yet): a rollback never goes below it, and new tokens are minted at least at it.
+    own_revision: u64,
+}
+
+impl State {
+    /// The newest revocation revision known to be committed.
+    fn committed_last(&self) -> u64 {
+        self.committed_revision.max(self.own_revision)
+    }
 }
 
 /// A [`Store`] on an etcd cluster.
@@ -117,10 +127,15 @@ struct Inner {
     state: Mutex<State>,
     /// The etcd revision the mirror has applied.
     applied: watch::Sender<i64>,
+    /// Set when the store is dropped: ends the watch and lease tasks.
+    closed: watch::Sender<bool>,
+    /// Asks the watch task to reload the mirror (a read barrier that timed out: the watch
+    /// may be stuck on a member cut off from the cluster).
+    resync: tokio::sync::Notify,
     feed: mpsc::UnboundedSender<Committed>,
     feed_rx: Mutex<Option<mpsc::UnboundedReceiver<Committed>>>,
     feed_sent: AtomicU64,
-    lease: tokio::sync::Mutex<Option<i64>>,
+    lease: tokio::sync::Mutex<Option<(i64, tokio::task::JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -131,8 +146,8 @@ impl std::fmt::Debug for EtcdStore {
 
 impl Drop for EtcdStore {
     fn drop(&mut self) {
-        // Ends the watch task (it holds the inner state only weakly between messages).
-        self.inner.applied.send_replace(-1);
+        // Ends the watch and lease tasks (they hold the inner state only weakly).
+        self.inner.closed.send_replace(true);
     }
 }
 
@@ -221,7 +236,10 @@ impl EtcdStore {
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            // A member cut off from the quorum refuses instead of serving a stale view (its
+            // watch would otherwise stay open and silent).
+            .with_require_leader(true);
         if let Some((user, password)) = &options.user {
             connect = connect.with_user(user.clone(), password.clone());
         }
@@ -240,6 +258,8 @@ impl EtcdStore {
             mirror: RwLock::new(Arc::new(SledStore::temporary()?)),
             state: Mutex::new(State::default()),
             applied: watch::channel(0).0,
+            closed: watch::channel(false).0,
+            resync: tokio::sync::Notify::new(),
             feed,
             feed_rx: Mutex::new(Some(feed_rx)),
             feed_sent: AtomicU64::new(0),
@@ -345,28 +365,44 @@ impl Store for EtcdStore {
             blind &= keys::is_new_token(&mirror, op)?;
             writes.extend(keys::writes_of(op));
         }
-        if writes.len() + 2 > inner.max_txn_ops {
+        let distinct: std::collections::HashSet<Option<&[u8]>> =
+            writes.iter().map(Write::key).collect();
+        if distinct.len() + 2 > inner.max_txn_ops {
             return Err(StoreError::Backend(format!(
                 "one write of {} etcd operations exceeds --etcd-max-txn-ops {}",
-                writes.len() + 2,
+                distinct.len() + 2,
                 inner.max_txn_ops
             )));
         }
+        // Everything that can fail first, then one atomic batch on the mirror: a failure
+        // leaves neither the mirror nor the undo log half-changed.
+        let mut undo = Vec::new();
         for write in &writes {
             if let Some(key) = write.key() {
-                if !state.undo.contains_key(key) {
-                    let committed = keys::current(&mirror, key)?;
-                    state.undo.insert(key.to_vec(), committed);
+                if !state.undo.contains_key(key) && !undo.iter().any(|(k, _)| k == key) {
+                    undo.push((key.to_vec(), keys::current(&mirror, key)?));
                 }
             }
         }
-        for op in ops {
-            match op {
+        let mut compact_below = None;
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .filter(|op| match op {
                 // The events below it are deleted when etcd reports them deleted.
-                Op::CompactRevocationsBelow(below) => mirror.set_oldest(below)?,
-                op => mirror.apply_now(vec![op])?,
-            }
+                Op::CompactRevocationsBelow(below) => {
+                    compact_below = Some(*below);
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        if !ops.is_empty() {
+            mirror.apply_now(ops)?;
         }
+        if let Some(below) = compact_below {
+            mirror.set_oldest(below)?;
+        }
+        state.undo.extend(undo);
         // A read-modify-write compares with the version its build began on (older than now,
         // if another replica committed meanwhile). New tokens read nothing and leave that
         // point to the build it belongs to (they are written without the writer lock).
@@ -410,7 +446,7 @@ impl Store for EtcdStore {
                 tracing::error!(error = %e, "restoring the mirror after a lost race failed");
             }
         }
-        if let Err(e) = mirror.set_last_revision(state.committed_revision) {
+        if let Err(e) = mirror.set_last_revision(state.committed_last()) {
             tracing::error!(error = %e, "restoring the mirror's revision failed");
         }
         state.staged.clear();
@@ -420,6 +456,15 @@ impl Store for EtcdStore {
 
     fn sync(&self) -> StoreFuture<'_, u64> {
         Box::pin(follow::barrier(&self.inner))
+    }
+
+    fn minting_revision(&self) -> StoreResult<u64> {
+        Ok(self.inner.state().committed_last())
+    }
+
+    fn max_batch_ops(&self) -> usize {
+        // The version, last-writer and counter keys ride along.
+        self.inner.max_txn_ops.saturating_sub(4).max(1)
     }
 
     fn lead(&self) -> StoreFuture<'_, bool> {

@@ -40,10 +40,17 @@ impl BrokerSessionStore for EtcdStore {
                 Some(rec) => TxnOp::put(key, rec.encode_to_vec(), None),
                 None => TxnOp::delete(key, None),
             };
+            // `w` too: a replica's read barrier then covers sessions (CheckAcl on another
+            // replica right after the CONNECT finds the session).
+            let touch = TxnOp::put(
+                inner.key(keys::TOUCH),
+                inner.replica.as_bytes().to_vec(),
+                None,
+            );
             let resp = inner
                 .client
                 .kv_client()
-                .txn(Txn::new().when(vec![compare]).and_then(vec![op]))
+                .txn(Txn::new().when(vec![compare]).and_then(vec![op, touch]))
                 .await
                 .map_err(super::etcd_err)?;
             if !resp.succeeded() {

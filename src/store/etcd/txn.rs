@@ -138,6 +138,14 @@ pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
             Ok(_) => {
                 let done: Vec<_> = state.staged.drain(..chunk.batches).collect();
                 state.durable_through = chunk.last_ticket;
+                let newest = chunk
+                    .writes
+                    .iter()
+                    .filter_map(|w| w.key().and_then(keys::revision_of))
+                    .max();
+                if let Some(revision) = newest {
+                    state.own_revision = state.own_revision.max(revision);
+                }
                 if !chunk.blind {
                     state.expected_version = Some(chunk.expected + 1);
                     state.committed_version = state.committed_version.max(chunk.expected + 1);
@@ -176,25 +184,27 @@ pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
 /// Whether this replica runs the background work: it holds the `l` key on its own lease, or
 /// takes it when no one does. The lease is kept alive by a task; when this replica stops, the
 /// key goes with the lease and another replica takes over at its next tick.
-pub(super) async fn lead(inner: &std::sync::Arc<Inner>) -> StoreResult<bool> {
+pub(super) async fn lead(inner: &Inner) -> StoreResult<bool> {
     let mut lease = inner.lease.lock().await;
-    let id = match *lease {
-        Some(id) => id,
+    let id = match &*lease {
+        Some((id, _)) => *id,
         None => {
             let mut leases = inner.client.lease_client();
             let granted = leases.grant(15, None).await.map_err(super::etcd_err)?;
             let id = granted.id();
             let (mut keeper, mut responses) =
                 leases.keep_alive(id).await.map_err(super::etcd_err)?;
-            let store = std::sync::Arc::downgrade(inner);
-            tokio::spawn(async move {
+            let mut closed = inner.closed.subscribe();
+            let task = tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                    if store.upgrade().is_none() {
-                        // The store is gone: give the lead up now rather than at the lease's
-                        // expiry, so another replica takes over at its next tick.
-                        let _ = leases.revoke(id).await;
-                        return;
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                        () = async { let _ = closed.wait_for(|c| *c).await; } => {
+                            // The store is gone: give the lead up now rather than at the
+                            // lease's expiry, so another replica takes over at its next tick.
+                            let _ = leases.revoke(id).await;
+                            return;
+                        }
                     }
                     if keeper.keep_alive().await.is_err() {
                         return;
@@ -205,7 +215,7 @@ pub(super) async fn lead(inner: &std::sync::Arc<Inner>) -> StoreResult<bool> {
                     }
                 }
             });
-            *lease = Some(id);
+            *lease = Some((id, task));
             id
         }
     };
@@ -226,8 +236,12 @@ pub(super) async fn lead(inner: &std::sync::Arc<Inner>) -> StoreResult<bool> {
     let resp = match inner.client.kv_client().txn(txn).await {
         Ok(resp) => resp,
         Err(e) => {
-            // The lease may have expired: take a new one next time.
-            *lease = None;
+            // The lease may have expired: stop keeping it alive, revoke it (best effort) and
+            // take a new one next time.
+            if let Some((id, task)) = lease.take() {
+                task.abort();
+                let _ = inner.client.lease_client().revoke(id).await;
+            }
             return Err(super::etcd_err(e));
         }
     };
