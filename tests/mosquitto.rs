@@ -10,9 +10,12 @@
 //! `mosquitto/`, `broker` runs the broker process with the plugin, `client` is the MQTT client,
 //! and the tests are by concern: `enforcement` (CONNECT, topics and revocations, plaintext and
 //! mutual TLS), `kicks` (kicks at token expiry and by key scope, the kick latency benchmark),
-//! `failover` (several service addresses: one that refuses, one whose server stops).
+//! `failover` (several service addresses: one that refuses, one whose server stops),
+//! `replicas` (two real replicas on one etcd: the plugin's replica stops or is killed).
 
 mod common;
+#[path = "etcd_kit/mod.rs"]
+mod etcd_kit;
 mod mqtt_kit;
 mod production;
 
@@ -26,6 +29,8 @@ mod enforcement;
 mod failover;
 #[path = "mosquitto/kicks.rs"]
 mod kicks;
+#[path = "mosquitto/replicas.rs"]
+mod replicas;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 

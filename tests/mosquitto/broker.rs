@@ -185,6 +185,12 @@ impl Broker {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Every broker log line read so far, in order: for tests that count or order lines
+    /// (wait for the last one with [`Broker::wait_log`] first).
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// Waits (bounded) until a broker log line contains `needle`. The log is read by another
     /// thread, so a line may trail the event the client already saw.
     pub(crate) async fn wait_log(&self, needle: &str) {
