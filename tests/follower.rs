@@ -297,3 +297,30 @@ async fn a_failed_save_is_reported_and_following_goes_on() {
     let (r1, _) = revoke_one(&ts, &root, A).await;
     assert_eq!(next_event(&mut f).await, r1);
 }
+
+#[tokio::test]
+async fn a_stream_silent_past_the_idle_timeout_counts_as_a_gone_server_and_resumes() {
+    // Progress only every minute: the stream is silent for longer than the follower allows.
+    let ts = TestServer::start_with(|c| c.watch_progress_interval = Duration::from_secs(60)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rev");
+    let root = ts.root.clone();
+    revoke_one(&ts, &root, A).await;
+    let options = FollowerOptions::default().idle_timeout(Duration::from_millis(500));
+    let mut f = follower(&ts, &root, &path, options);
+    assert!(matches!(next(&mut f).await, FollowItem::SnapshotBegin(_)));
+    while !matches!(next(&mut f).await, FollowItem::SnapshotEnd { .. }) {}
+    match next(&mut f).await {
+        FollowItem::Disconnected {
+            error: WatchError::Status(s),
+            ..
+        } => {
+            assert_eq!(s.code(), tonic::Code::Unavailable);
+            assert!(s.message().contains("no message"), "{}", s.message());
+        }
+        other => panic!("expected a silent stream to end, got {other:?}"),
+    }
+    // It reconnects and resumes: the next revocation arrives once, in order.
+    let (revision, _) = revoke_one(&ts, &root, A).await;
+    assert_eq!(next_event(&mut f).await, revision);
+}

@@ -62,7 +62,12 @@ pub struct FollowerOptions {
     instance_ids: Vec<String>,
     backoff_min: Duration,
     backoff_max: Duration,
+    idle_timeout: Duration,
 }
+
+/// Default longest silence on a stream before its server counts as gone: three and a half
+/// times the server's default progress interval (10 s).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(35);
 
 impl Default for FollowerOptions {
     fn default() -> Self {
@@ -70,6 +75,7 @@ impl Default for FollowerOptions {
             instance_ids: Vec::new(),
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -83,6 +89,14 @@ impl FollowerOptions {
         S: Into<String>,
     {
         self.instance_ids = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long a stream may stay silent before its server counts as gone (a frozen process,
+    /// a lost host or a partition closes nothing): the follower then moves to the next
+    /// endpoint. Keep it a few times the server's `--watch-progress-interval`.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 
@@ -183,6 +197,8 @@ pub struct RevocationFollower<S> {
     store: S,
     instance_ids: Vec<String>,
     backoff: Backoff,
+    /// Longest silence on a stream before its server counts as gone.
+    idle_timeout: Duration,
     phase: Phase,
     /// Where to resume: the last revision delivered outside a snapshot, or the snapshot's end.
     /// `None` while a snapshot is due or under way.
@@ -212,6 +228,7 @@ impl<S: RevisionStore> RevocationFollower<S> {
             store,
             instance_ids: options.instance_ids,
             backoff: Backoff::new(options.backoff_min, options.backoff_max),
+            idle_timeout: options.idle_timeout,
             phase: Phase::Connect,
             last,
             unsaved: None,
@@ -263,11 +280,19 @@ impl<S: RevisionStore> RevocationFollower<S> {
                     endpoint,
                 } => {
                     let (in_snapshot, endpoint) = (*in_snapshot, *endpoint);
-                    let message = match stream.message().await {
-                        Ok(Some(m)) => m.message,
-                        Ok(None) => return self.disconnected(WatchError::Ended),
-                        Err(status) => return self.failed(endpoint, status),
-                    };
+                    let message =
+                        match tokio::time::timeout(self.idle_timeout, stream.message()).await {
+                            Ok(Ok(Some(m))) => m.message,
+                            Ok(Ok(None)) => return self.disconnected(WatchError::Ended),
+                            Ok(Err(status)) => return self.failed(endpoint, status),
+                            Err(_) => {
+                                let silent = tonic::Status::unavailable(format!(
+                                    "no message for {:?}: the server is gone",
+                                    self.idle_timeout
+                                ));
+                                return self.failed(endpoint, silent);
+                            }
+                        };
                     self.backoff.reset();
                     if let Some(item) = self.deliver(message, in_snapshot) {
                         return item;
@@ -353,7 +378,10 @@ impl<S: RevisionStore> RevocationFollower<S> {
     /// The stream on `endpoint` failed or could not open: on UNAVAILABLE (the transport's
     /// connection errors included) the next connection goes to the next endpoint.
     fn failed(&mut self, endpoint: usize, status: tonic::Status) -> FollowItem {
-        if is_unavailable(&status) {
+        // A broken connection mid-stream (a killed server) surfaces as UNKNOWN or CANCELLED,
+        // not UNAVAILABLE: another endpoint is worth trying at once for those too.
+        let broken = matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled);
+        if is_unavailable(&status) || broken {
             self.client.pool().failed(endpoint);
         }
         self.disconnected(WatchError::Status(status))
