@@ -38,7 +38,26 @@ pub(super) struct DirLock {
     _file: File,
 }
 
+/// How long a start waits for a lock that another holder is releasing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl DirLock {
+    /// [`DirLock::acquire`], waiting briefly while the lock is held: a descriptor of a server
+    /// that just stopped in this process can outlive it for a moment in a child being
+    /// spawned (between its fork and its exec), which holds the lock with it. Another running
+    /// server holds it for good, and is reported after the wait.
+    async fn acquire_soon(dir: &Path) -> Result<Self, AppError> {
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::acquire(dir) {
+                Err(AppError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn acquire(dir: &Path) -> Result<Self, AppError> {
         let file = File::open(dir).map_err(io(format!("opening {}", dir.display())))?;
         // SAFETY: flock only takes the lock on the open descriptor `file` owns; it touches no
@@ -73,7 +92,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<DataDir, AppError> {
         .mode(0o700)
         .create(dir)
         .map_err(io(format!("creating {}", dir.display())))?;
-    let lock = DirLock::acquire(dir)?;
+    let lock = DirLock::acquire_soon(dir).await?;
     let store_err = |source| AppError::Store {
         dir: dir.clone(),
         source,
