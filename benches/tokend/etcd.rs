@@ -38,12 +38,14 @@ fn etcd_key(seq: u64) -> Vec<u8> {
     format!("tokens/{seq:016x}{:08x}", rand::random::<u32>()).into_bytes()
 }
 
-fn op_etcd_range(key: Vec<u8>) -> Op {
+/// A Range of `key`: serializable (the member's local state, as our local reads) or
+/// linearizable (through Raft's read index, as the etcd store's read barrier).
+fn op_etcd_range(key: Vec<u8>, serializable: bool) -> Op {
     Arc::new(move |ch, _| {
         let mut c = KvClient::new(ch.channel());
         let req = RangeRequest {
             key: key.clone(),
-            serializable: true,
+            serializable,
             ..Default::default()
         };
         Box::pin(async move {
@@ -137,14 +139,32 @@ pub async fn etcd_put_keys(endpoint: &str, prefix: &str, n: usize) -> Vec<Vec<u8
     keys
 }
 
-/// etcd's unary cells against the etcd at `endpoint`: Health/Check, Range, Put with lease,
-/// DeleteRange, each when its section or its tokend counterpart is wanted.
+/// Deletes every key under `prefix` (a replica set's data, when its cells are done).
+pub async fn delete_prefix(endpoint: &str, prefix: &str) {
+    let mut range_end = prefix.as_bytes().to_vec();
+    // A prefix ends with '/', so the byte after it ('0') bounds the range.
+    if let Some(last) = range_end.last_mut() {
+        *last += 1;
+    }
+    let ch = connect(endpoint, None).await.channel();
+    if let Err(e) = KvClient::new(ch)
+        .delete_range(DeleteRangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end,
+            ..Default::default()
+        })
+        .await
+    {
+        eprintln!("  could not delete the etcd prefix {prefix}: {e}");
+    }
+}
+
+/// etcd's unary cells against the etcd at `endpoint`: Health/Check, Range (serializable, and
+/// linearizable when the servers under test store in etcd), Put without and with a lease,
+/// DeleteRange, each when its section or a tokend row that compares to it is wanted.
 pub async fn peer_cells(opts: &Opts, endpoint: &str, report: &mut Report) {
-    let etcd_t = Target {
-        endpoint: endpoint.to_owned(),
-        pid: opts.etcd_pid,
-        key: None,
-    };
+    let etcd_t = Target::single(endpoint, opts.etcd_pid, None);
+    let any = |names: &[&str]| names.iter().any(|n| opts.wants(n));
     const ETCD: &str = "etcd 3.4 (same client code)";
     if opts.wants("etcd-health") || opts.wants("floor") {
         for c in CONCURRENCY {
@@ -155,19 +175,46 @@ pub async fn peer_cells(opts: &Opts, endpoint: &str, report: &mut Report) {
     }
     let lease = etcd_lease(endpoint).await;
     let pool: Pool = Arc::new(Mutex::new(Vec::new()));
-    if opts.wants("etcd-range") || opts.wants("query") {
+    let reads = [
+        "etcd-range",
+        "query",
+        "connect-token",
+        "connect-device",
+        "authorize",
+        "rest",
+    ];
+    if any(&reads) {
         let key = etcd_put_keys(endpoint, "tokens/query-", 1).await.remove(0);
         for c in CONCURRENCY {
-            let cell = run_cell(opts, &etcd_t, c, op_etcd_range(key.clone())).await;
+            let cell = run_cell(opts, &etcd_t, c, op_etcd_range(key.clone(), true)).await;
             report.etcd.insert((Peer::Range, c), cell.ops_per_s);
             report.add(ETCD, "etcd Range (serializable)", c, cell, Peer::Range);
         }
+        if opts.on_etcd() {
+            for c in CONCURRENCY {
+                let cell = run_cell(opts, &etcd_t, c, op_etcd_range(key.clone(), false)).await;
+                report
+                    .etcd
+                    .insert((Peer::RangeLinearizable, c), cell.ops_per_s);
+                let name = "etcd Range (linearizable)";
+                report.add(ETCD, name, c, cell, Peer::RangeLinearizable);
+            }
+        }
     }
-    if opts.wants("etcd-put") || opts.wants("apply") || opts.wants("revoke") {
+    // A token needs no lease (its expiry is checked on read): the plain Put is ApplyToken's
+    // peer; the leased Put stays beside it for comparison with earlier runs.
+    if any(&["etcd-put", "apply", "revoke", "rest"]) {
+        for c in CONCURRENCY {
+            let cell = run_cell(opts, &etcd_t, c, op_etcd_put(0, pool.clone())).await;
+            report.etcd.insert((Peer::Put, c), cell.ops_per_s);
+            report.add(ETCD, "etcd Put (no lease)", c, cell, Peer::Put);
+        }
+    }
+    if any(&["etcd-put-lease", "apply"]) {
         for c in CONCURRENCY {
             let cell = run_cell(opts, &etcd_t, c, op_etcd_put(lease, pool.clone())).await;
-            report.etcd.insert((Peer::Put, c), cell.ops_per_s);
-            report.add(ETCD, "etcd Put with lease", c, cell, Peer::Put);
+            report.etcd.insert((Peer::PutLease, c), cell.ops_per_s);
+            report.add(ETCD, "etcd Put with lease", c, cell, Peer::PutLease);
         }
     }
     if opts.wants("etcd-delete") || opts.wants("revoke") {
