@@ -2,11 +2,16 @@
 //! etcd's v3 API; the generated `etcd/etcdserverpb.rs` is committed so the main build stays
 //! untouched), and its own cells, which run first so every tokend row can show its ratio.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use crate::{
     args::Opts,
-    measure::{channels, connect, ok_or, run_cell, Op, Target, CONCURRENCY},
+    measure::{
+        channels, connect, cpu_ticks_of, ok_or, run_cell, ticks_to_secs, Op, Target, CONCURRENCY,
+    },
     ops::{fill, need_for, op_draining, op_health, push, top_up, Pool},
     report::{Peer, Report},
 };
@@ -114,10 +119,10 @@ async fn etcd_mint(endpoint: &str, n: usize) -> Vec<String> {
     .await
 }
 
-async fn etcd_lease(endpoint: &str) -> i64 {
+async fn etcd_lease(endpoint: &str, ttl: i64) -> i64 {
     let ch = connect(endpoint, None).await.channel();
     LeaseClient::new(ch)
-        .lease_grant(LeaseGrantRequest { ttl: 3600, id: 0 })
+        .lease_grant(LeaseGrantRequest { ttl, id: 0 })
         .await
         .expect("etcd LeaseGrant")
         .into_inner()
@@ -137,6 +142,36 @@ pub async fn etcd_put_keys(endpoint: &str, prefix: &str, n: usize) -> Vec<Vec<u8
         keys.push(key);
     }
     keys
+}
+
+/// Brings etcd back to the state of a quiet member before cells that read from it: waits
+/// until it is idle (under 10% of a core over half a second, 60 s at most), then makes one
+/// write that touches no key (a LeaseGrant) and lets a batch interval pass.
+///
+/// Why: etcd 3.4.23 (Debian's) copies its whole read buffer for every read transaction
+/// (fixed in 3.4.24 by etcd-io/etcd#15195, the backport of #12933). After a burst of Puts
+/// that buffer stays large until a backend commit in which no key was written, and every
+/// Range costs several times more: measured here, a linearizable Range at 64 in flight went
+/// from ~70 to ~400 µs of etcd CPU and from ~17,000 to ~4,300 ops/s after the write cells,
+/// and back after this write. Without it a row's figure would depend on which write cell ran
+/// before it.
+pub async fn quiesce(endpoint: &str, pid: Option<u32>) {
+    if let Some(pid) = pid {
+        let t0 = Instant::now();
+        let step = Duration::from_millis(500);
+        while t0.elapsed() < Duration::from_secs(60) {
+            let before = cpu_ticks_of(&[pid]);
+            tokio::time::sleep(step).await;
+            match before.zip(cpu_ticks_of(&[pid])) {
+                Some((a, b)) if ticks_to_secs(b - a.min(b)) < 0.1 * step.as_secs_f64() => break,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    etcd_lease(endpoint, 60).await;
+    // etcd's backend commits every 100 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 /// Deletes every key under `prefix` (a replica set's data, when its cells are done).
@@ -159,21 +194,47 @@ pub async fn delete_prefix(endpoint: &str, prefix: &str) {
     }
 }
 
-/// etcd's unary cells against the etcd at `endpoint`: Health/Check, Range (serializable, and
-/// linearizable when the servers under test store in etcd), Put without and with a lease,
-/// DeleteRange, each when its section or a tokend row that compares to it is wanted.
-pub async fn peer_cells(opts: &Opts, endpoint: &str, report: &mut Report) {
+/// The heading of etcd's own table.
+pub const ETCD: &str = "etcd 3.4 (same client code)";
+
+/// Which of etcd's cells [`peer_cells`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PeerSet {
+    /// Every cell a wanted section compares to, once at the start of the run.
+    All,
+    /// Only the peers of the etcd store's rows (Range and Put), again right before a replica
+    /// set (after [`quiesce`]): each set's ratios are to etcd as that set found it, with the
+    /// earlier sets' writes in its history.
+    Again,
+}
+
+/// etcd's unary cells against the etcd at `endpoint`, under `heading`: Health/Check, Range
+/// (serializable, and linearizable when the servers under test store in etcd), Put without
+/// and with a lease, DeleteRange, each when its section or a tokend row that compares to it
+/// is wanted (with [`PeerSet::Again`], the Ranges and the plain Put only).
+pub async fn peer_cells(
+    opts: &Opts,
+    endpoint: &str,
+    report: &mut Report,
+    heading: &str,
+    set: PeerSet,
+) {
     let etcd_t = Target::single(endpoint, opts.etcd_pid, None);
+    let all = set == PeerSet::All;
     let any = |names: &[&str]| names.iter().any(|n| opts.wants(n));
-    const ETCD: &str = "etcd 3.4 (same client code)";
-    if opts.wants("etcd-health") || opts.wants("floor") {
+    let etcd = heading;
+    if all && (opts.wants("etcd-health") || opts.wants("floor")) {
         for c in CONCURRENCY {
             let cell = run_cell(opts, &etcd_t, c, op_health()).await;
             report.etcd.insert((Peer::Health, c), cell.ops_per_s);
-            report.add(ETCD, "etcd Health/Check", c, cell, Peer::Health);
+            report.add(etcd, "etcd Health/Check", c, cell, Peer::Health);
         }
     }
-    let lease = etcd_lease(endpoint).await;
+    let lease = if all {
+        etcd_lease(endpoint, 3600).await
+    } else {
+        0
+    };
     let pool: Pool = Arc::new(Mutex::new(Vec::new()));
     let reads = [
         "etcd-range",
@@ -188,7 +249,7 @@ pub async fn peer_cells(opts: &Opts, endpoint: &str, report: &mut Report) {
         for c in CONCURRENCY {
             let cell = run_cell(opts, &etcd_t, c, op_etcd_range(key.clone(), true)).await;
             report.etcd.insert((Peer::Range, c), cell.ops_per_s);
-            report.add(ETCD, "etcd Range (serializable)", c, cell, Peer::Range);
+            report.add(etcd, "etcd Range (serializable)", c, cell, Peer::Range);
         }
         if opts.on_etcd() {
             for c in CONCURRENCY {
@@ -197,7 +258,7 @@ pub async fn peer_cells(opts: &Opts, endpoint: &str, report: &mut Report) {
                     .etcd
                     .insert((Peer::RangeLinearizable, c), cell.ops_per_s);
                 let name = "etcd Range (linearizable)";
-                report.add(ETCD, name, c, cell, Peer::RangeLinearizable);
+                report.add(etcd, name, c, cell, Peer::RangeLinearizable);
             }
         }
     }
@@ -207,24 +268,24 @@ pub async fn peer_cells(opts: &Opts, endpoint: &str, report: &mut Report) {
         for c in CONCURRENCY {
             let cell = run_cell(opts, &etcd_t, c, op_etcd_put(0, pool.clone())).await;
             report.etcd.insert((Peer::Put, c), cell.ops_per_s);
-            report.add(ETCD, "etcd Put (no lease)", c, cell, Peer::Put);
+            report.add(etcd, "etcd Put (no lease)", c, cell, Peer::Put);
         }
     }
-    if any(&["etcd-put-lease", "apply"]) {
+    if all && any(&["etcd-put-lease", "apply"]) {
         for c in CONCURRENCY {
             let cell = run_cell(opts, &etcd_t, c, op_etcd_put(lease, pool.clone())).await;
             report.etcd.insert((Peer::PutLease, c), cell.ops_per_s);
-            report.add(ETCD, "etcd Put with lease", c, cell, Peer::PutLease);
+            report.add(etcd, "etcd Put with lease", c, cell, Peer::PutLease);
         }
     }
-    if opts.wants("etcd-delete") || opts.wants("revoke") {
+    if all && (opts.wants("etcd-delete") || opts.wants("revoke")) {
         for c in CONCURRENCY {
             // Deletes run faster than leased puts: estimate from the unleased set-up rate.
             let guess = if c == 1 { 2_000.0 } else { 8_000.0 };
             top_up(&pool, need_for(opts, guess), |n| etcd_mint(endpoint, n)).await;
             let cell = run_cell(opts, &etcd_t, c, op_etcd_delete(pool.clone())).await;
             report.etcd.insert((Peer::Delete, c), cell.ops_per_s);
-            report.add(ETCD, "etcd DeleteRange", c, cell, Peer::Delete);
+            report.add(etcd, "etcd DeleteRange", c, cell, Peer::Delete);
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct Fleet {
     prefix: Option<String>,
     /// etcd's client address and pid, when the replicas store in it.
     etcd: Option<(String, Option<u32>)>,
+    /// Tells apart two sets of the same size in one run (`--replicas 1,1`): "" or " #2".
+    tag: String,
     /// Keyring and data directories; removed when the set is stopped.
     _dir: tempfile::TempDir,
 }
@@ -40,10 +42,19 @@ fn unique_prefix(replicas: usize) -> String {
     )
 }
 
+/// "etcd, N replica(s)" and the tag: a replica set on etcd, in headings and row names.
+pub fn describe_etcd(n: usize, tag: &str) -> String {
+    match n {
+        1 => format!("etcd, 1 replica{tag}"),
+        n => format!("etcd, {n} replicas{tag}"),
+    }
+}
+
 impl Fleet {
     /// Starts `n` replicas of the store `opts` asks for (`n` is 1 on sled: `Opts::parse`
     /// refuses more) and returns once every one answers SERVING, with the first one's time.
-    pub async fn start(opts: &Opts, n: usize) -> (Self, Duration) {
+    /// `tag` goes after the set's description.
+    pub async fn start(opts: &Opts, n: usize, tag: String) -> (Self, Duration) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store_args, prefix, etcd) = match (opts.store, &opts.etcd) {
             (StoreKind::Etcd, Some(endpoint)) => {
@@ -89,6 +100,7 @@ impl Fleet {
             replicas,
             prefix,
             etcd,
+            tag,
             _dir: dir,
         };
         (fleet, first_ready)
@@ -147,10 +159,7 @@ impl Fleet {
     pub fn describe(&self) -> String {
         match self.prefix {
             None => "sled".into(),
-            Some(_) => match self.replicas.len() {
-                1 => "etcd, 1 replica".into(),
-                n => format!("etcd, {n} replicas"),
-            },
+            Some(_) => describe_etcd(self.replicas.len(), &self.tag),
         }
     }
 

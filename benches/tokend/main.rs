@@ -38,8 +38,9 @@ mod server;
 mod unary;
 
 use args::Opts;
+use etcd::PeerSet;
 use fanout::Fanout;
-use fleet::Fleet;
+use fleet::{describe_etcd, Fleet};
 use report::Report;
 
 fn main() {
@@ -66,11 +67,25 @@ async fn run(opts: Opts) {
 
     // etcd's own cells come first so every tokend row can show its ratio.
     if let Some(etcd) = &opts.etcd {
-        etcd::peer_cells(&opts, etcd, &mut report).await;
+        etcd::peer_cells(&opts, etcd, &mut report, etcd::ETCD, PeerSet::All).await;
     }
     let mut fanout = Fanout::default();
-    for &n in &opts.replicas {
-        let (fleet, ready) = Fleet::start(&opts, n).await;
+    for (i, &n) in opts.replicas.iter().enumerate() {
+        let seen = opts.replicas[..i].iter().filter(|&&m| m == n).count();
+        let tag = if seen == 0 {
+            String::new()
+        } else {
+            format!(" #{}", seen + 1)
+        };
+        if let (true, true, Some(etcd)) = (i > 0, opts.on_etcd(), &opts.etcd) {
+            etcd::quiesce(etcd, opts.etcd_pid).await;
+            let heading = format!("{} again, before {}", etcd::ETCD, describe_etcd(n, &tag));
+            etcd::peer_cells(&opts, etcd, &mut report, &heading, PeerSet::Again).await;
+        }
+        if let (true, Some(etcd)) = (opts.on_etcd(), &opts.etcd) {
+            etcd::quiesce(etcd, opts.etcd_pid).await;
+        }
+        let (fleet, ready) = Fleet::start(&opts, n, tag).await;
         let on = if opts.on_etcd() {
             format!(" ({})", fleet.describe())
         } else {
@@ -86,6 +101,9 @@ async fn run(opts: Opts) {
         unary::tokend_cells(&opts, &fleet, &mut report).await;
         report.extra.push(fleet.memory_line());
         if opts.wants("fanout") {
+            if let (true, Some(etcd)) = (opts.on_etcd(), &opts.etcd) {
+                etcd::quiesce(etcd, opts.etcd_pid).await;
+            }
             fanout.measure(&opts, &fleet).await;
         }
         fleet.stop().await;

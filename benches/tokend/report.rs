@@ -25,17 +25,28 @@ pub enum Peer {
     Delete,
 }
 
+/// One measured row, with the floor's and the etcd peer's ops/s of its moment.
+struct Row {
+    section: String,
+    name: String,
+    c: usize,
+    cell: Cell,
+    floor: Option<f64>,
+    etcd: Option<f64>,
+}
+
 /// Everything a run prints at the end.
 #[derive(Default)]
 pub struct Report {
-    /// (section, row name, concurrency, cell, peer), in insertion order per section.
-    rows: Vec<(String, String, usize, Cell, Peer)>,
+    /// The rows, in insertion order per section.
+    rows: Vec<Row>,
     /// The floor's ops/s per (section, concurrency): each replica set has its own.
     pub floor: BTreeMap<(String, usize), f64>,
     /// The unary sections of the replica sets on etcd, with their replica counts, for the
     /// scaling table.
     pub replica_sections: Vec<(usize, String)>,
-    /// etcd's ops/s per (peer, concurrency).
+    /// etcd's latest ops/s per (peer, concurrency): a row takes its ratio from the peer cell
+    /// measured last before it.
     pub etcd: BTreeMap<(Peer, usize), f64>,
     /// Lines under the tables: errors, cells cut short, missing peers.
     pub notes: Vec<String>,
@@ -76,7 +87,14 @@ impl Report {
                 w.as_secs_f64()
             ));
         }
-        self.rows.push((section.into(), name.into(), c, cell, peer));
+        self.rows.push(Row {
+            section: section.into(),
+            name: name.into(),
+            c,
+            floor: self.floor.get(&(section.to_owned(), c)).copied(),
+            etcd: self.etcd.get(&(peer, c)).copied(),
+            cell,
+        });
     }
 
     fn ratio(num: f64, den: Option<f64>) -> String {
@@ -102,15 +120,23 @@ impl Report {
         let with_backend: BTreeSet<&str> = self
             .rows
             .iter()
-            .filter(|r| r.3.backend_cpu_us_per_op.is_some())
-            .map(|r| r.0.as_str())
+            .filter(|r| r.cell.backend_cpu_us_per_op.is_some())
+            .map(|r| r.section.as_str())
             .collect();
         let opt = |v: Option<f64>, digits: usize| match v {
             Some(v) => format!("{v:.digits$}"),
             None => "–".into(),
         };
         let mut section = "";
-        for (sec, name, c, cell, peer) in &self.rows {
+        for Row {
+            section: sec,
+            name,
+            c,
+            cell,
+            floor,
+            etcd,
+        } in &self.rows
+        {
             let backend = with_backend.contains(sec.as_str());
             if sec != section {
                 section = sec;
@@ -126,15 +152,14 @@ impl Report {
                     if backend { "---:|" } else { "" }
                 );
             }
-            let etcd = self.etcd.get(&(*peer, *c)).copied();
             println!(
                 "| {name} | {c} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |{}",
                 cell.ops_per_s,
                 cell.p50_us,
                 cell.p99_us,
                 cell.p999_us,
-                Self::ratio(cell.ops_per_s, self.floor.get(&(sec.clone(), *c)).copied()),
-                Self::ratio(cell.ops_per_s, etcd),
+                Self::ratio(cell.ops_per_s, *floor),
+                Self::ratio(cell.ops_per_s, *etcd),
                 opt(cell.server_cpu_us_per_op, 1),
                 opt(cell.server_cores, 2),
                 if backend {
@@ -166,8 +191,8 @@ impl Report {
         let find = |sec: &str, name: &str, c: usize| {
             self.rows
                 .iter()
-                .find(|r| r.0 == sec && r.1 == name && r.2 == c)
-                .map(|r| (r.3.ops_per_s, r.4))
+                .find(|r| r.section == sec && r.name == name && r.c == c)
+                .map(|r| (r.cell.ops_per_s, r.etcd))
         };
         println!();
         println!("### Replicas on etcd side by side");
@@ -181,12 +206,11 @@ impl Report {
         }
         println!("{head} {last_n} ÷ {first_n} |");
         println!("{rule}---:|");
-        for (_, name, c, _, _) in self.rows.iter().filter(|r| &r.0 == first) {
+        for Row { name, c, .. } in self.rows.iter().filter(|r| &r.section == first) {
             let mut line = format!("| {name} | {c} |");
             for (_, sec) in sets {
                 match find(sec, name, *c) {
-                    Some((ops, peer)) => {
-                        let etcd = self.etcd.get(&(peer, *c)).copied();
+                    Some((ops, etcd)) => {
                         line += &format!(" {ops:.0} | {} |", Self::ratio(ops, etcd));
                     }
                     None => line += " – | – |",
