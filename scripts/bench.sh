@@ -2,11 +2,14 @@
 # Runs the benchmark (benches/tokend/) side by side with etcd and prints a markdown table.
 #
 #   scripts/bench.sh [--quick] [--only NAME[,NAME...]] [--big] [--devices N]
+#   scripts/bench.sh --store etcd [--replicas 1,3]   # the servers store in this etcd
 #   (every flag goes to the bench: `cargo bench --bench tokend -- --help` lists them)
 #
 # Installs etcd (Debian's etcd-server) if it is missing, starts it on loopback with a temporary
 # data directory and free ports, runs `cargo bench --bench tokend` with ETCD_ENDPOINT set, stops
-# etcd and prints the table (also saved to target/bench-results.md).
+# etcd and prints the table (also saved to target/bench-results.md). With --store etcd the
+# mqtt-tokend replicas store in that same etcd (a fresh key prefix per replica set), so their
+# rows sit beside the raw etcd Range and Put rows of the backend they depend on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

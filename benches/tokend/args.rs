@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use mqtt_tokend::config::StoreKind;
 
 /// Section names `--only` selects from. A section runs when its name contains one of the given
 /// words, so `connect` picks both connect sections and `etcd` every etcd peer.
@@ -22,6 +23,7 @@ pub const SECTIONS: &[&str] = &[
     "etcd-health",
     "etcd-range",
     "etcd-put",
+    "etcd-put-lease",
     "etcd-delete",
 ];
 
@@ -42,8 +44,8 @@ pub struct Args {
     /// Run only the sections whose names contain one of these words (comma-separated,
     /// case-insensitive; "none" for no section): floor, query, connect-token, connect-device
     /// (both: authenticateconnect), authorize, rest, apply, revoke, fanout, scope (revoking
-    /// --scope-tokens tokens of one key in one call), etcd-health, etcd-range, etcd-put,
-    /// etcd-delete. A tokend section also runs its etcd peer.
+    /// --scope-tokens tokens of one key in one call), etcd-health, etcd-range, etcd-put (no
+    /// lease), etcd-put-lease, etcd-delete. A tokend section also runs its etcd peer.
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',', value_parser = parse_section)]
     pub only: Option<Vec<String>>,
     /// Revocation fan-out rounds per watcher count [default: 10 with --quick, else 30].
@@ -70,6 +72,15 @@ pub struct Args {
     /// etcd's process id, for its CPU time per call.
     #[arg(long, value_name = "PID", env = "ETCD_PID")]
     pub etcd_pid: Option<u32>,
+    /// Where the servers under test keep their data: `sled` (one process, its own directory) or
+    /// `etcd`, the etcd at --etcd-endpoint (a fresh key prefix per replica set).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sled, hide_possible_values = true)]
+    pub store: StoreKind,
+    /// Replica counts to measure, one set of `serve` processes on one etcd prefix each, the
+    /// load spread over them by connection (comma-separated; more than 1 needs --store etcd)
+    /// [default: 1 with sled, 1,3 with etcd].
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = parse_positive)]
+    pub replicas: Option<Vec<usize>>,
     /// Passed by `cargo bench` to every bench; nothing to do here.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -122,12 +133,27 @@ pub struct Opts {
     pub etcd: Option<String>,
     /// etcd's process id, if known.
     pub etcd_pid: Option<u32>,
+    /// The store of the servers under test.
+    pub store: StoreKind,
+    /// Replica counts, one replica set each, in order.
+    pub replicas: Vec<usize>,
 }
 
 impl Opts {
     /// Parses the command line; exits with a message on `--help` or a bad argument.
     pub fn parse() -> Self {
-        Self::from(Args::parse())
+        let args = Args::parse();
+        if let Err(message) = args.check() {
+            Args::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, message)
+                .exit();
+        }
+        Self::from(args)
+    }
+
+    /// Whether the servers under test run on etcd.
+    pub fn on_etcd(&self) -> bool {
+        self.store == StoreKind::Etcd
     }
 
     /// Whether a section runs: `--only` words match by case-insensitive substring.
@@ -137,6 +163,31 @@ impl Opts {
             None => true,
             Some(list) => list.iter().any(|w| name.contains(w.as_str())),
         }
+    }
+}
+
+impl Args {
+    /// The combinations clap cannot express: several replicas only share an etcd prefix
+    /// (independent sled servers are not one service), the etcd store needs the etcd, and the
+    /// sections that preload a store in-process exist for sled only.
+    fn check(&self) -> Result<(), String> {
+        let etcd = self.etcd_endpoint.as_deref().is_some_and(|e| !e.is_empty());
+        match self.store {
+            StoreKind::Sled => {
+                if self.replicas.iter().flatten().any(|&n| n > 1) {
+                    return Err("--replicas above 1 needs --store etcd: independent sled servers do not share their data".into());
+                }
+            }
+            StoreKind::Etcd => {
+                if !etcd {
+                    return Err("--store etcd needs an etcd: run `scripts/bench.sh --store etcd` (or set --etcd-endpoint)".into());
+                }
+                if self.big || self.devices > 0 {
+                    return Err("--big and --devices preload a sled store in-process: run them without --store etcd".into());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -160,6 +211,11 @@ impl From<Args> for Opts {
             devices: a.devices,
             etcd: a.etcd_endpoint.filter(|s| !s.is_empty()),
             etcd_pid: a.etcd_pid,
+            store: a.store,
+            replicas: a.replicas.unwrap_or_else(|| match a.store {
+                StoreKind::Sled => vec![1],
+                StoreKind::Etcd => vec![1, 3],
+            }),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! One cell: `concurrency` tasks issuing an [`Op`] one call after another, one HTTP/2
-//! connection per [`PER_CHANNEL`] of them; a warm-up, then a fixed window in which latency goes
-//! into an hdrhistogram (ns) and throughput counts calls started and finished inside it. The
-//! server's CPU time over the window comes from `/proc`.
+//! connection per [`PER_CHANNEL`] of them (at least one per replica, the connections spread
+//! round-robin over the replicas and the tasks over the connections); a warm-up, then a fixed
+//! window in which latency goes into an hdrhistogram (ns) and throughput counts calls started
+//! and finished inside it. The servers' CPU time over the window (up to the moment the op ran
+//! out of work, when it did) comes from `/proc`: the replicas' summed, and etcd's separately
+//! when the replicas store in it.
 
 use std::{
     future::Future,
@@ -15,6 +18,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use mqtt_tokend_client::{AccessKey, Client, ConnectError};
+use tokio::sync::Notify;
 use tonic::Status;
 
 use crate::args::Opts;
@@ -67,20 +71,49 @@ pub struct Cell {
     pub first_error: Option<String>,
     /// Set when the op ran out of work before the window ended.
     pub cut_short: Option<Duration>,
-    /// Server CPU time per call (user + system), when the server's pid is known.
+    /// Server CPU time per call (user + system, every replica's), when the pids are known.
     pub server_cpu_us_per_op: Option<f64>,
     /// Server CPU use over the window, in cores.
     pub server_cores: Option<f64>,
+    /// CPU time per call of the etcd the servers store in (none for sled and for etcd itself).
+    pub backend_cpu_us_per_op: Option<f64>,
 }
 
-/// Where a cell sends its calls, and the server process whose CPU time it reads.
+/// Where a cell sends its calls, and the server processes whose CPU time it reads.
+#[derive(Clone)]
 pub struct Target {
-    /// host:port of the gRPC server.
-    pub endpoint: String,
-    /// The server's process id, if known.
-    pub pid: Option<u32>,
+    /// host:port of each replica's gRPC server (one for sled and for etcd itself).
+    pub endpoints: Vec<String>,
+    /// The replicas' process ids (empty if unknown).
+    pub pids: Vec<u32>,
     /// The key the cell's connections authenticate as (none for etcd).
     pub key: Option<AccessKey>,
+    /// The process of the etcd the replicas store in, for its share of the cost per call.
+    pub backend_pid: Option<u32>,
+}
+
+impl Target {
+    /// One server at `endpoint`, reading the CPU time of `pid`.
+    pub fn single(endpoint: &str, pid: Option<u32>, key: Option<AccessKey>) -> Self {
+        Self {
+            endpoints: vec![endpoint.to_owned()],
+            pids: pid.into_iter().collect(),
+            key,
+            backend_pid: None,
+        }
+    }
+
+    /// The connections a cell with `concurrency` calls in flight opens: one per
+    /// [`PER_CHANNEL`] calls, rounded up to a multiple of the replica count so that every
+    /// replica carries the same number of calls (but never more connections than calls).
+    pub fn connections(&self, concurrency: usize) -> usize {
+        let replicas = self.endpoints.len().max(1);
+        concurrency
+            .div_ceil(PER_CHANNEL)
+            .next_multiple_of(replicas)
+            .min(concurrency)
+            .max(1)
+    }
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -106,32 +139,49 @@ pub async fn connect(endpoint: &str, key: Option<&AccessKey>) -> Client {
 
 /// `n` connections to `endpoint`, each its own HTTP/2 connection.
 pub async fn channels(endpoint: &str, key: Option<&AccessKey>, n: usize) -> Vec<Client> {
+    spread(&[endpoint.to_owned()], key, n).await
+}
+
+/// `n` connections, each its own HTTP/2 connection, to `endpoints` in turn (round-robin).
+pub async fn spread(endpoints: &[String], key: Option<&AccessKey>, n: usize) -> Vec<Client> {
     let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(connect(endpoint, key).await);
+    for i in 0..n {
+        out.push(connect(&endpoints[i % endpoints.len()], key).await);
     }
     out
 }
 
+/// CPU ticks of `pids` summed; `None` if any cannot be read.
+pub fn cpu_ticks_of(pids: &[u32]) -> Option<u64> {
+    pids.iter().map(|&p| cpu_ticks(p)).sum()
+}
+
+/// CPU seconds in `ticks` clock ticks.
+pub fn ticks_to_secs(ticks: u64) -> f64 {
+    ticks as f64 / clk_tck()
+}
+
 /// Runs `op` from `concurrency` tasks for warm-up + measurement and summarizes the window.
 pub async fn run_cell(opts: &Opts, target: &Target, concurrency: usize, op: Op) -> Cell {
-    let chans = channels(
-        &target.endpoint,
+    let chans = spread(
+        &target.endpoints,
         target.key.as_ref(),
-        concurrency.div_ceil(PER_CHANNEL),
+        target.connections(concurrency),
     )
     .await;
     let start = Instant::now();
     let window_start = start + opts.warmup;
     let deadline = window_start + opts.measure;
     let stop = Arc::new(AtomicBool::new(false));
+    // Wakes the CPU sampler when the op runs out of work, so CPU and calls share one window.
+    let ran_out = Arc::new(Notify::new());
     // Nanoseconds after window_start at which the op ran out of work, if it did.
     let exhausted_at = Arc::new(AtomicU64::new(u64::MAX));
     let mut tasks = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
-        let ch = chans[w / PER_CHANNEL].clone();
+        let ch = chans[w % chans.len()].clone();
         let op = op.clone();
-        let stop = stop.clone();
+        let (stop, ran_out) = (stop.clone(), ran_out.clone());
         let exhausted_at = exhausted_at.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = new_hist();
@@ -160,6 +210,7 @@ pub async fn run_cell(opts: &Opts, target: &Target, concurrency: usize, op: Op) 
                         let at = Instant::now().saturating_duration_since(window_start);
                         exhausted_at.fetch_min(at.as_nanos() as u64, Ordering::Relaxed);
                         stop.store(true, Ordering::Relaxed);
+                        ran_out.notify_one();
                         break;
                     }
                 }
@@ -167,16 +218,19 @@ pub async fn run_cell(opts: &Opts, target: &Target, concurrency: usize, op: Op) 
             (hist, count, errors, first_error)
         }));
     }
-    // The server's CPU time over the window, from /proc (clock ticks).
-    let cpu = match target.pid {
-        Some(pid) => {
-            tokio::time::sleep_until(window_start.into()).await;
-            let before = cpu_ticks(pid);
-            tokio::time::sleep_until(deadline.into()).await;
-            before.zip(cpu_ticks(pid)).map(|(a, b)| b.saturating_sub(a))
-        }
-        None => None,
-    };
+    // The servers' CPU time over the window, from /proc (clock ticks), until the deadline or
+    // until the op ran out of work (a cut-short window: the CPU of the calls it counted).
+    let pids: Vec<u32> = target.pids.clone();
+    let backend: Vec<u32> = target.backend_pid.into_iter().collect();
+    tokio::time::sleep_until(window_start.into()).await;
+    let before = (cpu_ticks_of(&pids), cpu_ticks_of(&backend));
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline.into()) => {}
+        _ = ran_out.notified() => {}
+    }
+    let delta = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
+    let cpu = delta(before.0, cpu_ticks_of(&pids)).filter(|_| !pids.is_empty());
+    let backend_cpu = delta(before.1, cpu_ticks_of(&backend)).filter(|_| !backend.is_empty());
     let mut hist = new_hist();
     let (mut count, mut errors, mut first_error) = (0u64, 0u64, None);
     for t in tasks {
@@ -208,15 +262,19 @@ pub async fn run_cell(opts: &Opts, target: &Target, concurrency: usize, op: Op) 
         errors,
         first_error,
         cut_short,
-        server_cpu_us_per_op: match (cpu, cut_short) {
-            (Some(ticks), None) if count > 0 => Some(ticks as f64 * 1e6 / clk_tck() / count as f64),
-            _ => None,
-        },
-        server_cores: match (cpu, cut_short) {
-            (Some(ticks), None) => Some(ticks as f64 / clk_tck() / opts.measure.as_secs_f64()),
-            _ => None,
-        },
+        server_cpu_us_per_op: per_op(cpu, count),
+        server_cores: cpu
+            .filter(|_| !window.is_zero())
+            .map(|ticks| ticks_to_secs(ticks) / window.as_secs_f64()),
+        backend_cpu_us_per_op: per_op(backend_cpu, count),
     }
+}
+
+/// Microseconds of CPU per call, from `ticks` over `count` calls.
+fn per_op(ticks: Option<u64>, count: u64) -> Option<f64> {
+    ticks
+        .filter(|_| count > 0)
+        .map(|t| ticks_to_secs(t) * 1e6 / count as f64)
 }
 
 fn clk_tck() -> f64 {

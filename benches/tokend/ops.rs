@@ -18,7 +18,7 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 use crate::{
     args::Opts,
-    measure::{channels, ok_or, Op, OpResult},
+    measure::{ok_or, spread, Op, OpResult},
 };
 
 /// The instance every call uses.
@@ -227,9 +227,14 @@ where
     v
 }
 
-/// Mints `n` tokens with 64 calls in flight (untimed set-up).
-pub async fn mint(endpoint: &str, key: &AccessKey, n: usize) -> Vec<String> {
-    let chans = channels(endpoint, Some(key), 4).await;
+/// Mints `n` tokens with 64 calls in flight spread over `endpoints` (untimed set-up).
+pub async fn mint(endpoints: &[String], key: &AccessKey, n: usize) -> Vec<String> {
+    let chans = spread(
+        endpoints,
+        Some(key),
+        4usize.next_multiple_of(endpoints.len()),
+    )
+    .await;
     fill(chans, n, |ch, _| async move {
         ch.tokens()
             .apply_token(apply_request())

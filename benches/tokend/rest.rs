@@ -68,15 +68,20 @@ async fn rest_v3_call(
     serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
-/// QueryToken of `token` through the REST shim at `endpoint`, expecting it live.
+/// The REST address of the replica that takes call `seq`: the replicas in turn.
+fn pick(endpoints: &[String], seq: u64) -> String {
+    endpoints[(seq % endpoints.len() as u64) as usize].clone()
+}
+
+/// QueryToken of `token` through the REST shim at `endpoints` (in turn), expecting it live.
 pub fn op_rest_query(
     http: reqwest::Client,
-    endpoint: String,
+    endpoints: Arc<Vec<String>>,
     key: Arc<RootKeyFile>,
     token: String,
 ) -> Op {
-    Arc::new(move |_, _| {
-        let (http, endpoint, key) = (http.clone(), endpoint.clone(), key.clone());
+    Arc::new(move |_, seq| {
+        let (http, endpoint, key) = (http.clone(), pick(&endpoints, seq), key.clone());
         let query = vec![
             ("InstanceId".to_string(), INSTANCE.to_string()),
             ("Token".to_string(), token.clone()),
@@ -91,10 +96,14 @@ pub fn op_rest_query(
     })
 }
 
-/// ApplyToken through the REST shim at `endpoint`, expecting a token back.
-pub fn op_rest_apply(http: reqwest::Client, endpoint: String, key: Arc<RootKeyFile>) -> Op {
-    Arc::new(move |_, _| {
-        let (http, endpoint, key) = (http.clone(), endpoint.clone(), key.clone());
+/// ApplyToken through the REST shim at `endpoints` (in turn), expecting a token back.
+pub fn op_rest_apply(
+    http: reqwest::Client,
+    endpoints: Arc<Vec<String>>,
+    key: Arc<RootKeyFile>,
+) -> Op {
+    Arc::new(move |_, seq| {
+        let (http, endpoint, key) = (http.clone(), pick(&endpoints, seq), key.clone());
         let req = apply_request();
         let query = vec![
             ("Actions".to_string(), "R,W".to_string()),

@@ -58,15 +58,25 @@ pub fn dir_size(path: &Path) -> u64 {
 }
 
 impl Tokend {
-    /// Starts `mqtt-tokend serve` on `dir` and returns once Health/Check answers SERVING,
-    /// with the time that took.
+    /// Starts `mqtt-tokend serve` on sled in `dir` and returns once Health/Check answers
+    /// SERVING, with the time that took.
     pub async fn start(dir: &Path) -> (Self, Duration) {
+        Self::start_with(dir, &dir.join("data"), &[]).await
+    }
+
+    /// Starts `mqtt-tokend serve` with its keyring in `dir`, its data directory (the sled
+    /// database, or the root key file alone on etcd) at `data_dir`, and `store_args` (the
+    /// `--store etcd ...` flags, or none for sled).
+    pub async fn start_with(
+        dir: &Path,
+        data_dir: &Path,
+        store_args: &[String],
+    ) -> (Self, Duration) {
         let endpoint = format!("127.0.0.1:{}", free_port());
-        let data_dir = dir.join("data");
         // sled releases its directory lock from a background thread a moment after the last
         // handle drops (after the in-process preload), so a start that exits early is retried.
         for attempt in 0.. {
-            if let Some(started) = Self::try_start(dir, &endpoint, &data_dir).await {
+            if let Some(started) = Self::try_start(dir, &endpoint, data_dir, store_args).await {
                 return started;
             }
             assert!(attempt < 40, "mqtt-tokend keeps exiting at start");
@@ -75,7 +85,12 @@ impl Tokend {
         unreachable!("the loop returns or panics")
     }
 
-    async fn try_start(dir: &Path, endpoint: &str, data_dir: &Path) -> Option<(Self, Duration)> {
+    async fn try_start(
+        dir: &Path,
+        endpoint: &str,
+        data_dir: &Path,
+        store_args: &[String],
+    ) -> Option<(Self, Duration)> {
         let endpoint = endpoint.to_owned();
         let http_endpoint = format!("127.0.0.1:{}", free_port());
         let data_dir = data_dir.to_owned();
@@ -91,7 +106,8 @@ impl Tokend {
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--keyring")
-        .arg(dir.join("keyring.json"));
+        .arg(dir.join("keyring.json"))
+        .args(store_args);
         for flag in RATE_FLAGS {
             cmd.args([flag, "0"]);
         }
@@ -153,11 +169,7 @@ impl Tokend {
 
     /// A target for the load cells: this server, as the root key.
     pub fn target(&self) -> Target {
-        Target {
-            endpoint: self.endpoint.clone(),
-            pid: Some(self.pid()),
-            key: Some(self.key()),
-        }
+        Target::single(&self.endpoint, Some(self.pid()), Some(self.key()))
     }
 
     /// VmRSS and VmHWM of the server, in MiB.

@@ -1,6 +1,7 @@
 //! mqtt-tokend's unary cells on an empty store: the floor, QueryToken, AuthenticateConnect
 //! (token and device credential), AuthorizeTopic, the REST shim, ApplyToken and RevokeToken,
-//! each at every [`CONCURRENCY`] and each against its etcd peer.
+//! each at every [`CONCURRENCY`] and each against its etcd peer, through every replica of a
+//! [`Fleet`] (set-up calls go to the first replica).
 
 use std::{
     collections::BTreeMap,
@@ -15,6 +16,7 @@ use mqtt_tokend::{
 
 use crate::{
     args::Opts,
+    fleet::Fleet,
     measure::{connect, run_cell, Target, CONCURRENCY},
     ops::{
         mint, need_for, op_apply, op_authorize, op_connect, op_health, op_query, op_revoke,
@@ -22,41 +24,40 @@ use crate::{
     },
     report::{Peer, Report},
     rest::{op_rest_apply, op_rest_query},
-    server::Tokend,
 };
 
-const MAIN: &str = "Unary calls, empty store";
-
-/// Runs the sections `opts` wants against `server`.
-pub async fn tokend_cells(opts: &Opts, server: &Tokend, report: &mut Report) {
-    let ep = server.endpoint.clone();
-    let ep_t = server.target();
-    let key = server.key();
+/// Runs the sections `opts` wants against `fleet`.
+pub async fn tokend_cells(opts: &Opts, fleet: &Fleet, report: &mut Report) {
+    let main = fleet.section();
+    let main = main.as_str();
+    let eps = fleet.endpoints();
+    let ep_t = fleet.target();
+    let key = fleet.key();
     if opts.wants("floor") {
         for c in CONCURRENCY {
             let cell = run_cell(opts, &ep_t, c, op_health()).await;
-            report.floor.insert(c, cell.ops_per_s);
-            report.add(MAIN, "floor: Health/Check (tokend)", c, cell, Peer::Health);
+            report.floor.insert((main.to_owned(), c), cell.ops_per_s);
+            report.add(main, "floor: Health/Check (tokend)", c, cell, Peer::Health);
         }
     }
 
     // Set-up through the API: one live token, a device credential, a session handle.
-    let setup = connect(&ep, Some(&key)).await;
-    let token = mint(&ep, &key, 1).await.remove(0);
+    let setup = connect(&fleet.first().endpoint, Some(&key)).await;
+    let token = mint(&eps, &key, 1).await.remove(0);
     if opts.wants("query") {
         let sample = Arc::new(vec![token.clone()]);
         for c in CONCURRENCY {
             let cell = run_cell(opts, &ep_t, c, op_query(sample.clone())).await;
-            report.add(MAIN, "QueryToken", c, cell, Peer::Range);
+            report.add(main, "QueryToken", c, cell, Peer::Range);
         }
     }
-    let token_user = format!("Token|{}|{INSTANCE}", server.root.access_key_id);
+    let token_user = format!("Token|{}|{INSTANCE}", fleet.root().access_key_id);
     let token_pass = format!("RW|{token}");
     if opts.wants("connect-token") || opts.wants("authenticateconnect") {
         for c in CONCURRENCY {
             let op = op_connect(token_user.clone(), token_pass.clone());
             let cell = run_cell(opts, &ep_t, c, op).await;
-            report.add(MAIN, "AuthenticateConnect (token)", c, cell, Peer::Range);
+            report.add(main, "AuthenticateConnect (token)", c, cell, Peer::Range);
         }
     }
     if opts.wants("connect-device") || opts.wants("authenticateconnect") {
@@ -76,7 +77,7 @@ pub async fn tokend_cells(opts: &Opts, server: &Tokend, report: &mut Report) {
         for c in CONCURRENCY {
             let cell = run_cell(opts, &ep_t, c, op_connect(user.clone(), pass.clone())).await;
             report.add(
-                MAIN,
+                main,
                 "AuthenticateConnect (device credential)",
                 c,
                 cell,
@@ -99,7 +100,7 @@ pub async fn tokend_cells(opts: &Opts, server: &Tokend, report: &mut Report) {
         for c in CONCURRENCY {
             let cell = run_cell(opts, &ep_t, c, op_authorize(handle.clone())).await;
             report.add(
-                MAIN,
+                main,
                 "AuthorizeTopic (session handle)",
                 c,
                 cell,
@@ -108,7 +109,7 @@ pub async fn tokend_cells(opts: &Opts, server: &Tokend, report: &mut Report) {
         }
     }
     if opts.wants("rest") {
-        rest_cells(opts, server, &token, report).await;
+        rest_cells(opts, fleet, &token, report).await;
     }
     let pool: Pool = Arc::new(Mutex::new(Vec::new()));
     let mut apply_rate = BTreeMap::new();
@@ -116,49 +117,54 @@ pub async fn tokend_cells(opts: &Opts, server: &Tokend, report: &mut Report) {
         for c in CONCURRENCY {
             let cell = run_cell(opts, &ep_t, c, op_apply(Some(pool.clone()))).await;
             apply_rate.insert(c, cell.ops_per_s);
-            report.add(MAIN, "ApplyToken (durable)", c, cell, Peer::Put);
+            report.add(main, "ApplyToken (durable)", c, cell, Peer::Put);
         }
     }
     if opts.wants("revoke") {
+        // On etcd a revocation is a Put (the record and the counter, in one Txn); on sled it
+        // is still compared with the DeleteRange of earlier runs.
+        let peer = if opts.on_etcd() {
+            Peer::Put
+        } else {
+            Peer::Delete
+        };
         for c in CONCURRENCY {
             let guess = apply_rate.get(&c).copied().unwrap_or(8_000.0);
-            top_up(&pool, need_for(opts, guess), |n| mint(&ep, &key, n)).await;
+            top_up(&pool, need_for(opts, guess), |n| mint(&eps, &key, n)).await;
             let cell = run_cell(opts, &ep_t, c, op_revoke(pool.clone())).await;
-            report.add(MAIN, "RevokeToken (durable)", c, cell, Peer::Delete);
+            report.add(main, "RevokeToken (durable)", c, cell, peer);
         }
         let left = pool_len(&pool);
         eprintln!("  revoke pool left: {left}");
     }
 }
 
-/// The REST shim's V3-signed QueryToken (of `token`) and ApplyToken.
-async fn rest_cells(opts: &Opts, server: &Tokend, token: &str, report: &mut Report) {
+/// The REST shim's V3-signed QueryToken (of `token`) and ApplyToken, the replicas in turn.
+async fn rest_cells(opts: &Opts, fleet: &Fleet, token: &str, report: &mut Report) {
+    let main = fleet.section();
     // Plain HTTP/1.1 keep-alive connections from a pool, as the SDKs use.
     let http = reqwest::Client::new();
+    let root = fleet.root();
     let key = Arc::new(RootKeyFile {
-        access_key_id: server.root.access_key_id.clone(),
-        access_key_secret: server.root.access_key_secret.clone(),
+        access_key_id: root.access_key_id.clone(),
+        access_key_secret: root.access_key_secret.clone(),
     });
+    let https = Arc::new(fleet.http_endpoints());
+    // The cell's gRPC connections go unused: these ops send HTTP.
     let rest_t = Target {
-        endpoint: server.endpoint.clone(),
-        pid: Some(server.pid()),
         key: None,
+        ..fleet.target()
     };
     for c in CONCURRENCY {
-        let op = op_rest_query(
-            http.clone(),
-            server.http_endpoint.clone(),
-            key.clone(),
-            token.to_owned(),
-        );
+        let op = op_rest_query(http.clone(), https.clone(), key.clone(), token.to_owned());
         let cell = run_cell(opts, &rest_t, c, op).await;
-        report.add(MAIN, "REST V3-signed QueryToken", c, cell, Peer::Range);
+        report.add(&main, "REST V3-signed QueryToken", c, cell, Peer::Range);
     }
     for c in CONCURRENCY {
-        let op = op_rest_apply(http.clone(), server.http_endpoint.clone(), key.clone());
+        let op = op_rest_apply(http.clone(), https.clone(), key.clone());
         let cell = run_cell(opts, &rest_t, c, op).await;
         report.add(
-            MAIN,
+            &main,
             "REST V3-signed ApplyToken (durable)",
             c,
             cell,
