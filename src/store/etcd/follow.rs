@@ -250,15 +250,8 @@ fn apply_events(inner: &Inner, events: &[etcd_client::Event]) -> StoreResult<()>
 /// The read barrier: reads the `w` key (linearizably, so it sees every acknowledged write),
 /// waits until the mirror has applied its revision, and returns how many feed items were sent
 /// by then.
-pub(super) async fn barrier(inner: &Inner) -> StoreResult<u64> {
-    let key = inner.key(keys::TOUCH);
-    let resp = super::with_retry(super::transient, || {
-        let (mut kv, key) = (inner.client.kv_client(), key.clone());
-        async move { kv.get(key, None).await }
-    })
-    .await
-    .map_err(super::etcd_err)?;
-    let target = resp.kvs().first().map_or(0, |kv| kv.mod_revision());
+pub(super) async fn barrier(inner: &Arc<Inner>) -> StoreResult<u64> {
+    let target = shared_read(inner).await?;
     let mut applied = inner.applied.subscribe();
     let reached = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -275,4 +268,64 @@ pub(super) async fn barrier(inner: &Inner) -> StoreResult<u64> {
             )))
         }
     }
+}
+
+/// The revision of `w` from a linearizable read that began after this call did, shared with
+/// every concurrent caller: a read already in flight began too early to count, so callers that
+/// arrive during it share the next one, as group commit shares a flush. One etcd read then
+/// serves a whole burst of requests. The reads run in a task of their own, so a cancelled
+/// request never strands the others.
+async fn shared_read(inner: &Arc<Inner>) -> StoreResult<i64> {
+    let mut done = inner.read_done.subscribe();
+    let needed = {
+        let mut reads = inner.reads.lock().unwrap_or_else(|p| p.into_inner());
+        let needed = reads.started + 1;
+        reads.wanted = reads.wanted.max(needed);
+        if !reads.running {
+            reads.running = true;
+            tokio::spawn(run_reads(Arc::downgrade(inner)));
+        }
+        needed
+    };
+    loop {
+        {
+            let (generation, result) = &*done.borrow_and_update();
+            if *generation >= needed {
+                return result.clone().map_err(StoreError::Unavailable);
+            }
+        }
+        if done.changed().await.is_err() {
+            return Err(StoreError::Unavailable("the store is closing".into()));
+        }
+    }
+}
+
+/// Reads `w` while callers want a newer read than the last, publishing each result.
+async fn run_reads(inner: Weak<Inner>) {
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        let generation = {
+            let mut reads = inner.reads.lock().unwrap_or_else(|p| p.into_inner());
+            if reads.wanted <= reads.started {
+                reads.running = false;
+                return;
+            }
+            reads.started += 1;
+            reads.started
+        };
+        let result = read_touch(&inner).await;
+        let _previous = inner.read_done.send_replace((generation, result));
+    }
+}
+
+/// One linearizable read of `w`: its revision (0 before the first write).
+async fn read_touch(inner: &Inner) -> Result<i64, String> {
+    let key = inner.key(keys::TOUCH);
+    let resp = super::with_retry(super::transient, || {
+        let (mut kv, key) = (inner.client.kv_client(), key.clone());
+        async move { kv.get(key, None).await }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(resp.kvs().first().map_or(0, |kv| kv.mod_revision()))
 }

@@ -112,6 +112,17 @@ impl State {
     }
 }
 
+/// Reads of the barrier key, shared by concurrent requests.
+#[derive(Debug, Default)]
+struct Reads {
+    /// Reads started so far (the generation of the newest).
+    started: u64,
+    /// A read is in flight.
+    running: bool,
+    /// The newest generation a waiting caller needs.
+    wanted: u64,
+}
+
 /// A [`Store`] on an etcd cluster.
 pub struct EtcdStore {
     inner: Arc<Inner>,
@@ -129,6 +140,10 @@ struct Inner {
     applied: watch::Sender<i64>,
     /// Set when the store is dropped: ends the watch and lease tasks.
     closed: watch::Sender<bool>,
+    /// The shared read barrier's bookkeeping (see `follow::shared_read`).
+    reads: Mutex<Reads>,
+    /// The last shared read finished: its generation and the revision it read.
+    read_done: watch::Sender<(u64, Result<i64, String>)>,
     /// Asks the watch task to reload the mirror (a read barrier that timed out: the watch
     /// may be stuck on a member cut off from the cluster).
     resync: tokio::sync::Notify,
@@ -260,6 +275,8 @@ impl EtcdStore {
             applied: watch::channel(0).0,
             closed: watch::channel(false).0,
             resync: tokio::sync::Notify::new(),
+            reads: Mutex::new(Reads::default()),
+            read_done: watch::channel((0, Ok(0))).0,
             feed,
             feed_rx: Mutex::new(Some(feed_rx)),
             feed_sent: AtomicU64::new(0),
