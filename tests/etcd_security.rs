@@ -4,7 +4,6 @@
 
 #[path = "etcd_kit/mod.rs"]
 mod etcd_kit;
-#[allow(dead_code)]
 mod production;
 
 use std::{
