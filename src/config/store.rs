@@ -108,3 +108,52 @@ impl StoreOptions {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etcd() -> StoreOptions {
+        StoreOptions {
+            kind: StoreKind::Etcd,
+            etcd_endpoints: vec!["http://a:2379".into(), " http://b:2379 ".into()],
+            ..StoreOptions::default()
+        }
+    }
+
+    #[test]
+    fn sled_needs_no_etcd_options() {
+        assert_eq!(StoreOptions::default().etcd(), Ok(None));
+    }
+
+    #[test]
+    fn etcd_flags_become_the_connection() {
+        let mut o = etcd();
+        o.etcd_user = Some("u".into());
+        o.etcd_password = Some("p".into());
+        o.etcd_cert_file = Some("c.pem".into());
+        o.etcd_key_file = Some("k.pem".into());
+        let got = o.etcd().expect("valid").expect("etcd");
+        assert_eq!(got.endpoints, vec!["http://a:2379", "http://b:2379"]);
+        assert_eq!(got.prefix, "/mqtt-tokend/");
+        assert_eq!(got.user, Some(("u".into(), "p".into())));
+        assert_eq!(got.client_cert, Some(("c.pem".into(), "k.pem".into())));
+        assert_eq!(got.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn incomplete_or_contradicting_etcd_flags_are_refused_by_name() {
+        let cases: [(fn(&mut StoreOptions), &str); 4] = [
+            (|o| o.etcd_endpoints.clear(), "--etcd-endpoints"),
+            (|o| o.etcd_prefix = "mqtt".into(), "--etcd-prefix"),
+            (|o| o.etcd_user = Some("u".into()), "--etcd-password"),
+            (|o| o.etcd_key_file = Some("k".into()), "--etcd-cert-file"),
+        ];
+        for (change, flag) in cases {
+            let mut o = etcd();
+            change(&mut o);
+            let err = o.etcd().expect_err("refused");
+            assert!(err.contains(flag), "{err}");
+        }
+    }
+}
