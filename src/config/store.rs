@@ -143,7 +143,8 @@ mod tests {
 
     #[test]
     fn incomplete_or_contradicting_etcd_flags_are_refused_by_name() {
-        let cases: [(fn(&mut StoreOptions), &str); 4] = [
+        type Change = fn(&mut StoreOptions);
+        let cases: [(Change, &str); 4] = [
             (|o| o.etcd_endpoints.clear(), "--etcd-endpoints"),
             (|o| o.etcd_prefix = "mqtt".into(), "--etcd-prefix"),
             (|o| o.etcd_user = Some("u".into()), "--etcd-password"),
