@@ -21,7 +21,6 @@ use tokio::time::Instant;
 use tonic::Code;
 
 const A: &str = "post-cn-a";
-const WAIT: Duration = Duration::from_secs(20);
 
 fn url(addr: SocketAddr) -> String {
     format!("http://{addr}")
@@ -171,14 +170,7 @@ fn follower(client: &mqtt_tokend_client::Client, path: &Path) -> Follower {
 
 /// The next item that is not a heartbeat.
 async fn next(f: &mut Follower) -> FollowItem {
-    loop {
-        let item = tokio::time::timeout(WAIT, f.next())
-            .await
-            .expect("an item in time");
-        if !matches!(item, FollowItem::Progress { .. }) {
-            return item;
-        }
-    }
+    common::next_follow_item(f).await
 }
 
 /// The next event's revision, through any reconnects.

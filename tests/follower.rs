@@ -25,16 +25,9 @@ fn follower(ts: &TestServer, key: &Key, path: &Path, options: FollowerOptions) -
     RevocationFollower::new(&ts.client(key), RevisionFile::new(path), options)
 }
 
-/// The next item that is not a heartbeat (those come on a timer, at any point).
+/// The next item that is not a heartbeat.
 async fn next(f: &mut Follower) -> FollowItem {
-    loop {
-        let item = tokio::time::timeout(WAIT, f.next())
-            .await
-            .expect("an item in time");
-        if !matches!(item, FollowItem::Progress { .. }) {
-            return item;
-        }
-    }
+    common::next_follow_item(f).await
 }
 
 async fn next_event(f: &mut Follower) -> u64 {

@@ -315,3 +315,18 @@ pub async fn events_until(
     }
     events
 }
+
+/// The next item of a follower that is not a heartbeat (those come on a timer, at any point),
+/// within 20 s.
+pub async fn next_follow_item(
+    f: &mut mqtt_tokend_client::RevocationFollower<mqtt_tokend_client::RevisionFile>,
+) -> mqtt_tokend_client::FollowItem {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), f.next())
+            .await
+            .expect("an item in time");
+        if !matches!(item, mqtt_tokend_client::FollowItem::Progress { .. }) {
+            return item;
+        }
+    }
+}
