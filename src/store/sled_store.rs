@@ -13,8 +13,17 @@
 //!   kept in the same batches as the records (counted once on first open if missing)
 //! - `b/`, `i/`, `e/`: broker sessions and their indexes (see `sessions`)
 //! - `l/`, `s/`: the token listing index and the scope tombstones (see `tokens`)
+//!
+//! Durability: a batch is accepted into the write-ahead log (`wal`), whose overlay every read
+//! consults first; [`Store::flush`] syncs the log and then hands the batches to sled, which is
+//! flushed only at checkpoints. A temporary store (the etcd backend's mirror) has no log and
+//! writes sled batches directly: nothing of it outlives the process.
 
-use std::{path::Path, sync::Mutex};
+use std::{
+    ops::Bound,
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use prost::Message;
 
@@ -30,8 +39,17 @@ use crate::core::{
     token::IssuedToken,
 };
 
+mod apply;
+mod overlay;
+mod recovery;
 mod sessions;
 mod tokens;
+mod wal;
+mod wal_record;
+
+use overlay::{Merged, Overlay};
+use sled::IVec;
+use wal_record::KeyWrite;
 
 const LAST_REV: &[u8] = b"m/last_rev";
 const OLDEST_REV: &[u8] = b"m/oldest_rev";
@@ -42,12 +60,15 @@ const N_DEVICES: &[u8] = b"m/n_devices";
 /// A [`Store`] on a sled database in one directory.
 pub struct SledStore {
     db: sled::Db,
-    /// Serializes `apply`, so counters read and written inside a batch never race. ApplyToken
-    /// writes without the core's writer lock; sled's `apply_batch` already takes a global
-    /// write lock, so this adds no contention beyond a counter read.
-    write: Mutex<()>,
-    /// The last ticket handed out by `apply`.
-    tickets: std::sync::atomic::AtomicU64,
+    /// Serializes every write, so what a batch read (record counters, a session to swap) is
+    /// still true when it is accepted. ApplyToken writes without the core's writer lock; this
+    /// adds no contention beyond a counter read. Holds the last sequence number of a temporary
+    /// store (a durable store's come from its log).
+    write: Mutex<u64>,
+    /// Accepted writes not yet in sled; always empty in a temporary store.
+    overlay: Arc<Overlay>,
+    /// The write-ahead log; `None` for a temporary store.
+    wal: Option<Arc<wal::Wal>>,
     // Declared after `db`, so dropped after it: sled closes the database in its drop (a last
     // flush and an fsync, which can take a second on a busy disk), and only then do the
     // receivers of `closed()` hear that the store is closed.
@@ -165,24 +186,16 @@ impl SledStore {
     pub fn open(dir: &Path) -> StoreResult<Self> {
         let config = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(256 * 1024 * 1024);
+            .cache_capacity(256 * 1024 * 1024)
+            // The log makes writes durable; sled is flushed at checkpoints (see `wal`).
+            .flush_every_ms(None);
         // sled's background threads can hold the directory lock for a moment after the last
         // handle is dropped (an in-process restart); wait briefly rather than fail. Another
         // process holding it still fails, after the same bounded wait.
         let mut attempts = 0;
-        loop {
+        let db = loop {
             match config.open() {
-                Ok(db) => {
-                    let store = Self {
-                        db,
-                        write: Mutex::new(()),
-                        tickets: std::sync::atomic::AtomicU64::new(0),
-                        closed: tokio::sync::watch::channel(()).0,
-                    };
-                    store.count_if_uncounted()?;
-                    store.index_if_unindexed()?;
-                    return Ok(store);
-                }
+                Ok(db) => break db,
                 // sled reports the lock failure as an `Other` I/O error with this text.
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock") && attempts < 100 =>
@@ -192,7 +205,28 @@ impl SledStore {
                 }
                 Err(e) => return Err(e.into()),
             }
-        }
+        };
+        let wal_dir = dir.join("wal");
+        recovery::replay(&db, &wal_dir)?;
+        let overlay = Arc::new(Overlay::default());
+        let wal = Arc::new(wal::Wal::create(
+            &wal_dir,
+            db.clone(),
+            overlay.clone(),
+            wal::SEGMENT_BYTES,
+        )?);
+        let store = Self {
+            db,
+            write: Mutex::new(0),
+            overlay,
+            wal: Some(wal.clone()),
+            closed: tokio::sync::watch::channel(()).0,
+        };
+        store.count_if_uncounted()?;
+        store.index_if_unindexed()?;
+        // What those wrote is durable before anything else happens.
+        wal.flush()?;
+        Ok(store)
     }
 
     /// A database that lives only as long as this handle (sled's temporary mode: a file that is
@@ -207,8 +241,9 @@ impl SledStore {
             .open()?;
         Ok(Self {
             db,
-            write: Mutex::new(()),
-            tickets: std::sync::atomic::AtomicU64::new(0),
+            write: Mutex::new(0),
+            overlay: Arc::new(Overlay::default()),
+            wal: None,
             closed: tokio::sync::watch::channel(()).0,
         })
     }
@@ -216,54 +251,88 @@ impl SledStore {
     /// Removes one revocation from the log, below or at its end, without touching the bounds:
     /// the mirror's half of a compaction that another replica committed.
     pub(in crate::store) fn remove_revision(&self, revision: u64) -> StoreResult<()> {
-        self.db.remove(revision_key(revision))?;
-        Ok(())
+        self.write_keys(vec![(revision_key(revision), None)])
     }
 
     /// Sets the last revision of the log: the mirror undoing an event it staged but could not
     /// commit, or taking the counter of a log whose events were all compacted.
     pub(in crate::store) fn set_last_revision(&self, last: u64) -> StoreResult<()> {
-        self.db.insert(LAST_REV, &last.to_be_bytes())?;
-        Ok(())
+        self.write_keys(vec![(LAST_REV.to_vec(), Some(last.to_be_bytes().to_vec()))])
     }
 
     /// Removes a named metadata value: the mirror undoing a check value it staged but could
     /// not commit.
     pub(in crate::store) fn remove_meta(&self, name: &str) -> StoreResult<()> {
-        self.db.remove(meta_key(name))?;
-        Ok(())
+        self.write_keys(vec![(meta_key(name), None)])
     }
 
     /// Sets the oldest retained revision without deleting anything (the deletions arrive one
     /// by one from the shared backend).
     pub(in crate::store) fn set_oldest(&self, oldest: u64) -> StoreResult<()> {
-        self.db.insert(OLDEST_REV, &oldest.to_be_bytes())?;
-        Ok(())
+        self.write_keys(vec![(
+            OLDEST_REV.to_vec(),
+            Some(oldest.to_be_bytes().to_vec()),
+        )])
+    }
+
+    fn lock_write(&self) -> MutexGuard<'_, u64> {
+        // A panic mid-write leaves sled and the log as they were before `commit` or after it
+        // (sled's batch is atomic and the log append cannot fail), so the state is usable.
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `writes` as one atomic batch.
+    pub(in crate::store) fn write_keys(&self, writes: Vec<KeyWrite>) -> StoreResult<()> {
+        let mut seq = self.lock_write();
+        self.commit(&mut seq, writes).map(|_| ())
+    }
+
+    /// Commits `writes` as one atomic batch and returns its sequence number: accepted into
+    /// the log (durable at the next flush, visible now), or for a temporary store applied to
+    /// sled as one batch. The caller holds the write lock (`seq` is what it guards).
+    fn commit(&self, seq: &mut u64, writes: Vec<KeyWrite>) -> StoreResult<u64> {
+        if let Some(wal) = &self.wal {
+            return Ok(wal.accept(writes));
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        self.db.apply_batch(batch)?;
+        *seq += 1;
+        Ok(*seq)
+    }
+
+    /// The sequence number of the last batch committed.
+    fn last_committed(&self, seq: &u64) -> u64 {
+        self.wal.as_ref().map_or(*seq, |wal| wal.last_accepted())
     }
 
     /// Counts the records once for a database written before the counters existed.
     fn count_if_uncounted(&self) -> StoreResult<()> {
-        if self.db.contains_key(N_TOKENS)? {
+        if self.get(N_TOKENS)?.is_some() {
             return Ok(());
         }
         let (mut tokens, mut revoked, mut devices) = (0u64, 0u64, 0u64);
-        for item in self.db.scan_prefix(b"t/") {
+        for item in self.scan_prefix(b"t/") {
             let (key, value) = item?;
             tokens += 1;
             if decode::<TokenRecord>(&key, &value)?.revoke_ms != 0 {
                 revoked += 1;
             }
         }
-        for item in self.db.scan_prefix(b"c/") {
+        for item in self.scan_prefix(b"c/") {
             let (key, value) = item?;
             devices += read_u64(&key, &value)?;
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(N_TOKENS, &tokens.to_be_bytes());
-        batch.insert(N_REVOKED, &revoked.to_be_bytes());
-        batch.insert(N_DEVICES, &devices.to_be_bytes());
-        self.db.apply_batch(batch)?;
-        Ok(())
+        self.write_keys(vec![
+            (N_TOKENS.to_vec(), Some(tokens.to_be_bytes().to_vec())),
+            (N_REVOKED.to_vec(), Some(revoked.to_be_bytes().to_vec())),
+            (N_DEVICES.to_vec(), Some(devices.to_be_bytes().to_vec())),
+        ])
     }
 
     /// A future that resolves once this store has been dropped (by whoever holds it last)
@@ -273,47 +342,55 @@ impl SledStore {
     }
 
     fn get_u64(&self, key: &[u8]) -> StoreResult<u64> {
-        match self.db.get(key)? {
+        match self.get(key)? {
             Some(v) => read_u64(key, &v),
             None => Ok(0),
         }
     }
 
-    /// Adds `delta` to a counter inside `batch`, reading the current value; `apply` holds
-    /// the write lock, and `pending` carries counters already changed earlier in the batch.
-    fn bump(
-        &self,
-        batch: &mut sled::Batch,
-        pending: &mut Vec<(Vec<u8>, u64)>,
-        key: Vec<u8>,
-        delta: i64,
-    ) -> StoreResult<()> {
-        let current = match pending.iter().find(|(k, _)| *k == key) {
-            Some((_, v)) => *v,
-            None => self.get_u64(&key)?,
-        };
-        let next = current.saturating_add_signed(delta);
-        batch.insert(key.clone(), &next.to_be_bytes());
-        match pending.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = next,
-            None => pending.push((key, next)),
+    /// The value of `key`, writes not yet in sled included.
+    fn get(&self, key: &[u8]) -> StoreResult<Option<IVec>> {
+        match self.overlay.get(key) {
+            Some(pending) => Ok(pending),
+            None => Ok(self.db.get(key)?),
         }
-        Ok(())
+    }
+
+    /// The entries whose keys start with `prefix`, in order, writes not yet in sled included.
+    fn scan_prefix(&self, prefix: &[u8]) -> Merged {
+        let end = overlay::prefix_end(prefix);
+        self.overlay
+            .scan(&self.db, Bound::Included(prefix), end.as_deref())
+    }
+
+    /// The last entry whose key starts with `prefix`, writes not yet in sled included.
+    fn last_with_prefix(&self, prefix: &[u8]) -> StoreResult<Option<(IVec, IVec)>> {
+        match overlay::prefix_end(prefix) {
+            Some(end) => self.overlay.last(&self.db, prefix, &end),
+            // No key space ends a prefix of 0xff bytes; ours are all ASCII.
+            None => Ok(None),
+        }
+    }
+
+    /// The entries from `from` (inclusive) to the end of `prefix`, in order.
+    fn scan_from(&self, from: &[u8], prefix: &[u8]) -> Merged {
+        let end = overlay::prefix_end(prefix);
+        self.overlay
+            .scan(&self.db, Bound::Included(from), end.as_deref())
     }
 }
 
 impl Store for SledStore {
     fn token(&self, id: &TokenId) -> StoreResult<Option<IssuedToken>> {
         let key = token_key(id);
-        self.db
-            .get(&key)?
+        self.get(&key)?
             .map(|v| decode_into::<TokenRecord, _>(&key, &v))
             .transpose()
     }
 
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>> {
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(b"x/").take(limit) {
+        for item in self.scan_prefix(b"x/").take(limit) {
             let (key, _) = item?;
             let rest = &key[2..];
             let (at, id) = rest.split_at(8.min(rest.len()));
@@ -349,8 +426,7 @@ impl Store for SledStore {
     }
 
     fn access_keys(&self) -> StoreResult<Vec<AccessKey>> {
-        self.db
-            .scan_prefix(b"a/")
+        self.scan_prefix(b"a/")
             .map(|item| {
                 let (k, v) = item?;
                 decode_into::<AccessKeyRecord, _>(&k, &v)
@@ -360,20 +436,18 @@ impl Store for SledStore {
 
     fn device(&self, instance_id: &str, client_id: &str) -> StoreResult<Option<RegisteredDevice>> {
         let key = device_key(instance_id, client_id);
-        self.db
-            .get(&key)?
+        self.get(&key)?
             .map(|v| decode_into::<DeviceRecord, _>(&key, &v))
             .transpose()
     }
 
     fn device_by_key(&self, device_key_id: &str) -> StoreResult<Option<RegisteredDevice>> {
-        let Some(target) = self.db.get(device_index_key(device_key_id))? else {
+        let Some(target) = self.get(&device_index_key(device_key_id))? else {
             return Ok(None);
         };
         let mut key = b"d/".to_vec();
         key.extend_from_slice(&target);
-        self.db
-            .get(&key)?
+        self.get(&key)?
             .map(|v| decode_into::<DeviceRecord, _>(&key, &v))
             .transpose()
     }
@@ -397,13 +471,13 @@ impl Store for SledStore {
         let prefix = group_prefix(instance_id, group_id);
         let strip = device_key(instance_id, "").len();
         // Both scans stay inside the group's prefix, so a huge `skip` ends at the group's end.
-        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match after {
+        let iter: Box<dyn Iterator<Item = StoreResult<(IVec, IVec)>>> = match after {
             Some(after) => {
                 let mut start = device_key(instance_id, after);
                 start.push(0); // strictly after
-                Box::new(self.db.range(start..))
+                Box::new(self.scan_from(&start, &prefix))
             }
-            None => Box::new(self.db.scan_prefix(prefix.clone()).skip(skip)),
+            None => Box::new(self.scan_prefix(&prefix).skip(skip)),
         };
         let mut out = Vec::with_capacity(limit);
         for item in iter {
@@ -422,8 +496,7 @@ impl Store for SledStore {
     }
 
     fn revocations(&self, from: u64, limit: usize) -> StoreResult<Vec<RevocationEvent>> {
-        self.db
-            .range(revision_key(from)..revision_key(u64::MAX))
+        self.scan_from(&revision_key(from), b"r/")
             .take(limit)
             .map(|item| {
                 let (k, v) = item?;
@@ -434,7 +507,7 @@ impl Store for SledStore {
 
     fn revision_bounds(&self) -> StoreResult<RevisionBounds> {
         let last = self.get_u64(LAST_REV)?;
-        let oldest = match self.db.get(OLDEST_REV)? {
+        let oldest = match self.get(OLDEST_REV)? {
             Some(v) => read_u64(OLDEST_REV, &v)?,
             None => 1,
         };
@@ -442,33 +515,36 @@ impl Store for SledStore {
     }
 
     fn apply(&self, ops: Vec<Op>) -> StoreResult<Ticket> {
-        use std::sync::atomic::Ordering;
-        if ops.is_empty() {
-            return Ok(self.tickets.load(Ordering::SeqCst));
-        }
-        self.apply_now(ops)?;
-        // Increasing, so a failed flush fails exactly the batches applied before it.
-        Ok(self.tickets.fetch_add(1, Ordering::SeqCst) + 1)
+        // The batch's sequence number is its ticket: increasing, so a failed flush fails
+        // exactly the batches applied before it.
+        self.apply_now(ops)
     }
 
     fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.db.get(meta_key(name))?.map(|v| v.to_vec()))
+        Ok(self.get(&meta_key(name))?.map(|v| v.to_vec()))
     }
 
     fn flush(&self) -> StoreFuture<'_, FlushReport> {
-        let db = self.db.clone();
+        // A temporary store has nothing to make durable.
+        let Some(wal) = self.wal.clone() else {
+            return Box::pin(std::future::ready(Ok(FlushReport::ALL_DURABLE)));
+        };
         Box::pin(async move {
-            // sled's flush blocks (a write and an fsync): off the async threads.
-            match tokio::task::spawn_blocking(move || db.flush()).await {
-                Ok(Ok(_)) => Ok(FlushReport::ALL_DURABLE),
-                Ok(Err(e)) => Err(e.into()),
+            // A write and an fdatasync: off the async threads.
+            match tokio::task::spawn_blocking(move || wal.flush()).await {
+                Ok(Ok(through)) => Ok(FlushReport {
+                    durable_through: through,
+                    failure: None,
+                }),
+                Ok(Err(e)) => Err(e),
                 Err(e) => Err(StoreError::Backend(format!("flush task failed: {e}"))),
             }
         })
     }
 
     fn size_on_disk(&self) -> StoreResult<u64> {
-        Ok(self.db.size_on_disk()?)
+        let log = self.wal.as_ref().map_or(0, |wal| wal.size_on_disk());
+        Ok(self.db.size_on_disk()? + log)
     }
 
     fn counts(&self) -> StoreResult<StoreCounts> {
@@ -480,117 +556,15 @@ impl Store for SledStore {
     }
 }
 
-impl SledStore {
-    /// [`Store::apply`]: one atomic sled batch, counters included.
-    pub(in crate::store) fn apply_now(&self, ops: Vec<Op>) -> StoreResult<()> {
-        let _write = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = sled::Batch::default();
-        let mut counters = Vec::new();
-        for op in ops {
-            match op {
-                Op::PutToken(id, rec) => {
-                    let existing = self.token(&id)?;
-                    let existed = existing.is_some();
-                    let was_revoked = existing.is_some_and(|t| t.revoked_ms.is_some());
-                    if !existed {
-                        self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), 1)?;
-                    }
-                    let revoked = i64::from(rec.revoked_ms.is_some()) - i64::from(was_revoked);
-                    if revoked != 0 {
-                        self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), revoked)?;
-                    }
-                    batch.insert(expiry_key(rec.expire_ms, &id), &[]);
-                    batch.insert(
-                        tokens::listing_key(&rec.instance_id, &rec.creator, &id),
-                        &[],
-                    );
-                    batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
-                }
-                Op::DeleteToken(id, expire_ms) => {
-                    if let Some(existing) = self.token(&id)? {
-                        self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), -1)?;
-                        if existing.revoked_ms.is_some() {
-                            self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), -1)?;
-                        }
-                        batch.remove(tokens::listing_key(
-                            &existing.instance_id,
-                            &existing.creator,
-                            &id,
-                        ));
-                    }
-                    batch.remove(expiry_key(expire_ms, &id));
-                    batch.remove(token_key(&id));
-                }
-                Op::PutTombstone(t) => batch.insert(
-                    tokens::tombstone_key(&t.instance_id, t.key_id.as_deref()),
-                    tokens::encode_tombstone(&t),
-                ),
-                Op::DeleteTombstone {
-                    instance_id,
-                    key_id,
-                } => batch.remove(tokens::tombstone_key(&instance_id, key_id.as_deref())),
-                Op::PutAccessKey(rec) => {
-                    let value = AccessKeyRecord::from(&rec).encode_to_vec();
-                    batch.insert([b"a/", rec.id.as_bytes()].concat(), value);
-                }
-                Op::DeleteAccessKey(id) => batch.remove([b"a/", id.as_bytes()].concat()),
-                Op::PutDevice { record, replaces } => {
-                    let dkey = device_key(&record.instance_id, &record.client_id);
-                    match replaces {
-                        Some(old) => batch.remove(device_index_key(&old)),
-                        None => {
-                            self.bump(&mut batch, &mut counters, N_DEVICES.to_vec(), 1)?;
-                            self.bump(
-                                &mut batch,
-                                &mut counters,
-                                instance_count_key(&record.instance_id),
-                                1,
-                            )?;
-                            self.bump(
-                                &mut batch,
-                                &mut counters,
-                                group_count_key(&record.instance_id, group_of(&record.client_id)),
-                                1,
-                            )?;
-                        }
-                    }
-                    batch.insert(device_index_key(&record.device_key_id), &dkey[2..]);
-                    batch.insert(dkey, DeviceRecord::from(&record).encode_to_vec());
-                }
-                Op::DeleteDevice(record) => {
-                    batch.remove(device_key(&record.instance_id, &record.client_id));
-                    batch.remove(device_index_key(&record.device_key_id));
-                    self.bump(&mut batch, &mut counters, N_DEVICES.to_vec(), -1)?;
-                    self.bump(
-                        &mut batch,
-                        &mut counters,
-                        instance_count_key(&record.instance_id),
-                        -1,
-                    )?;
-                    self.bump(
-                        &mut batch,
-                        &mut counters,
-                        group_count_key(&record.instance_id, group_of(&record.client_id)),
-                        -1,
-                    )?;
-                }
-                Op::AppendRevocation(rec) => {
-                    batch.insert(LAST_REV, &rec.revision.to_be_bytes());
-                    let value = RevocationRecord::from(&rec).encode_to_vec();
-                    batch.insert(revision_key(rec.revision), value);
-                }
-                Op::PutMeta(name, value) => batch.insert(meta_key(&name), value),
-                Op::CompactRevocationsBelow(below) => {
-                    let oldest = self.revision_bounds()?.oldest;
-                    for rev in oldest..below {
-                        batch.remove(revision_key(rev));
-                    }
-                    batch.insert(OLDEST_REV, &below.to_be_bytes());
-                }
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Whatever was accepted reaches the log and sled before sled closes (its own drop
+        // flushes it), so a clean stop leaves nothing for the next start to replay.
+        if let Some(wal) = &self.wal {
+            if let Err(e) = wal.flush() {
+                tracing::error!(error = %e, "closing the store: the last writes could not be made durable");
             }
         }
-        self.db.apply_batch(batch)?;
-        Ok(())
     }
 }
 

@@ -4,11 +4,10 @@
 //! - `e/<expire_ms:be8><namespace>\0<client id>` -> () (expiry index)
 //!
 //! Namespaces (access key ids), credentials (index keys) and client ids (`GroupId@@@DeviceId`)
-//! never contain NUL, so `\0` separates them unambiguously. A swap is one sled transaction, so
+//! never contain NUL, so `\0` separates them unambiguously. A swap is one atomic batch, so
 //! the record and its index entries change together.
 
 use prost::Message;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{decode, hex, read_u64, SledStore};
 use crate::store::{BrokerSessionRecord, BrokerSessionStore, StoreError, StoreFuture, StoreResult};
@@ -63,7 +62,8 @@ fn utf8(key: &[u8], bytes: &[u8]) -> StoreResult<String> {
 }
 
 impl SledStore {
-    /// [`BrokerSessionStore::swap_broker_session`], synchronously: a sled transaction.
+    /// [`BrokerSessionStore::swap_broker_session`], synchronously: a compare and an atomic batch
+    /// under the store's write lock.
     pub(in crate::store) fn swap_session_now(
         &self,
         namespace: &str,
@@ -77,42 +77,32 @@ impl SledStore {
             ));
         }
         let key = session_key(namespace, client_id);
-        let encoded = new.map(Message::encode_to_vec);
-        let result = self.db.transaction(|tx| {
-            let current: Option<BrokerSessionRecord> = match tx.get(&key)? {
-                // Compare decoded records, not bytes: a record written by a newer version may
-                // carry fields this one drops when decoding.
-                Some(bytes) => {
-                    Some(decode(&key, &bytes).map_err(ConflictableTransactionError::Abort)?)
-                }
-                None => None,
-            };
-            if current.as_ref() != expected {
-                return Ok(false);
-            }
-            if let Some(old) = &current {
-                for k in index_keys(old) {
-                    tx.remove(k)?;
-                }
-            }
-            match (new, &encoded) {
-                (Some(rec), Some(bytes)) => {
-                    for k in index_keys(rec) {
-                        tx.insert(k, &[])?;
-                    }
-                    tx.insert(key.as_slice(), bytes.as_slice())?;
-                }
-                _ => {
-                    tx.remove(key.as_slice())?;
-                }
-            }
-            Ok(true)
-        });
-        match result {
-            Ok(swapped) => Ok(swapped),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
+        // The compare and the swap under the store's write lock: one process owns a sled
+        // directory, so that is the whole of the concurrency, and the batch reaches sled and
+        // the write-ahead log together.
+        let mut seq = self.lock_write();
+        let current: Option<BrokerSessionRecord> = match self.get(&key)? {
+            // Compare decoded records, not bytes: a record written by a newer version may carry
+            // fields this one drops when decoding.
+            Some(bytes) => Some(decode(&key, &bytes)?),
+            None => None,
+        };
+        if current.as_ref() != expected {
+            return Ok(false);
         }
+        let mut writes = Vec::new();
+        if let Some(old) = &current {
+            writes.extend(index_keys(old).into_iter().map(|k| (k, None)));
+        }
+        match new {
+            Some(rec) => {
+                writes.extend(index_keys(rec).into_iter().map(|k| (k, Some(Vec::new()))));
+                writes.push((key, Some(rec.encode_to_vec())));
+            }
+            None => writes.push((key, None)),
+        }
+        self.commit(&mut seq, writes)?;
+        Ok(true)
     }
 }
 
@@ -123,7 +113,7 @@ impl BrokerSessionStore for SledStore {
         client_id: &str,
     ) -> StoreResult<Option<BrokerSessionRecord>> {
         let key = session_key(namespace, client_id);
-        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+        self.get(&key)?.map(|v| decode(&key, &v)).transpose()
     }
 
     fn swap_broker_session<'a>(
@@ -156,13 +146,13 @@ impl BrokerSessionStore for SledStore {
             None => prefix.clone(),
         };
         let mut out = Vec::new();
-        for item in self.db.range(start..) {
+        for item in self.scan_from(&start, &prefix) {
             let (key, _) = item?;
             if !key.starts_with(&prefix) || out.len() == limit {
                 break;
             }
             let client_id = utf8(&key, &key[prefix.len()..])?;
-            // The index and the record change in one transaction; re-check anyway, since the
+            // The index and the record change in one batch; re-check anyway, since the
             // record may have been swapped between the two reads.
             if let Some(rec) = self.broker_session(namespace, &client_id)? {
                 if rec.credentials.iter().any(|c| c == credential) {
@@ -180,7 +170,7 @@ impl BrokerSessionStore for SledStore {
     ) -> StoreResult<Vec<BrokerSessionRecord>> {
         let now = u64::try_from(now_ms).unwrap_or(0);
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(b"e/") {
+        for item in self.scan_prefix(b"e/") {
             let (key, _) = item?;
             if out.len() == limit {
                 break;

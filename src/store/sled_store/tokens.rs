@@ -7,8 +7,6 @@
 //! - `m/token_index` -> () once every token has its listing entry (a database written before
 //!   the index existed is indexed once, on open)
 
-use std::ops::Bound;
-
 use prost::Message;
 
 use super::{decode, decode_into, hex, token_key, SledStore};
@@ -58,35 +56,33 @@ pub(super) fn encode_tombstone(t: &Tombstone) -> Vec<u8> {
 impl SledStore {
     /// Writes the listing entry of every token of a database from before the index, once.
     pub(super) fn index_if_unindexed(&self) -> StoreResult<()> {
-        if self.db.contains_key(TOKEN_INDEX_DONE)? {
+        if self.get(TOKEN_INDEX_DONE)?.is_some() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
-        for item in self.db.scan_prefix(b"t/") {
+        let mut batch = Vec::new();
+        for item in self.scan_prefix(b"t/") {
             let (key, value) = item?;
             let id: TokenId = key[2..].try_into().map_err(|_| StoreError::Corrupt {
                 key: hex(&key),
                 reason: "bad token key".into(),
             })?;
             let record = decode::<TokenRecord>(&key, &value)?;
-            batch.insert(listing_key(&record.instance_id, &record.creator, &id), &[]);
-            pending += 1;
-            if pending == INDEX_BATCH {
-                self.db.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
+            batch.push((
+                listing_key(&record.instance_id, &record.creator, &id),
+                Some(Vec::new()),
+            ));
+            if batch.len() == INDEX_BATCH {
+                self.write_keys(std::mem::take(&mut batch))?;
             }
         }
-        batch.insert(TOKEN_INDEX_DONE, &[]);
-        self.db.apply_batch(batch)?;
-        Ok(())
+        batch.push((TOKEN_INDEX_DONE.to_vec(), Some(Vec::new())));
+        self.write_keys(batch)
     }
 
     pub(super) fn latest_expiry(&self) -> StoreResult<Option<i64>> {
-        let Some(item) = self.db.scan_prefix(b"x/").next_back() else {
+        let Some((key, _)) = self.last_with_prefix(b"x/")? else {
             return Ok(None);
         };
-        let (key, _) = item?;
         let at: [u8; 8] = key
             .get(2..10)
             .and_then(|b| b.try_into().ok())
@@ -108,11 +104,15 @@ impl SledStore {
     ) -> StoreResult<Vec<(TokenId, IssuedToken)>> {
         let prefix = listing_prefix(instance_id, creator);
         let start = match after {
-            Some((c, id)) => Bound::Excluded(listing_key(instance_id, c, id)),
-            None => Bound::Included(prefix.clone()),
+            Some((c, id)) => {
+                let mut after = listing_key(instance_id, c, id);
+                after.push(0); // the smallest key strictly after it
+                after
+            }
+            None => prefix.clone(),
         };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.db.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        for item in self.scan_from(&start, &prefix) {
             let (key, _) = item?;
             if !key.starts_with(&prefix) || out.len() == limit {
                 break;
@@ -127,7 +127,7 @@ impl SledStore {
                 })?;
             let record_key = token_key(&id);
             // Written and deleted with its token in one batch, so the record is there.
-            if let Some(value) = self.db.get(&record_key)? {
+            if let Some(value) = self.get(&record_key)? {
                 out.push((id, decode_into::<TokenRecord, _>(&record_key, &value)?));
             }
         }
@@ -135,8 +135,7 @@ impl SledStore {
     }
 
     pub(super) fn stored_tombstones(&self) -> StoreResult<Vec<Tombstone>> {
-        self.db
-            .scan_prefix(b"s/")
+        self.scan_prefix(b"s/")
             .map(|item| {
                 let (k, v) = item?;
                 decode_into::<TombstoneRecord, _>(&k, &v)

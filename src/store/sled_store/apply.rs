@@ -1,0 +1,164 @@
+//! The sled store's writes: each [`Op`] of a batch becomes the key writes it stands for,
+//! record counters included, and the batch is committed as one (see `SledStore::commit`).
+
+use prost::Message;
+
+use super::{
+    device_index_key, device_key, expiry_key, group_count_key, group_of, instance_count_key,
+    meta_key, revision_key, token_key, tokens, wal_record::KeyWrite, SledStore, LAST_REV,
+    N_DEVICES, N_REVOKED, N_TOKENS, OLDEST_REV,
+};
+use crate::store::{
+    records::{AccessKeyRecord, DeviceRecord, RevocationRecord, TokenRecord},
+    Op, Store, StoreResult,
+};
+
+impl SledStore {
+    /// Adds `delta` to a counter inside `batch`, reading the current value; `apply` holds
+    /// the write lock, and `pending` carries counters already changed earlier in the batch.
+    fn bump(
+        &self,
+        batch: &mut Writes,
+        pending: &mut Vec<(Vec<u8>, u64)>,
+        key: Vec<u8>,
+        delta: i64,
+    ) -> StoreResult<()> {
+        let current = match pending.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v,
+            None => self.get_u64(&key)?,
+        };
+        let next = current.saturating_add_signed(delta);
+        batch.insert(key.clone(), next.to_be_bytes());
+        match pending.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = next,
+            None => pending.push((key, next)),
+        }
+        Ok(())
+    }
+
+    /// [`Store::apply`]: one atomic batch, counters included; returns its sequence number
+    /// (the last batch's, for no operations).
+    pub(in crate::store) fn apply_now(&self, ops: Vec<Op>) -> StoreResult<u64> {
+        let mut seq = self.lock_write();
+        if ops.is_empty() {
+            return Ok(self.last_committed(&seq));
+        }
+        let mut batch = Writes::default();
+        let mut counters = Vec::new();
+        for op in ops {
+            match op {
+                Op::PutToken(id, rec) => {
+                    let existing = self.token(&id)?;
+                    let existed = existing.is_some();
+                    let was_revoked = existing.is_some_and(|t| t.revoked_ms.is_some());
+                    if !existed {
+                        self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), 1)?;
+                    }
+                    let revoked = i64::from(rec.revoked_ms.is_some()) - i64::from(was_revoked);
+                    if revoked != 0 {
+                        self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), revoked)?;
+                    }
+                    batch.insert(expiry_key(rec.expire_ms, &id), []);
+                    batch.insert(tokens::listing_key(&rec.instance_id, &rec.creator, &id), []);
+                    batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
+                }
+                Op::DeleteToken(id, expire_ms) => {
+                    if let Some(existing) = self.token(&id)? {
+                        self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), -1)?;
+                        if existing.revoked_ms.is_some() {
+                            self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), -1)?;
+                        }
+                        batch.remove(tokens::listing_key(
+                            &existing.instance_id,
+                            &existing.creator,
+                            &id,
+                        ));
+                    }
+                    batch.remove(expiry_key(expire_ms, &id));
+                    batch.remove(token_key(&id));
+                }
+                Op::PutTombstone(t) => batch.insert(
+                    tokens::tombstone_key(&t.instance_id, t.key_id.as_deref()),
+                    tokens::encode_tombstone(&t),
+                ),
+                Op::DeleteTombstone {
+                    instance_id,
+                    key_id,
+                } => batch.remove(tokens::tombstone_key(&instance_id, key_id.as_deref())),
+                Op::PutAccessKey(rec) => {
+                    let value = AccessKeyRecord::from(&rec).encode_to_vec();
+                    batch.insert([b"a/", rec.id.as_bytes()].concat(), value);
+                }
+                Op::DeleteAccessKey(id) => batch.remove([b"a/", id.as_bytes()].concat()),
+                Op::PutDevice { record, replaces } => {
+                    let dkey = device_key(&record.instance_id, &record.client_id);
+                    match replaces {
+                        Some(old) => batch.remove(device_index_key(&old)),
+                        None => {
+                            self.bump(&mut batch, &mut counters, N_DEVICES.to_vec(), 1)?;
+                            self.bump(
+                                &mut batch,
+                                &mut counters,
+                                instance_count_key(&record.instance_id),
+                                1,
+                            )?;
+                            self.bump(
+                                &mut batch,
+                                &mut counters,
+                                group_count_key(&record.instance_id, group_of(&record.client_id)),
+                                1,
+                            )?;
+                        }
+                    }
+                    batch.insert(device_index_key(&record.device_key_id), &dkey[2..]);
+                    batch.insert(dkey, DeviceRecord::from(&record).encode_to_vec());
+                }
+                Op::DeleteDevice(record) => {
+                    batch.remove(device_key(&record.instance_id, &record.client_id));
+                    batch.remove(device_index_key(&record.device_key_id));
+                    self.bump(&mut batch, &mut counters, N_DEVICES.to_vec(), -1)?;
+                    self.bump(
+                        &mut batch,
+                        &mut counters,
+                        instance_count_key(&record.instance_id),
+                        -1,
+                    )?;
+                    self.bump(
+                        &mut batch,
+                        &mut counters,
+                        group_count_key(&record.instance_id, group_of(&record.client_id)),
+                        -1,
+                    )?;
+                }
+                Op::AppendRevocation(rec) => {
+                    batch.insert(LAST_REV, rec.revision.to_be_bytes());
+                    let value = RevocationRecord::from(&rec).encode_to_vec();
+                    batch.insert(revision_key(rec.revision), value);
+                }
+                Op::PutMeta(name, value) => batch.insert(meta_key(&name), value),
+                Op::CompactRevocationsBelow(below) => {
+                    let oldest = self.revision_bounds()?.oldest;
+                    for rev in oldest..below {
+                        batch.remove(revision_key(rev));
+                    }
+                    batch.insert(OLDEST_REV, below.to_be_bytes());
+                }
+            }
+        }
+        self.commit(&mut seq, batch.0)
+    }
+}
+
+/// The key writes of one batch, built as a sled batch would be.
+#[derive(Default)]
+struct Writes(Vec<KeyWrite>);
+
+impl Writes {
+    fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.0.push((key.into(), Some(value.into())));
+    }
+
+    fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.0.push((key.into(), None));
+    }
+}
