@@ -24,7 +24,8 @@ declare -A watched=()
 perfs=()
 # The bench starts its servers one after another; attach to each as it appears.
 while kill -0 "$bench" 2>/dev/null; do
-  for pid in $(pgrep -f 'target/release/mqtt-tokend serve' || true); do
+  # Only this checkout's servers: other checkouts on the machine may be benchmarking too.
+  for pid in $(pgrep -f "$PWD/target/release/mqtt-tokend serve" || true); do
     if [ -z "${watched[$pid]:-}" ]; then
       watched[$pid]=1
       perf record -q -e cpu-clock -g -p "$pid" -o "$out/serve-$pid.data" >/dev/null 2>&1 &
