@@ -90,18 +90,36 @@ async fn write(store: &dyn Store, ops: Vec<Op>) {
 /// The suite: every read answers what the writes before it wrote.
 async fn conformance(store: &dyn Store) {
     // Tokens, their listing and expiry indexes, and the counters.
-    let (t1, t2): (TokenId, TokenId) = ([1; 16], [2; 16]);
+    let (t1, t2, t3): (TokenId, TokenId, TokenId) = ([1; 16], [2; 16], [3; 16]);
     write(
         store,
         vec![
             Op::PutToken(t1, token("i1", "k1", 1_000)),
             Op::PutToken(t2, token("i1", "k2", 9_000)),
+            // A freshly minted token: stored without reading for an old record.
+            Op::InsertToken(t3, token("i2", "k1", 2_000)),
         ],
     )
     .await;
     assert_eq!(store.token(&t1).unwrap(), Some(token("i1", "k1", 1_000)));
+    assert_eq!(store.token(&t3).unwrap(), Some(token("i2", "k1", 2_000)));
+    assert_eq!(store.counts().unwrap().tokens, 3);
+    assert_eq!(
+        store.expired_tokens(5_000, 10).unwrap(),
+        vec![(t1, 1_000), (t3, 2_000)]
+    );
+    assert_eq!(store.expired_tokens(5_000, 1).unwrap(), vec![(t1, 1_000)]);
+    let listed = store.instance_tokens("i2", None, None, 10).unwrap();
+    assert_eq!(
+        listed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![t3]
+    );
+    write(store, vec![Op::DeleteToken(t3, 2_000)]).await;
     assert_eq!(store.counts().unwrap().tokens, 2);
-    assert_eq!(store.expired_tokens(5_000, 10).unwrap(), vec![(t1, 1_000)]);
+    assert!(store
+        .instance_tokens("i2", None, None, 10)
+        .unwrap()
+        .is_empty());
     assert_eq!(store.newest_token_expiry().unwrap(), Some(9_000));
     let listed = store.instance_tokens("i1", Some("k2"), None, 10).unwrap();
     assert_eq!(
@@ -246,10 +264,30 @@ async fn conformance(store: &dyn Store) {
 }
 
 #[tokio::test]
-async fn sled_store_conforms() {
+async fn sled_store_conforms_and_a_reopened_store_reads_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SledStore::open(dir.path()).expect("sled opens");
     conformance(&store).await;
+    let before = (
+        store.counts().unwrap(),
+        store.expired_tokens(i64::MAX, 100).unwrap(),
+        store.newest_token_expiry().unwrap(),
+        store.instance_tokens("i1", None, None, 100).unwrap(),
+        store.revision_bounds().unwrap(),
+        store.access_keys().unwrap(),
+    );
+    drop(store);
+    // The token indexes are rebuilt from the records, the rest read back from disk.
+    let store = SledStore::open(dir.path()).expect("sled opens again");
+    let after = (
+        store.counts().unwrap(),
+        store.expired_tokens(i64::MAX, 100).unwrap(),
+        store.newest_token_expiry().unwrap(),
+        store.instance_tokens("i1", None, None, 100).unwrap(),
+        store.revision_bounds().unwrap(),
+        store.access_keys().unwrap(),
+    );
+    assert_eq!(before, after);
 }
 
 fn options(etcd: &EtcdCluster, prefix: &str) -> EtcdOptions {

@@ -313,7 +313,10 @@ impl Core {
         let mut attempts = 0;
         while self
             .durability
-            .wait(self.store.apply(vec![Op::PutToken(id, record.clone())])?)
+            .wait(
+                self.store
+                    .apply(vec![Op::InsertToken(id, record.clone())])?,
+            )
             .await?
             == Flushed::Conflict
         {

@@ -128,6 +128,9 @@ pub struct StoreCounts {
 /// One write inside an atomic [`Store::apply`] batch.
 #[derive(Debug, Clone)]
 pub enum Op {
+    /// Insert a token minted with a fresh random id: there is no record to replace (a 128-bit
+    /// random id never collides), so the store need not read one first.
+    InsertToken(TokenId, IssuedToken),
     /// Insert or replace a token (and its expiry and listing index entries).
     PutToken(TokenId, IssuedToken),
     /// Delete a token and its expiry and listing index entries.

@@ -43,6 +43,7 @@ mod apply;
 mod overlay;
 mod recovery;
 mod sessions;
+mod token_index;
 mod tokens;
 mod wal;
 mod wal_record;
@@ -53,8 +54,6 @@ use wal_record::KeyWrite;
 
 const LAST_REV: &[u8] = b"m/last_rev";
 const OLDEST_REV: &[u8] = b"m/oldest_rev";
-const N_TOKENS: &[u8] = b"m/n_tokens";
-const N_REVOKED: &[u8] = b"m/n_revoked";
 const N_DEVICES: &[u8] = b"m/n_devices";
 
 /// A [`Store`] on a sled database in one directory.
@@ -67,6 +66,8 @@ pub struct SledStore {
     write: Mutex<u64>,
     /// Accepted writes not yet in sled; always empty in a temporary store.
     overlay: Arc<Overlay>,
+    /// The token indexes and counts, in memory (see `token_index`).
+    tokens: token_index::TokenIndex,
     /// The write-ahead log; `None` for a temporary store.
     wal: Option<Arc<wal::Wal>>,
     // Declared after `db`, so dropped after it: sled closes the database in its drop (a last
@@ -130,12 +131,6 @@ fn read_u64(key: &[u8], bytes: &[u8]) -> StoreResult<u64> {
 
 fn token_key(id: &TokenId) -> Vec<u8> {
     [b"t/".as_slice(), id].concat()
-}
-
-fn expiry_key(expire_ms: i64, id: &TokenId) -> Vec<u8> {
-    // Negative expiries cannot be written (validation), but clamp so the order stays sane.
-    let at = u64::try_from(expire_ms).unwrap_or(0);
-    [b"x/".as_slice(), &at.to_be_bytes(), id].concat()
 }
 
 fn device_key(instance_id: &str, client_id: &str) -> Vec<u8> {
@@ -219,11 +214,12 @@ impl SledStore {
             db,
             write: Mutex::new(0),
             overlay,
+            tokens: token_index::TokenIndex::default(),
             wal: Some(wal.clone()),
             closed: tokio::sync::watch::channel(()).0,
         };
         store.count_if_uncounted()?;
-        store.index_if_unindexed()?;
+        store.load_token_index()?;
         // What those wrote is durable before anything else happens.
         wal.flush()?;
         Ok(store)
@@ -243,6 +239,7 @@ impl SledStore {
             db,
             write: Mutex::new(0),
             overlay: Arc::new(Overlay::default()),
+            tokens: token_index::TokenIndex::default(),
             wal: None,
             closed: tokio::sync::watch::channel(()).0,
         })
@@ -313,26 +310,18 @@ impl SledStore {
 
     /// Counts the records once for a database written before the counters existed.
     fn count_if_uncounted(&self) -> StoreResult<()> {
-        if self.get(N_TOKENS)?.is_some() {
+        if self.get(N_DEVICES)?.is_some() {
             return Ok(());
         }
-        let (mut tokens, mut revoked, mut devices) = (0u64, 0u64, 0u64);
-        for item in self.scan_prefix(b"t/") {
-            let (key, value) = item?;
-            tokens += 1;
-            if decode::<TokenRecord>(&key, &value)?.revoke_ms != 0 {
-                revoked += 1;
-            }
-        }
+        let mut devices = 0u64;
         for item in self.scan_prefix(b"c/") {
             let (key, value) = item?;
             devices += read_u64(&key, &value)?;
         }
-        self.write_keys(vec![
-            (N_TOKENS.to_vec(), Some(tokens.to_be_bytes().to_vec())),
-            (N_REVOKED.to_vec(), Some(revoked.to_be_bytes().to_vec())),
-            (N_DEVICES.to_vec(), Some(devices.to_be_bytes().to_vec())),
-        ])
+        self.write_keys(vec![(
+            N_DEVICES.to_vec(),
+            Some(devices.to_be_bytes().to_vec()),
+        )])
     }
 
     /// A future that resolves once this store has been dropped (by whoever holds it last)
@@ -363,15 +352,6 @@ impl SledStore {
             .scan(&self.db, Bound::Included(prefix), end.as_deref())
     }
 
-    /// The last entry whose key starts with `prefix`, writes not yet in sled included.
-    fn last_with_prefix(&self, prefix: &[u8]) -> StoreResult<Option<(IVec, IVec)>> {
-        match overlay::prefix_end(prefix) {
-            Some(end) => self.overlay.last(&self.db, prefix, &end),
-            // No key space ends a prefix of 0xff bytes; ours are all ASCII.
-            None => Ok(None),
-        }
-    }
-
     /// The entries from `from` (inclusive) to the end of `prefix`, in order.
     fn scan_from(&self, from: &[u8], prefix: &[u8]) -> Merged {
         let end = overlay::prefix_end(prefix);
@@ -389,26 +369,11 @@ impl Store for SledStore {
     }
 
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>> {
-        let mut out = Vec::new();
-        for item in self.scan_prefix(b"x/").take(limit) {
-            let (key, _) = item?;
-            let rest = &key[2..];
-            let (at, id) = rest.split_at(8.min(rest.len()));
-            let at = read_u64(&key, at)?;
-            if at > u64::try_from(now_ms).unwrap_or(0) {
-                break;
-            }
-            let id: TokenId = id.try_into().map_err(|_| StoreError::Corrupt {
-                key: hex(&key),
-                reason: "bad expiry index key".into(),
-            })?;
-            out.push((id, i64::try_from(at).unwrap_or(i64::MAX)));
-        }
-        Ok(out)
+        Ok(self.tokens.expired(now_ms, limit))
     }
 
     fn newest_token_expiry(&self) -> StoreResult<Option<i64>> {
-        self.latest_expiry()
+        Ok(self.tokens.newest_expiry())
     }
 
     fn instance_tokens(
@@ -548,9 +513,10 @@ impl Store for SledStore {
     }
 
     fn counts(&self) -> StoreResult<StoreCounts> {
+        let (tokens, revoked_tokens) = self.tokens.counts();
         Ok(StoreCounts {
-            tokens: self.get_u64(N_TOKENS)?,
-            revoked_tokens: self.get_u64(N_REVOKED)?,
+            tokens,
+            revoked_tokens,
             device_credentials: self.get_u64(N_DEVICES)?,
         })
     }
@@ -592,5 +558,56 @@ mod tests {
             }
             other => panic!("expected a corrupt record, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_database_with_the_old_on_disk_token_indexes_loses_them_and_keeps_its_tokens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id: TokenId = [7; 16];
+        let record = TokenRecord {
+            instance_id: "i1".into(),
+            creator: "k1".into(),
+            expire_ms: 5_000,
+            read: true,
+            ..TokenRecord::default()
+        };
+        {
+            // What an earlier version left: the record, its two index entries and counters.
+            let db = sled::Config::new()
+                .path(dir.path().join("db"))
+                .open()
+                .expect("sled opens");
+            db.insert(token_key(&id), record.encode_to_vec())
+                .expect("insert");
+            db.insert(
+                [b"x/".as_slice(), &5_000u64.to_be_bytes(), &id].concat(),
+                b"",
+            )
+            .expect("insert");
+            db.insert([b"l/i1\0k1\0".as_slice(), &id].concat(), b"")
+                .expect("insert");
+            for key in ["m/token_index", "m/n_tokens", "m/n_revoked"] {
+                db.insert(key, &1u64.to_be_bytes()).expect("insert");
+            }
+            db.flush().expect("flush");
+        }
+        let store = SledStore::open(dir.path()).expect("open");
+        assert_eq!(
+            store.expired_tokens(i64::MAX, 10).unwrap(),
+            vec![(id, 5_000)]
+        );
+        assert_eq!(
+            store.instance_tokens("i1", None, None, 10).unwrap().len(),
+            1
+        );
+        assert_eq!(store.counts().unwrap().tokens, 1);
+        for prefix in [b"x/".as_slice(), b"l/".as_slice()] {
+            assert_eq!(
+                store.db.scan_prefix(prefix).count(),
+                0,
+                "old index entries are gone"
+            );
+        }
+        assert!(store.db.get("m/n_tokens").expect("read").is_none());
     }
 }

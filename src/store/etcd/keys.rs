@@ -121,7 +121,7 @@ fn token_id(key: &[u8], hexed: &[u8]) -> StoreResult<TokenId> {
 /// The etcd writes of one core operation.
 pub(super) fn writes_of(op: &Op) -> Vec<Write> {
     match op {
-        Op::PutToken(id, rec) => vec![Write::Put(
+        Op::InsertToken(id, rec) | Op::PutToken(id, rec) => vec![Write::Put(
             token_key(id),
             TokenRecord::from(rec).encode_to_vec(),
         )],
@@ -240,6 +240,7 @@ pub(super) fn revision_of(key: &[u8]) -> Option<u64> {
 pub(super) fn is_new_token(mirror: &SledStore, op: &Op) -> StoreResult<bool> {
     use super::super::Store;
     Ok(match op {
+        Op::InsertToken(..) => true,
         Op::PutToken(id, _) => mirror.token(id)?.is_none(),
         _ => false,
     })

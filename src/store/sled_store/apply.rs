@@ -1,16 +1,20 @@
 //! The sled store's writes: each [`Op`] of a batch becomes the key writes it stands for,
-//! record counters included, and the batch is committed as one (see `SledStore::commit`).
+//! device counters included, and the batch is committed as one (see `SledStore::commit`);
+//! then the in-memory token indexes take the batch's token changes.
 
 use prost::Message;
 
 use super::{
-    device_index_key, device_key, expiry_key, group_count_key, group_of, instance_count_key,
-    meta_key, revision_key, token_key, tokens, wal_record::KeyWrite, SledStore, LAST_REV,
-    N_DEVICES, N_REVOKED, N_TOKENS, OLDEST_REV,
+    device_index_key, device_key, group_count_key, group_of, instance_count_key, meta_key,
+    revision_key,
+    token_index::{Change, Indexed},
+    token_key, tokens,
+    wal_record::KeyWrite,
+    SledStore, LAST_REV, N_DEVICES, OLDEST_REV,
 };
 use crate::store::{
     records::{AccessKeyRecord, DeviceRecord, RevocationRecord, TokenRecord},
-    Op, Store, StoreResult,
+    Op, Store, StoreResult, TokenId,
 };
 
 impl SledStore {
@@ -45,36 +49,22 @@ impl SledStore {
         }
         let mut batch = Writes::default();
         let mut counters = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
         for op in ops {
             match op {
-                Op::PutToken(id, rec) => {
-                    let existing = self.token(&id)?;
-                    let existed = existing.is_some();
-                    let was_revoked = existing.is_some_and(|t| t.revoked_ms.is_some());
-                    if !existed {
-                        self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), 1)?;
-                    }
-                    let revoked = i64::from(rec.revoked_ms.is_some()) - i64::from(was_revoked);
-                    if revoked != 0 {
-                        self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), revoked)?;
-                    }
-                    batch.insert(expiry_key(rec.expire_ms, &id), []);
-                    batch.insert(tokens::listing_key(&rec.instance_id, &rec.creator, &id), []);
+                Op::InsertToken(id, rec) => {
+                    changes.push((id, None, Some(Indexed::from(&rec))));
                     batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
                 }
-                Op::DeleteToken(id, expire_ms) => {
-                    if let Some(existing) = self.token(&id)? {
-                        self.bump(&mut batch, &mut counters, N_TOKENS.to_vec(), -1)?;
-                        if existing.revoked_ms.is_some() {
-                            self.bump(&mut batch, &mut counters, N_REVOKED.to_vec(), -1)?;
-                        }
-                        batch.remove(tokens::listing_key(
-                            &existing.instance_id,
-                            &existing.creator,
-                            &id,
-                        ));
+                Op::PutToken(id, rec) => {
+                    let old = self.token_in(&id, &changes)?;
+                    changes.push((id, old, Some(Indexed::from(&rec))));
+                    batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
+                }
+                Op::DeleteToken(id, _) => {
+                    if let Some(old) = self.token_in(&id, &changes)? {
+                        changes.push((id, Some(old), None));
                     }
-                    batch.remove(expiry_key(expire_ms, &id));
                     batch.remove(token_key(&id));
                 }
                 Op::PutTombstone(t) => batch.insert(
@@ -145,7 +135,19 @@ impl SledStore {
                 }
             }
         }
-        self.commit(&mut seq, batch.0)
+        let committed = self.commit(&mut seq, batch.0)?;
+        // The indexes change once the batch is in, as the records they point at.
+        self.tokens.apply(&changes);
+        Ok(committed)
+    }
+
+    /// What the indexes hold of token `id` before this batch: as an earlier operation of the
+    /// same batch left it, or as stored.
+    fn token_in(&self, id: &TokenId, changes: &[Change]) -> StoreResult<Option<Indexed>> {
+        if let Some((_, _, new)) = changes.iter().rev().find(|(c, _, _)| c == id) {
+            return Ok(new.clone());
+        }
+        Ok(self.token(id)?.as_ref().map(Indexed::from))
     }
 }
 

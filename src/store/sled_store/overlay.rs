@@ -92,36 +92,6 @@ impl Overlay {
         }
     }
 
-    /// The last entry with a key in `[from, to)`, sled's and the pending writes merged.
-    pub(super) fn last(
-        &self,
-        db: &sled::Db,
-        from: &[u8],
-        to: &[u8],
-    ) -> StoreResult<Option<(IVec, IVec)>> {
-        let pending = self.range(Bound::Included(from), Some(to));
-        let newest_pending = pending
-            .iter()
-            .rev()
-            .find_map(|(k, v)| v.as_ref().map(|v| (IVec::from(k.as_slice()), v.clone())));
-        let mut newest_sled = None;
-        for item in db.range::<&[u8], _>(from..to).rev() {
-            let (key, value) = item?;
-            // Skip what a pending write removed or replaced (a replaced key is in `pending`).
-            if pending
-                .binary_search_by(|(k, _)| k.as_slice().cmp(&key))
-                .is_err()
-            {
-                newest_sled = Some((key, value));
-                break;
-            }
-        }
-        Ok(match (newest_pending, newest_sled) {
-            (Some(p), Some(s)) => Some(if p.0 > s.0 { p } else { s }),
-            (p, s) => p.or(s),
-        })
-    }
-
     /// How many keys are pending.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
@@ -243,12 +213,7 @@ mod tests {
             "a pending removal hides sled's value"
         );
         assert_eq!(overlay.get(b"a/1"), None, "no pending write: read sled");
-        let last = overlay.last(&db, b"a/", &end).expect("last");
-        assert_eq!(last.map(|(k, _)| k.to_vec()), Some(b"a/5".to_vec()));
-        // The newest key removed while pending: the one before it is the last.
         overlay.put(2, &[remove("a/5")]);
-        let last = overlay.last(&db, b"a/", &end).expect("last");
-        assert_eq!(last.map(|(k, _)| k.to_vec()), Some(b"a/2".to_vec()));
         // sled took batches up to 1: a/5 stays, since batch 2 wrote it again.
         overlay.settle(
             1,

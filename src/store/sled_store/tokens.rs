@@ -1,41 +1,26 @@
-//! The token side of the sled store: the listing index ListTokens pages through and the scope
-//! tombstones. Keys, in the same tree as everything else:
-//! - `l/<instance>\0<creator>\0<id:16>` -> () listing index, in the same batch as the token
-//!   (instance ids and access key ids never contain NUL). Empty values: the record is one
-//!   point read away, and an index entry costs only its key.
-//! - `s/<instance>\0<key id>` -> TombstoneRecord (empty key id: the instance-wide scope)
-//! - `m/token_index` -> () once every token has its listing entry (a database written before
-//!   the index existed is indexed once, on open)
+//! The token side of the sled store: one record per token (`t/<id:16>`, in the parent), the
+//! in-memory indexes built from those records when the store opens (`token_index`), and the
+//! scope tombstones. Keys, in the same tree as everything else:
+//! - `s/<instance>\0<key id>` -> TombstoneRecord (empty key id: the instance-wide scope;
+//!   instance ids and access key ids never contain NUL)
+//!
+//! Versions before the in-memory indexes kept them on disk (`x/<expiry:be8><id>` and
+//! `l/<instance>\0<creator>\0<id>`, with `m/token_index`, `m/n_tokens`, `m/n_revoked`): they
+//! are removed when such a database is first opened.
 
 use prost::Message;
 
-use super::{decode, decode_into, hex, token_key, SledStore};
+use super::{decode_into, hex, token_index::Indexed, wal_record::KeyWrite, SledStore};
 use crate::core::{scope::Tombstone, token::IssuedToken};
 use crate::store::{
     records::{TokenRecord, TombstoneRecord},
-    StoreError, StoreResult, TokenId,
+    Store, StoreError, StoreResult, TokenId,
 };
 
-const TOKEN_INDEX_DONE: &[u8] = b"m/token_index";
-/// Index entries written per batch when indexing an older database.
+/// Keys of the on-disk token indexes of earlier versions, removed on open.
+const OLD_META: [&[u8]; 3] = [b"m/token_index", b"m/n_tokens", b"m/n_revoked"];
+/// Keys removed per batch when clearing the old indexes.
 const INDEX_BATCH: usize = 10_000;
-
-/// The listing prefix of an instance's tokens, or of one creator's on it.
-fn listing_prefix(instance_id: &str, creator: Option<&str>) -> Vec<u8> {
-    let mut key = [b"l/", instance_id.as_bytes(), b"\0"].concat();
-    if let Some(creator) = creator {
-        key.extend_from_slice(creator.as_bytes());
-        key.push(0);
-    }
-    key
-}
-
-/// The listing index key of a token.
-pub(super) fn listing_key(instance_id: &str, creator: &str, id: &TokenId) -> Vec<u8> {
-    let mut key = listing_prefix(instance_id, Some(creator));
-    key.extend_from_slice(id);
-    key
-}
 
 /// The key of a scope's tombstone.
 pub(super) fn tombstone_key(instance_id: &str, key_id: Option<&str>) -> Vec<u8> {
@@ -54,45 +39,41 @@ pub(super) fn encode_tombstone(t: &Tombstone) -> Vec<u8> {
 }
 
 impl SledStore {
-    /// Writes the listing entry of every token of a database from before the index, once.
-    pub(super) fn index_if_unindexed(&self) -> StoreResult<()> {
-        if self.get(TOKEN_INDEX_DONE)?.is_some() {
-            return Ok(());
+    /// Builds the in-memory token indexes from the records, after removing the on-disk
+    /// indexes and counters that versions before them kept (once).
+    pub(super) fn load_token_index(&self) -> StoreResult<()> {
+        for prefix in [b"x/".as_slice(), b"l/".as_slice()] {
+            loop {
+                let stale: Vec<KeyWrite> = self
+                    .scan_prefix(prefix)
+                    .take(INDEX_BATCH)
+                    .map(|item| item.map(|(key, _)| (key.to_vec(), None)))
+                    .collect::<StoreResult<_>>()?;
+                if stale.is_empty() {
+                    break;
+                }
+                self.write_keys(stale)?;
+            }
         }
-        let mut batch = Vec::new();
+        let mut old_meta: Vec<KeyWrite> = Vec::new();
+        for key in OLD_META {
+            if self.get(key)?.is_some() {
+                old_meta.push((key.to_vec(), None));
+            }
+        }
+        if !old_meta.is_empty() {
+            self.write_keys(old_meta)?;
+        }
         for item in self.scan_prefix(b"t/") {
             let (key, value) = item?;
             let id: TokenId = key[2..].try_into().map_err(|_| StoreError::Corrupt {
                 key: hex(&key),
                 reason: "bad token key".into(),
             })?;
-            let record = decode::<TokenRecord>(&key, &value)?;
-            batch.push((
-                listing_key(&record.instance_id, &record.creator, &id),
-                Some(Vec::new()),
-            ));
-            if batch.len() == INDEX_BATCH {
-                self.write_keys(std::mem::take(&mut batch))?;
-            }
+            let record: IssuedToken = decode_into::<TokenRecord, _>(&key, &value)?;
+            self.tokens.load(id, &Indexed::from(&record));
         }
-        batch.push((TOKEN_INDEX_DONE.to_vec(), Some(Vec::new())));
-        self.write_keys(batch)
-    }
-
-    pub(super) fn latest_expiry(&self) -> StoreResult<Option<i64>> {
-        let Some((key, _)) = self.last_with_prefix(b"x/")? else {
-            return Ok(None);
-        };
-        let at: [u8; 8] = key
-            .get(2..10)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| StoreError::Corrupt {
-                key: hex(&key),
-                reason: "bad expiry index key".into(),
-            })?;
-        Ok(Some(
-            i64::try_from(u64::from_be_bytes(at)).unwrap_or(i64::MAX),
-        ))
+        Ok(())
     }
 
     pub(super) fn list_instance_tokens(
@@ -102,33 +83,12 @@ impl SledStore {
         after: Option<(&str, &TokenId)>,
         limit: usize,
     ) -> StoreResult<Vec<(TokenId, IssuedToken)>> {
-        let prefix = listing_prefix(instance_id, creator);
-        let start = match after {
-            Some((c, id)) => {
-                let mut after = listing_key(instance_id, c, id);
-                after.push(0); // the smallest key strictly after it
-                after
-            }
-            None => prefix.clone(),
-        };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.scan_from(&start, &prefix) {
-            let (key, _) = item?;
-            if !key.starts_with(&prefix) || out.len() == limit {
-                break;
-            }
-            let id: TokenId = key
-                .len()
-                .checked_sub(16)
-                .and_then(|at| key[at..].try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    key: hex(&key),
-                    reason: "bad token listing key".into(),
-                })?;
-            let record_key = token_key(&id);
-            // Written and deleted with its token in one batch, so the record is there.
-            if let Some(value) = self.get(&record_key)? {
-                out.push((id, decode_into::<TokenRecord, _>(&record_key, &value)?));
+        for (_, id) in self.tokens.owned(instance_id, creator, after, limit) {
+            // Removed from the index with its record; one deleted since the index was read is
+            // simply not listed.
+            if let Some(token) = self.token(&id)? {
+                out.push((id, token));
             }
         }
         Ok(out)

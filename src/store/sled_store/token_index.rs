@@ -1,0 +1,209 @@
+//! The sled store's token indexes, in memory: tokens by expiry (the sweep) and by instance,
+//! minting key and id (ListTokens, RevokeTokens by key), and the token counts (metrics).
+//!
+//! Why in memory: on disk each index was a sled entry per token beside the record, so a
+//! minted token cost three sled writes and a counter update, and ~750 bytes of store per token
+//! (docs/benchmarks.md). Here a token is one sled record; the indexes are rebuilt by one scan
+//! of the records when the store opens and changed with every batch that changes a token,
+//! after the batch is committed. About 100 bytes of memory per live token (instance and key
+//! ids are shared, not copied per token).
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    ops::Bound,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use crate::{core::token::IssuedToken, store::TokenId};
+
+/// What the indexes keep of one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Indexed {
+    pub instance_id: String,
+    pub creator: String,
+    pub expire_ms: i64,
+    pub revoked: bool,
+}
+
+impl From<&IssuedToken> for Indexed {
+    fn from(t: &IssuedToken) -> Self {
+        Self {
+            instance_id: t.instance_id.clone(),
+            creator: t.creator.clone(),
+            expire_ms: t.expire_ms,
+            revoked: t.revoked_ms.is_some(),
+        }
+    }
+}
+
+/// One token's change in a batch: what it was and what it becomes (`None`: absent).
+pub(super) type Change = (TokenId, Option<Indexed>, Option<Indexed>);
+
+#[derive(Default)]
+struct Inner {
+    by_expiry: BTreeSet<(i64, TokenId)>,
+    by_owner: BTreeSet<(Arc<str>, Arc<str>, TokenId)>,
+    /// Instance and access key ids, shared by every entry that names them.
+    names: HashSet<Arc<str>>,
+    tokens: u64,
+    revoked: u64,
+}
+
+impl Inner {
+    fn name(&mut self, s: &str) -> Arc<str> {
+        if let Some(existing) = self.names.get(s) {
+            return existing.clone();
+        }
+        let name: Arc<str> = Arc::from(s);
+        self.names.insert(name.clone());
+        name
+    }
+
+    fn add(&mut self, id: TokenId, t: &Indexed) {
+        let (instance, creator) = (self.name(&t.instance_id), self.name(&t.creator));
+        self.by_expiry.insert((t.expire_ms, id));
+        self.by_owner.insert((instance, creator, id));
+        self.tokens += 1;
+        self.revoked += u64::from(t.revoked);
+    }
+
+    fn remove(&mut self, id: TokenId, t: &Indexed) {
+        let (instance, creator) = (self.name(&t.instance_id), self.name(&t.creator));
+        self.by_expiry.remove(&(t.expire_ms, id));
+        self.by_owner.remove(&(instance, creator, id));
+        self.tokens = self.tokens.saturating_sub(1);
+        self.revoked = self.revoked.saturating_sub(u64::from(t.revoked));
+    }
+}
+
+/// The indexes of one store.
+#[derive(Default)]
+pub(super) struct TokenIndex {
+    inner: Mutex<Inner>,
+}
+
+impl TokenIndex {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Each change is applied whole under the lock; a panic cannot leave half of one.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a stored token (while the store opens).
+    pub(super) fn load(&self, id: TokenId, t: &Indexed) {
+        self.lock().add(id, t);
+    }
+
+    /// Applies the token changes of a committed batch, in order.
+    pub(super) fn apply(&self, changes: &[Change]) {
+        let mut inner = self.lock();
+        for (id, old, new) in changes {
+            if let Some(old) = old {
+                inner.remove(*id, old);
+            }
+            if let Some(new) = new {
+                inner.add(*id, new);
+            }
+        }
+    }
+
+    /// Ids and expiry times of up to `limit` tokens that expired at or before `now_ms`, oldest
+    /// first.
+    pub(super) fn expired(&self, now_ms: i64, limit: usize) -> Vec<(TokenId, i64)> {
+        self.lock()
+            .by_expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(limit)
+            .map(|(at, id)| (*id, *at))
+            .collect()
+    }
+
+    /// The latest expiry of any token.
+    pub(super) fn newest_expiry(&self) -> Option<i64> {
+        self.lock().by_expiry.last().map(|(at, _)| *at)
+    }
+
+    /// Up to `limit` ids of an instance's tokens (only `creator`'s, when given), ordered by
+    /// (creator, id), strictly after `after` = (creator, id) when given.
+    pub(super) fn owned(
+        &self,
+        instance_id: &str,
+        creator: Option<&str>,
+        after: Option<(&str, &TokenId)>,
+        limit: usize,
+    ) -> Vec<(String, TokenId)> {
+        let inner = self.lock();
+        let instance: Arc<str> = Arc::from(instance_id);
+        let start = match after {
+            Some((c, id)) => Bound::Excluded((instance.clone(), Arc::from(c), *id)),
+            None => Bound::Included((instance.clone(), Arc::from(creator.unwrap_or("")), [0; 16])),
+        };
+        inner
+            .by_owner
+            .range((start, Bound::Unbounded))
+            .take_while(|(i, c, _)| **i == *instance_id && creator.is_none_or(|want| **c == *want))
+            .take(limit)
+            .map(|(_, c, id)| (c.to_string(), *id))
+            .collect()
+    }
+
+    /// Tokens stored, and of those the revoked ones.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.tokens, inner.revoked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(instance: &str, creator: &str, expire_ms: i64) -> Indexed {
+        Indexed {
+            instance_id: instance.into(),
+            creator: creator.into(),
+            expire_ms,
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn listing_pages_by_instance_and_key_and_the_sweep_sees_expiry_order() {
+        let index = TokenIndex::default();
+        let changes: Vec<Change> = vec![
+            ([3; 16], None, Some(token("i1", "k2", 30))),
+            ([1; 16], None, Some(token("i1", "k1", 20))),
+            ([2; 16], None, Some(token("i1", "k1", 10))),
+            ([4; 16], None, Some(token("i2", "k1", 5))),
+        ];
+        index.apply(&changes);
+        let ids =
+            |v: Vec<(String, TokenId)>| v.into_iter().map(|(_, id)| id[0]).collect::<Vec<_>>();
+        assert_eq!(ids(index.owned("i1", None, None, 10)), [1, 2, 3]);
+        assert_eq!(ids(index.owned("i1", Some("k1"), None, 10)), [1, 2]);
+        assert_eq!(
+            ids(index.owned("i1", None, Some(("k1", &[2; 16])), 10)),
+            [3]
+        );
+        assert_eq!(ids(index.owned("i1", None, None, 1)), [1]);
+        assert!(
+            index.owned("i", None, None, 10).is_empty(),
+            "no prefix match"
+        );
+        assert_eq!(
+            index.expired(20, 10),
+            [([4; 16], 5), ([2; 16], 10), ([1; 16], 20)]
+        );
+        assert_eq!(index.newest_expiry(), Some(30));
+
+        // Revoked, then deleted: the counts follow.
+        let mut revoked = token("i1", "k1", 20);
+        revoked.revoked = true;
+        index.apply(&[([1; 16], Some(token("i1", "k1", 20)), Some(revoked.clone()))]);
+        assert_eq!(index.counts(), (4, 1));
+        index.apply(&[([1; 16], Some(revoked), None)]);
+        assert_eq!(index.counts(), (3, 0));
+        assert_eq!(ids(index.owned("i1", Some("k1"), None, 10)), [2]);
+        assert_eq!(index.expired(20, 10).len(), 2);
+    }
+}
