@@ -64,7 +64,7 @@ pub struct SledStore {
     /// adds no contention beyond a counter read. Holds the last sequence number of a temporary
     /// store (a durable store's come from its log).
     write: Mutex<u64>,
-    /// Accepted writes not yet in sled; always empty in a temporary store.
+    /// Accepted writes not yet in sled (in a temporary store: a batch being written).
     overlay: Arc<Overlay>,
     /// The token indexes and counts, in memory (see `token_index`).
     tokens: token_index::TokenIndex,
@@ -285,21 +285,28 @@ impl SledStore {
     }
 
     /// Commits `writes` as one atomic batch and returns its sequence number: accepted into
-    /// the log (durable at the next flush, visible now), or for a temporary store applied to
-    /// sled as one batch. The caller holds the write lock (`seq` is what it guards).
+    /// the log (durable at the next flush, visible now), or for a temporary store written to
+    /// sled at once. The caller holds the write lock (`seq` is what it guards).
+    ///
+    /// A temporary store writes key by key, not with sled's `apply_batch`, which would write
+    /// out sled's IO buffer on sled's IO threads for every batch (see `wal`); the batch sits
+    /// in the overlay meanwhile, so readers see all of it or none. If sled fails halfway, the
+    /// batch stays in the overlay (readers keep seeing all of it) and the error is returned.
     fn commit(&self, seq: &mut u64, writes: Vec<KeyWrite>) -> StoreResult<u64> {
         if let Some(wal) = &self.wal {
             return Ok(wal.accept(writes));
         }
-        let mut batch = sled::Batch::default();
+        *seq += 1;
+        self.overlay.put(*seq, &writes);
+        let mut keys = Vec::with_capacity(writes.len());
         for (key, value) in writes {
             match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
+                Some(value) => self.db.insert(&key, value).map(|_| ())?,
+                None => self.db.remove(&key).map(|_| ())?,
             }
+            keys.push(key);
         }
-        self.db.apply_batch(batch)?;
-        *seq += 1;
+        self.overlay.settle(*seq, keys.into_iter());
         Ok(*seq)
     }
 
