@@ -1,23 +1,28 @@
-//! The sled implementation of [`Store`]. Everything lives in one sled tree under short key
-//! prefixes, because a sled batch is atomic only within one tree and every multi-record write
-//! (a revocation and its log entry, a credential and its counters) must be atomic.
+//! The sled implementation of [`Store`], in one directory: sled's database (`db/`) and the
+//! write-ahead log (`wal/`).
 //!
-//! Key layout (`be` = big-endian, so byte order is numeric order):
-//! - `t/<id:16>` -> TokenRecord; `x/<expire_ms:be8><id:16>` -> () expiry index
+//! Atomicity and durability come from the log, not from sled: a batch is accepted into the log
+//! (`wal`) and its key writes into an overlay (`overlay`) that every read consults before sled,
+//! all at once; [`Store::flush`] writes and syncs the log, then hands the batches to sled as
+//! plain key writes. sled is flushed at checkpoints only, and never holds a write the log
+//! does not, so a start replays the log (`recovery`) to exactly the acknowledged state. A
+//! temporary store (the etcd backend's mirror) has no log: a batch is written to sled at once,
+//! behind the overlay, and nothing of it outlives the process.
+//!
+//! Key layout, one sled tree (`be` = big-endian, so byte order is numeric order):
+//! - `t/<id:16>` -> TokenRecord; its indexes and counts are in memory (`token_index`)
 //! - `a/<access key id>` -> AccessKeyRecord
 //! - `d/<instance>\0<client id>` -> DeviceRecord; `k/<device key id>` -> `<instance>\0<client id>`
 //! - `c/<instance>` -> u64 be (credentials in the instance); `g/<instance>\0<group>` -> u64 be
 //! - `r/<revision:be8>` -> RevocationRecord; `m/last_rev`, `m/oldest_rev` -> u64 be
 //! - `m/x/<name>` -> bytes: named metadata (keyring check values)
-//! - `m/n_tokens`, `m/n_revoked`, `m/n_devices` -> u64 be: record counts for the metrics,
-//!   kept in the same batches as the records (counted once on first open if missing)
+//! - `m/n_devices` -> u64 be: device credentials, for the metrics, kept in the same batches as
+//!   the records (counted once on first open if missing)
 //! - `b/`, `i/`, `e/`: broker sessions and their indexes (see `sessions`)
-//! - `l/`, `s/`: the token listing index and the scope tombstones (see `tokens`)
+//! - `s/`: the scope tombstones (see `tokens`)
 //!
-//! Durability: a batch is accepted into the write-ahead log (`wal`), whose overlay every read
-//! consults first; [`Store::flush`] syncs the log and then hands the batches to sled, which is
-//! flushed only at checkpoints. A temporary store (the etcd backend's mirror) has no log and
-//! writes sled batches directly: nothing of it outlives the process.
+//! Children: `apply` (operations to key writes), `overlay`, `wal` and `wal_record` (the log and
+//! its file format), `recovery` (the replay at start), `token_index`, `tokens`, `sessions`.
 
 use std::{
     ops::Bound,
@@ -25,12 +30,10 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use prost::Message;
-
 use crate::core::crypto::hex;
 
 use super::{
-    records::{AccessKeyRecord, DeviceRecord, RevocationRecord, TokenRecord},
+    records::{AccessKeyRecord, DeviceRecord, TokenRecord},
     FlushReport, Op, RevisionBounds, Store, StoreCounts, StoreError, StoreFuture, StoreResult,
     Ticket, TokenId,
 };
@@ -40,6 +43,7 @@ use crate::core::{
 };
 
 mod apply;
+mod keys;
 mod overlay;
 mod recovery;
 mod sessions;
@@ -48,13 +52,14 @@ mod tokens;
 mod wal;
 mod wal_record;
 
+use keys::{
+    decode, decode_into, decode_revocation, device_index_key, device_key, group_count_key,
+    group_of, group_prefix, instance_count_key, meta_key, read_u64, revision_key, token_key,
+    LAST_REV, N_DEVICES, OLDEST_REV,
+};
 use overlay::{Merged, Overlay};
 use sled::IVec;
 use wal_record::KeyWrite;
-
-const LAST_REV: &[u8] = b"m/last_rev";
-const OLDEST_REV: &[u8] = b"m/oldest_rev";
-const N_DEVICES: &[u8] = b"m/n_devices";
 
 /// A [`Store`] on a sled database in one directory.
 pub struct SledStore {
@@ -98,79 +103,6 @@ impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Backend(e.to_string())
     }
-}
-
-fn decode<M: Message + Default>(key: &[u8], bytes: &[u8]) -> StoreResult<M> {
-    M::decode(bytes).map_err(|e| StoreError::Corrupt {
-        key: hex(key),
-        reason: e.to_string(),
-    })
-}
-
-/// Decodes a record and converts it to the core's type.
-fn decode_into<M: Message + Default, T: From<M>>(key: &[u8], bytes: &[u8]) -> StoreResult<T> {
-    decode::<M>(key, bytes).map(T::from)
-}
-
-fn decode_revocation(key: &[u8], bytes: &[u8]) -> StoreResult<RevocationEvent> {
-    RevocationEvent::try_from(decode::<RevocationRecord>(key, bytes)?).map_err(|reason| {
-        StoreError::Corrupt {
-            key: hex(key),
-            reason,
-        }
-    })
-}
-
-fn read_u64(key: &[u8], bytes: &[u8]) -> StoreResult<u64> {
-    let arr: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
-        key: hex(key),
-        reason: format!("expected 8 bytes, found {}", bytes.len()),
-    })?;
-    Ok(u64::from_be_bytes(arr))
-}
-
-fn token_key(id: &TokenId) -> Vec<u8> {
-    [b"t/".as_slice(), id].concat()
-}
-
-fn device_key(instance_id: &str, client_id: &str) -> Vec<u8> {
-    [b"d/", instance_id.as_bytes(), b"\0", client_id.as_bytes()].concat()
-}
-
-fn group_prefix(instance_id: &str, group_id: &str) -> Vec<u8> {
-    // Client ids are `<group>@@@<device>`, so a group's credentials share this prefix.
-    [
-        b"d/",
-        instance_id.as_bytes(),
-        b"\0",
-        group_id.as_bytes(),
-        b"@@@",
-    ]
-    .concat()
-}
-
-fn device_index_key(device_key_id: &str) -> Vec<u8> {
-    [b"k/", device_key_id.as_bytes()].concat()
-}
-
-fn instance_count_key(instance_id: &str) -> Vec<u8> {
-    [b"c/", instance_id.as_bytes()].concat()
-}
-
-fn group_count_key(instance_id: &str, group_id: &str) -> Vec<u8> {
-    [b"g/", instance_id.as_bytes(), b"\0", group_id.as_bytes()].concat()
-}
-
-fn group_of(client_id: &str) -> &str {
-    client_id.split("@@@").next().unwrap_or(client_id)
-}
-
-fn meta_key(name: &str) -> Vec<u8> {
-    [b"m/x/", name.as_bytes()].concat()
-}
-
-fn revision_key(revision: u64) -> Vec<u8> {
-    [b"r/".as_slice(), &revision.to_be_bytes()].concat()
 }
 
 impl SledStore {
@@ -542,79 +474,4 @@ impl Drop for SledStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unknown_stored_revocation_kind_is_a_corrupt_record() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SledStore::open(dir.path()).expect("open");
-        let record = RevocationRecord {
-            revision: 1,
-            kind: 99,
-            ..RevocationRecord::default()
-        };
-        store
-            .db
-            .insert(revision_key(1), record.encode_to_vec())
-            .expect("insert");
-        match store.revocations(1, 10) {
-            Err(StoreError::Corrupt { key, reason }) => {
-                assert_eq!(key, hex(&revision_key(1)));
-                assert!(reason.contains("unknown revocation kind 99"), "{reason}");
-            }
-            other => panic!("expected a corrupt record, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_database_with_the_old_on_disk_token_indexes_loses_them_and_keeps_its_tokens() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let id: TokenId = [7; 16];
-        let record = TokenRecord {
-            instance_id: "i1".into(),
-            creator: "k1".into(),
-            expire_ms: 5_000,
-            read: true,
-            ..TokenRecord::default()
-        };
-        {
-            // What an earlier version left: the record, its two index entries and counters.
-            let db = sled::Config::new()
-                .path(dir.path().join("db"))
-                .open()
-                .expect("sled opens");
-            db.insert(token_key(&id), record.encode_to_vec())
-                .expect("insert");
-            db.insert(
-                [b"x/".as_slice(), &5_000u64.to_be_bytes(), &id].concat(),
-                b"",
-            )
-            .expect("insert");
-            db.insert([b"l/i1\0k1\0".as_slice(), &id].concat(), b"")
-                .expect("insert");
-            for key in ["m/token_index", "m/n_tokens", "m/n_revoked"] {
-                db.insert(key, &1u64.to_be_bytes()).expect("insert");
-            }
-            db.flush().expect("flush");
-        }
-        let store = SledStore::open(dir.path()).expect("open");
-        assert_eq!(
-            store.expired_tokens(i64::MAX, 10).unwrap(),
-            vec![(id, 5_000)]
-        );
-        assert_eq!(
-            store.instance_tokens("i1", None, None, 10).unwrap().len(),
-            1
-        );
-        assert_eq!(store.counts().unwrap().tokens, 1);
-        for prefix in [b"x/".as_slice(), b"l/".as_slice()] {
-            assert_eq!(
-                store.db.scan_prefix(prefix).count(),
-                0,
-                "old index entries are gone"
-            );
-        }
-        assert!(store.db.get("m/n_tokens").expect("read").is_none());
-    }
-}
+mod tests;
