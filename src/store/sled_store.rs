@@ -463,10 +463,10 @@ impl Store for SledStore {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        // Whatever was accepted reaches the log and sled before sled closes (its own drop
-        // flushes it), so a clean stop leaves nothing for the next start to replay.
+        // Whatever was accepted reaches the log and sled, and sled is flushed before the log
+        // files go, so a clean stop leaves nothing for the next start to replay.
         if let Some(wal) = &self.wal {
-            if let Err(e) = wal.flush() {
+            if let Err(e) = wal.close() {
                 tracing::error!(error = %e, "closing the store: the last writes could not be made durable");
             }
         }

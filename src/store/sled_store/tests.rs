@@ -76,3 +76,24 @@ fn a_database_with_the_old_on_disk_token_indexes_loses_them_and_keeps_its_tokens
     }
     assert!(store.db.get("m/n_tokens").expect("read").is_none());
 }
+
+#[test]
+fn a_clean_close_leaves_no_log_to_replay_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        store
+            .write_keys(vec![(b"z/close".to_vec(), Some(b"kept".to_vec()))])
+            .expect("write");
+    }
+    let left = wal_record::files(&dir.path().join("wal")).expect("list");
+    assert!(
+        left.is_empty(),
+        "log files left after a clean close: {left:?}"
+    );
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.get(b"z/close").expect("read").as_deref(),
+        Some(b"kept".as_slice())
+    );
+}

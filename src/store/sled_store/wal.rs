@@ -274,6 +274,25 @@ impl Wal {
         let _ = sync_dir(&self.dir);
     }
 
+    /// Closes the log on a clean stop: makes the last batches durable, flushes sled and
+    /// deletes every log file, so the next start has nothing to replay (a replay, and the
+    /// line it logs, then means the process did not stop cleanly).
+    ///
+    /// # Errors
+    /// A write, sync or delete failed; the files that remain are replayed at the next start.
+    pub(super) fn close(self: &Arc<Self>) -> StoreResult<()> {
+        self.flush()?;
+        let _one = lock(&self.checkpointing);
+        let segment = lock(&self.segment);
+        // No batch can arrive now: the store is being dropped by its last holder.
+        self.db.flush()?;
+        let closed = std::mem::take(&mut *lock(&self.closed));
+        for path in closed.iter().map(|c| &c.path).chain([&segment.path]) {
+            std::fs::remove_file(path).map_err(|e| io_error("removing", path, e))?;
+        }
+        sync_dir(&self.dir)
+    }
+
     /// Bytes of the log's files.
     pub(super) fn size_on_disk(&self) -> u64 {
         let Ok(files) = super::wal_record::files(&self.dir) else {
