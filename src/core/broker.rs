@@ -389,7 +389,7 @@ impl Core {
 
     fn seal(&self, session: &Session) -> String {
         let payload = session.encode_to_vec();
-        let tag = crypto::hmac_sha256(self.keyring.session_mac_key(), &[&payload]);
+        let tag = self.keyring.session_mac_key().mac(&[&payload]);
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(&payload),
@@ -404,7 +404,7 @@ impl Core {
         let (payload, tag) = handle.split_once('.')?;
         let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        let expected = crypto::hmac_sha256(self.keyring.session_mac_key(), &[&payload]);
+        let expected = self.keyring.session_mac_key().mac(&[&payload]);
         if !crypto::constant_time_eq(&expected, &tag) {
             return None;
         }

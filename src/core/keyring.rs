@@ -77,16 +77,21 @@ impl Purpose {
     }
 }
 
+/// One master key and the keys derived from it that requests use, kept with their HMAC pads
+/// already hashed (see [`crypto::HmacSha256Key`]).
 struct MasterKey {
     secret: [u8; 32],
-    token_mac: [u8; 32],
+    token_mac: crypto::HmacSha256Key,
+    /// HMAC under the secret with the device-secret label absorbed: a device CONNECT derives
+    /// its device's secret from it.
+    device_secret: crypto::HmacSha256Key,
 }
 
 /// The loaded keyring.
 pub struct Keyring {
     active: u32,
     keys: BTreeMap<u32, MasterKey>,
-    session_mac: [u8; 32],
+    session_mac: crypto::HmacSha256Key,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -192,8 +197,17 @@ impl Keyring {
             let secret: [u8; 32] = raw
                 .try_into()
                 .map_err(|_| invalid(format!("key {} is not 32 bytes", entry.id)))?;
-            let token_mac = derive(&secret, Purpose::TokenMac, b"");
-            keys.insert(entry.id, MasterKey { secret, token_mac });
+            let token_mac =
+                crypto::HmacSha256Key::new(&derive(&secret, Purpose::TokenMac, b""), b"");
+            let device_secret = crypto::HmacSha256Key::new(&secret, Purpose::DeviceSecret.label());
+            keys.insert(
+                entry.id,
+                MasterKey {
+                    secret,
+                    token_mac,
+                    device_secret,
+                },
+            );
         }
         let Some(active) = keys.get(&file.active) else {
             return Err(invalid(format!(
@@ -203,7 +217,8 @@ impl Keyring {
         };
         // Session handles live only as long as a broker connection; they always use the
         // active key, and a rotation simply makes brokers re-authenticate.
-        let session_mac = derive(&active.secret, Purpose::SessionMac, b"");
+        let session_mac =
+            crypto::HmacSha256Key::new(&derive(&active.secret, Purpose::SessionMac, b""), b"");
         Ok(Self {
             active: file.active,
             keys,
@@ -235,12 +250,12 @@ impl Keyring {
     }
 
     /// The token MAC key with this id, if the keyring has it.
-    pub fn token_mac_key(&self, id: u32) -> Option<&[u8; 32]> {
+    pub fn token_mac_key(&self, id: u32) -> Option<&crypto::HmacSha256Key> {
         self.keys.get(&id).map(|k| &k.token_mac)
     }
 
     /// The MAC key for broker session handles.
-    pub fn session_mac_key(&self) -> &[u8; 32] {
+    pub fn session_mac_key(&self) -> &crypto::HmacSha256Key {
         &self.session_mac
     }
 
@@ -261,7 +276,8 @@ impl Keyring {
     /// `DC.` + 32 URL-safe characters (192 bits).
     pub fn device_secret(&self, keyring_id: u32, device_key_id: &str) -> Option<String> {
         let key = self.keys.get(&keyring_id)?;
-        let raw = derive(&key.secret, Purpose::DeviceSecret, device_key_id.as_bytes());
+        // derive(secret, DeviceSecret, id), with the key and the label hashed once at load.
+        let raw = key.device_secret.mac(&[device_key_id.as_bytes()]);
         let mut s = URL_SAFE_NO_PAD.encode(raw);
         s.truncate(32);
         Some(format!("DC.{s}"))
@@ -290,4 +306,36 @@ pub fn write_private_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prehashed_keys_derive_what_the_plain_derivation_does() {
+        // Outstanding tokens, handles and device secrets depend on these derivations: the
+        // keys kept with their pads hashed must give exactly HMAC(secret, label || data).
+        let secret = [42u8; 32];
+        let json = format!(
+            r#"{{"active":1,"keys":[{{"id":1,"secret":"{}","created_ms":0}}]}}"#,
+            STANDARD.encode(secret)
+        );
+        let keyring = Keyring::parse(Path::new("k.json"), json.as_bytes()).expect("valid");
+        let token_mac = crypto::hmac_sha256(&secret, &[b"mqtt-tokend/token-mac/v1"]);
+        let message: [&[u8]; 3] = [b"inst", &[0], b"0123456789abcdef"];
+        assert_eq!(
+            keyring.token_mac_key(1).expect("key 1").mac(&message),
+            crypto::hmac_sha256(&token_mac, &message)
+        );
+        let session_mac = crypto::hmac_sha256(&secret, &[b"mqtt-tokend/session-mac/v1"]);
+        assert_eq!(
+            keyring.session_mac_key().mac(&[b"payload"]),
+            crypto::hmac_sha256(&session_mac, &[b"payload"])
+        );
+        let raw = crypto::hmac_sha256(&secret, &[b"mqtt-tokend/device-secret/v1\0", b"DC.x"]);
+        let expected = format!("DC.{}", &URL_SAFE_NO_PAD.encode(raw)[..32]);
+        assert_eq!(keyring.device_secret(1, "DC.x"), Some(expected));
+        assert_eq!(keyring.device_secret(2, "DC.x"), None);
+    }
 }

@@ -130,8 +130,8 @@ pub(crate) struct VerifiedToken {
     pub id: TokenId,
 }
 
-fn mac(key: &[u8; 32], instance_id: &str, id: &TokenId) -> [u8; 32] {
-    crypto::hmac_sha256(key, &[instance_id.as_bytes(), &[0], id])
+fn mac(key: &crypto::HmacSha256Key, instance_id: &str, id: &TokenId) -> [u8; 32] {
+    key.mac(&[instance_id.as_bytes(), &[0], id])
 }
 
 /// What starts every token handle; no token starts with it (tokens start with a digit).
