@@ -257,6 +257,16 @@ async fn garbled_forged_and_other_instance_tokens_are_false() {
     let forged = String::from_utf8(forged).unwrap();
     let parts: Vec<&str> = token.split('.').collect();
     let swapped_kid = format!("9.{}.{}", parts[1], parts[2]);
+    // Parts one character short or long, padded, or not canonical Base64: the last
+    // character of the id carries 4 bits that must be zero (a valid id ends in A, Q, g or w;
+    // B sets one of the 4).
+    let (kid, id, tag) = (parts[0], parts[1], parts[2]);
+    let short_id = format!("{kid}.{}.{tag}", &id[..id.len() - 1]);
+    let long_id = format!("{kid}.{id}A.{tag}");
+    let short_tag = format!("{kid}.{id}.{}", &tag[..tag.len() - 1]);
+    let long_tag = format!("{kid}.{id}.{tag}A");
+    let padded_tag = format!("{kid}.{id}.{tag}=");
+    let loose_id = format!("{kid}.{}B.{tag}", &id[..id.len() - 1]);
     for bad in [
         "garbage",
         "1.2.3",
@@ -264,6 +274,12 @@ async fn garbled_forged_and_other_instance_tokens_are_false() {
         "1..",
         &forged,
         &swapped_kid,
+        &short_id,
+        &long_id,
+        &short_tag,
+        &long_tag,
+        &padded_tag,
+        &loose_id,
         &"x".repeat(10_000),
         "🦀.🦀.🦀",
         &format!("{token}.extra"),

@@ -21,7 +21,10 @@ use base64::{
 use prost::Message;
 
 use super::{
-    device::check_client_id, now_ms, token::fingerprint, token::TokenState, Caller, Core, Result,
+    device::check_client_id,
+    now_ms,
+    token::{decode_exact, fingerprint, TokenState},
+    Caller, Core, Result,
 };
 use crate::store::TokenId;
 
@@ -402,8 +405,8 @@ impl Core {
             return None;
         }
         let (payload, tag) = handle.split_once('.')?;
+        let tag: [u8; 32] = decode_exact(tag)?;
         let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         let expected = self.keyring.session_mac_key().mac(&[&payload]);
         if !crypto::constant_time_eq(&expected, &tag) {
             return None;

@@ -134,21 +134,34 @@ fn mac(key: &crypto::HmacSha256Key, instance_id: &str, id: &TokenId) -> [u8; 32]
     key.mac(&[instance_id.as_bytes(), &[0], id])
 }
 
+/// The `N` bytes that `encoded` (URL-safe Base64 without padding) holds, or None if it holds
+/// any other number of bytes or is not canonical Base64.
+pub(crate) fn decode_exact<const N: usize>(encoded: &str) -> Option<[u8; N]> {
+    if encoded.len() != (N * 4).div_ceil(3) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    match URL_SAFE_NO_PAD.decode_slice(encoded, &mut out) {
+        Ok(n) if n == N => Some(out),
+        _ => None,
+    }
+}
+
 /// What starts every token handle; no token starts with it (tokens start with a digit).
 const HANDLE_PREFIX: &str = "th_";
 
 /// The handle of the token with this id: `th_` and the id in URL-safe Base64.
 pub fn handle(id: &TokenId) -> String {
-    format!("{HANDLE_PREFIX}{}", URL_SAFE_NO_PAD.encode(id))
+    // Built in place: every token CONNECT returns one per token.
+    let mut out = String::with_capacity(HANDLE_PREFIX.len() + 22);
+    out.push_str(HANDLE_PREFIX);
+    URL_SAFE_NO_PAD.encode_string(id, &mut out);
+    out
 }
 
 /// The token id a handle names, or None if it is not a handle.
 pub fn parse_handle(handle: &str) -> Option<TokenId> {
-    let encoded = handle.strip_prefix(HANDLE_PREFIX)?;
-    if encoded.len() != 22 {
-        return None;
-    }
-    URL_SAFE_NO_PAD.decode(encoded).ok()?.try_into().ok()
+    decode_exact(handle.strip_prefix(HANDLE_PREFIX)?)
 }
 
 /// The token fingerprint brokers match revocation events with, from the client crate so both
@@ -196,8 +209,10 @@ impl Core {
             return None;
         }
         let key = self.keyring.token_mac_key(kid.parse().ok()?)?;
-        let id: TokenId = URL_SAFE_NO_PAD.decode(id).ok()?.try_into().ok()?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        // Decoded into fixed buffers (every QueryToken and CONNECT checks one): a part of
+        // the wrong length cannot be a token's, so it is refused before decoding.
+        let id: TokenId = decode_exact(id)?;
+        let tag: [u8; 32] = decode_exact(tag)?;
         if !crypto::constant_time_eq(&mac(key, instance_id, &id), &tag) {
             return None;
         }
