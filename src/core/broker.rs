@@ -141,6 +141,17 @@ fn password_matches(secret: &str, client_id: &str, presented: &str) -> bool {
 
 type Decision<T> = std::result::Result<T, DenyReason>;
 
+/// What [`Core::resolve`] builds: the whole grant a CONNECT answers with, or only what a topic
+/// check reads (the publish and subscribe filters, unsorted; no token references).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    /// AuthenticateConnect: its credential was read and checked by `verify_credentials` for
+    /// this very call.
+    Connect,
+    /// AuthorizeTopic: the credential is looked up again, the grant is only checked.
+    Topics,
+}
+
 impl Core {
     /// AuthenticateConnect: checks an MQTT CONNECT's client id, username and password.
     ///
@@ -157,7 +168,9 @@ impl Core {
             Ok(s) => s,
             Err(reason) => return Ok(ConnectDecision::Deny(reason)),
         };
-        Ok(match self.resolve(caller, &session)? {
+        // A device credential was just read and checked by `verify_credentials`: reading it
+        // again would answer the same.
+        Ok(match self.resolve(caller, &session, Detail::Connect)? {
             Ok(grant) => ConnectDecision::Allow {
                 grant,
                 session_handle: self.seal(&session),
@@ -183,8 +196,9 @@ impl Core {
                 _ => return Ok(Err(DenyReason::InvalidSession)),
             }
         };
+        // Resolved again (a handle is only a reference): the credential must still be live.
         Ok(self
-            .resolve(caller, &session)?
+            .resolve(caller, &session, Detail::Topics)?
             .and_then(|g| g.check(req.action, req.topic)))
     }
 
@@ -300,8 +314,14 @@ impl Core {
         Ok(tokens)
     }
 
-    /// Checks the credential behind a session is still live and computes its grant.
-    fn resolve(&self, caller: &Caller, session: &Session) -> Result<Decision<Grant>> {
+    /// Checks the credential behind a session is still live and computes its grant, in the
+    /// `detail` the caller needs.
+    fn resolve(
+        &self,
+        caller: &Caller,
+        session: &Session,
+        detail: Detail,
+    ) -> Result<Decision<Grant>> {
         if !caller.allowed_on(&session.instance_id) {
             return Ok(Err(DenyReason::InstanceMismatch));
         }
@@ -340,29 +360,39 @@ impl Core {
                     {
                         return Ok(Err(DenyReason::TokenTypeMismatch));
                     }
-                    if t.tag & TAG_R != 0 {
-                        grant.subscribe.extend(record.resources.iter().cloned());
-                    }
-                    if t.tag & TAG_W != 0 {
-                        grant.publish.extend(record.resources.iter().cloned());
-                    }
                     grant.expire_time = if grant.expire_time == 0 {
                         record.expire_ms
                     } else {
                         grant.expire_time.min(record.expire_ms)
                     };
-                    grant.token_fingerprints.push(t.fingerprint.clone());
-                    grant.tokens.push(GrantToken {
-                        fingerprint: t.fingerprint.clone(),
-                        token_handle: super::token::handle(&id),
-                        access_key_id: record.creator,
-                        minted_revision: record.minted_revision,
-                    });
+                    // The record is ours: its filters move into the grant (copied once for RW).
+                    match (t.tag & TAG_R != 0, t.tag & TAG_W != 0) {
+                        (true, true) => {
+                            grant.subscribe.extend(record.resources.iter().cloned());
+                            grant.publish.extend(record.resources);
+                        }
+                        (true, false) => grant.subscribe.extend(record.resources),
+                        (false, true) => grant.publish.extend(record.resources),
+                        (false, false) => {}
+                    }
+                    if detail == Detail::Connect {
+                        grant.token_fingerprints.push(t.fingerprint.clone());
+                        grant.tokens.push(GrantToken {
+                            fingerprint: t.fingerprint.clone(),
+                            token_handle: super::token::handle(&id),
+                            access_key_id: record.creator,
+                            minted_revision: record.minted_revision,
+                        });
+                    }
                 }
-                grant.publish.sort();
-                grant.publish.dedup();
-                grant.subscribe.sort();
-                grant.subscribe.dedup();
+                // A topic check only asks whether some filter matches: order and duplicates
+                // matter to the grant a broker receives, not to the answer.
+                if detail == Detail::Connect {
+                    grant.publish.sort();
+                    grant.publish.dedup();
+                    grant.subscribe.sort();
+                    grant.subscribe.dedup();
+                }
             }
             Some(AuthMode::Signature) => {
                 match self.access_key(&session.key_id) {
@@ -375,11 +405,14 @@ impl Core {
                 grant.subscribe = everything();
             }
             Some(AuthMode::DeviceCredential) => {
-                match self.store.device_by_key(&session.key_id)? {
-                    Some(r)
-                        if r.client_id == session.client_id
-                            && r.instance_id == session.instance_id => {}
-                    _ => return Ok(Err(DenyReason::CredentialNotFound)),
+                // On CONNECT `verify_credentials` has just read it and checked the same.
+                if detail == Detail::Topics {
+                    match self.store.device_by_key(&session.key_id)? {
+                        Some(r)
+                            if r.client_id == session.client_id
+                                && r.instance_id == session.instance_id => {}
+                        _ => return Ok(Err(DenyReason::CredentialNotFound)),
+                    }
                 }
                 grant.mode = AuthMode::DeviceCredential;
                 grant.publish = everything();
@@ -393,11 +426,12 @@ impl Core {
     fn seal(&self, session: &Session) -> String {
         let payload = session.encode_to_vec();
         let tag = self.keyring.session_mac_key().mac(&[&payload]);
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(tag)
-        )
+        // `<payload>.<tag>`, both URL-safe Base64 without padding, written into one buffer.
+        let mut handle = String::with_capacity((payload.len() * 4).div_ceil(3) + 1 + 43);
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut handle);
+        handle.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag, &mut handle);
+        handle
     }
 
     fn unseal(&self, handle: &str) -> Option<Session> {
