@@ -242,6 +242,36 @@ async fn expiry_is_capped_to_thirty_days_and_resources_normalised() {
 }
 
 #[tokio::test]
+async fn every_response_on_one_connection_carries_its_own_request_id() {
+    // The header is sent without HPACK indexing; hundreds of responses on one connection (more
+    // than a header table holds) must each decode to their own id, equal to the body's, as
+    // must an error's.
+    let ts = TestServer::start().await;
+    let mut c = ts.tokens(&ts.root);
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..300 {
+        let id = if i % 50 == 49 {
+            let status = c.query_token(query("")).await.unwrap_err();
+            assert_eq!(code_of(&status), "InvalidParameter.Token");
+            let header = status.metadata().get("x-request-id").expect("x-request-id");
+            header.to_str().unwrap().to_owned()
+        } else {
+            let response = c.query_token(query("not-a-token")).await.unwrap();
+            let header = response
+                .metadata()
+                .get("x-request-id")
+                .expect("x-request-id");
+            let header = header.to_str().unwrap().to_owned();
+            assert_eq!(header, response.into_inner().request_id);
+            header
+        };
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(id, id.to_uppercase());
+        assert!(seen.insert(id), "request ids repeat");
+    }
+}
+
+#[tokio::test]
 async fn garbled_forged_and_other_instance_tokens_are_false() {
     let ts = TestServer::start().await;
     let mut c = ts.tokens(&ts.root);

@@ -23,7 +23,10 @@ mod token;
 
 use std::sync::Arc;
 
-use tonic::{metadata::MetadataMap, Request, Response, Status};
+use tonic::{
+    metadata::{Ascii, MetadataMap, MetadataValue},
+    Request, Response, Status,
+};
 
 use crate::{
     core::{audit::Target, new_request_id, Caller, Core, Error},
@@ -140,11 +143,22 @@ impl<'a> Ctx<'a> {
             return Err(status::to_status(&e, &self.request_id));
         }
         let mut response = Response::new(message);
-        if let Ok(v) = self.request_id.parse() {
+        if let Some(v) = request_id_metadata(&self.request_id) {
             response.metadata_mut().insert("x-request-id", v);
         }
         Ok(response)
     }
+}
+
+/// The `x-request-id` value of a response (None only if the id were not ASCII, which ours
+/// always are). Marked sensitive so that HPACK sends it as a literal *never indexed*: the
+/// value is unique per response, and indexing it cost both ends a header-table insertion per
+/// call that evicted the entries worth keeping (content-type, grpc-status), and made every
+/// later lookup walk a chain of dead ids. The bytes the client reads are the same.
+pub(crate) fn request_id_metadata(request_id: &str) -> Option<MetadataValue<Ascii>> {
+    let mut value = MetadataValue::try_from(request_id).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 fn authenticate(core: &Core, metadata: &MetadataMap) -> Result<Caller, Error> {
@@ -233,4 +247,20 @@ pub(crate) async fn open<'a, T>(
         .map_err(|e| status::to_status(&e, &new_request_id()))?;
     let ctx = Ctx::new(core, request.metadata(), request.remote_addr(), rpc)?;
     Ok((ctx, request.into_inner()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_metadata_is_the_id_and_never_indexed() {
+        let id = new_request_id();
+        let value = request_id_metadata(&id).expect("request ids are ASCII");
+        assert_eq!(value.to_str().expect("ascii"), id);
+        assert!(
+            value.is_sensitive(),
+            "HPACK must not index a value unique per response"
+        );
+    }
 }

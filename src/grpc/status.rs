@@ -60,7 +60,7 @@ pub fn to_status(err: &Error, request_id: &str) -> Status {
     }
     let details = ErrorDetails::with_error_info(alibaba.clone(), ERROR_DOMAIN, metadata);
     let mut status = Status::with_error_details(code, format!("{alibaba}: {err}"), details);
-    if let Ok(v) = request_id.parse() {
+    if let Some(v) = super::request_id_metadata(request_id) {
         status.metadata_mut().insert("x-request-id", v);
     }
     if let Error::RevisionCompacted { oldest, .. } = err {
