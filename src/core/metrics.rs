@@ -23,6 +23,8 @@ use prometheus_client::{
 
 use super::Counts;
 
+mod ok_series;
+
 /// Prefix of every metric name.
 pub const PREFIX: &str = "mqtt_tokend";
 
@@ -85,6 +87,8 @@ pub struct Metrics {
     audit_failures: Counter,
     tls_reloads: Family<ResultLabels, Counter>,
     tls_handshake_failures: Family<ListenerLabels, Counter>,
+    /// Handles to the OK series of `requests` and `request_seconds`, by operation.
+    ok: ok_series::OkTable,
     // Set from the core and the store at scrape time.
     revision: Gauge,
     oldest_revision: Gauge,
@@ -138,6 +142,7 @@ impl Metrics {
             audit_failures: Counter::default(),
             tls_reloads: Family::default(),
             tls_handshake_failures: Family::default(),
+            ok: ok_series::OkTable::new(),
             revision: Gauge::default(),
             oldest_revision: Gauge::default(),
             tokens: Gauge::default(),
@@ -292,6 +297,26 @@ impl Metrics {
         code: Cow<'static, str>,
         elapsed: Duration,
     ) {
+        if code == "OK" {
+            let make = || {
+                let labels = RequestLabels {
+                    transport,
+                    operation,
+                    code: Cow::Borrowed("OK"),
+                };
+                let op = OperationLabels {
+                    transport,
+                    operation,
+                };
+                let count = self.requests.get_or_create(&labels).clone();
+                (count, self.request_seconds.get_or_create(&op).clone())
+            };
+            if let Some(series) = self.ok.get(transport, operation, make) {
+                series.count.inc();
+                series.seconds.observe(elapsed.as_secs_f64());
+                return;
+            }
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 transport,
