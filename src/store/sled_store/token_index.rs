@@ -88,9 +88,29 @@ impl TokenIndex {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a stored token (while the store opens).
-    pub(super) fn load(&self, id: TokenId, t: &Indexed) {
-        self.lock().add(id, t);
+    /// Replaces the indexes with the stored tokens (while the store opens). Built from sorted
+    /// vectors, not token by token: a million single inserts spent most of a restart in
+    /// B-tree node splits and key comparisons (docs/benchmarks.md).
+    pub(super) fn rebuild<E>(
+        &self,
+        tokens: impl Iterator<Item = Result<(TokenId, Indexed), E>>,
+    ) -> Result<(), E> {
+        let mut fresh = Inner::default();
+        let mut by_expiry = Vec::new();
+        let mut by_owner = Vec::new();
+        for item in tokens {
+            let (id, t) = item?;
+            let (instance, creator) = (fresh.name(&t.instance_id), fresh.name(&t.creator));
+            by_expiry.push((t.expire_ms, id));
+            by_owner.push((instance, creator, id));
+            fresh.tokens += 1;
+            fresh.revoked += u64::from(t.revoked);
+        }
+        // `FromIterator` sorts, then builds the tree bottom-up in one pass.
+        fresh.by_expiry = by_expiry.into_iter().collect();
+        fresh.by_owner = by_owner.into_iter().collect();
+        *self.lock() = fresh;
+        Ok(())
     }
 
     /// Applies the token changes of a committed batch, in order.
@@ -205,5 +225,35 @@ mod tests {
         assert_eq!(index.counts(), (3, 0));
         assert_eq!(ids(index.owned("i1", Some("k1"), None, 10)), [2]);
         assert_eq!(index.expired(20, 10).len(), 2);
+    }
+
+    #[test]
+    fn a_rebuild_from_stored_tokens_indexes_like_changes_do() {
+        let tokens = [
+            ([3; 16], token("i1", "k2", 30)),
+            ([1; 16], token("i1", "k1", 20)),
+            ([2; 16], token("i2", "k1", 10)),
+        ];
+        let rebuilt = TokenIndex::default();
+        rebuilt.apply(&[([9; 16], None, Some(token("old", "old", 1)))]);
+        rebuilt
+            .rebuild(tokens.iter().cloned().map(Ok::<_, ()>))
+            .expect("no error");
+        let applied = TokenIndex::default();
+        let changes: Vec<Change> = tokens
+            .into_iter()
+            .map(|(id, t)| (id, None, Some(t)))
+            .collect();
+        applied.apply(&changes);
+        assert_eq!(rebuilt.counts(), (3, 0), "what was there before is gone");
+        assert_eq!(rebuilt.expired(i64::MAX, 10), applied.expired(i64::MAX, 10));
+        for instance in ["i1", "i2", "old"] {
+            assert_eq!(
+                rebuilt.owned(instance, None, None, 10),
+                applied.owned(instance, None, None, 10)
+            );
+        }
+        let failed = rebuilt.rebuild([Err("disk")].into_iter());
+        assert_eq!(failed, Err("disk"));
     }
 }

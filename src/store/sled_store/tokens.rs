@@ -64,16 +64,15 @@ impl SledStore {
         if !old_meta.is_empty() {
             self.write_keys(old_meta)?;
         }
-        for item in self.scan_prefix(b"t/") {
+        self.tokens.rebuild(self.scan_prefix(b"t/").map(|item| {
             let (key, value) = item?;
             let id: TokenId = key[2..].try_into().map_err(|_| StoreError::Corrupt {
                 key: hex(&key),
                 reason: "bad token key".into(),
             })?;
             let record: IssuedToken = decode_into::<TokenRecord, _>(&key, &value)?;
-            self.tokens.load(id, &Indexed::from(&record));
-        }
-        Ok(())
+            Ok((id, Indexed::from(&record)))
+        }))
     }
 
     pub(super) fn list_instance_tokens(
