@@ -21,13 +21,13 @@ impl AccessKeyService for AccessKeyGrpc {
     ) -> Result<Response<proto::CreateAccessKeyResponse>, Status> {
         let (mut ctx, req) = open(&self.0, request, "CreateAccessKey").await?;
         let instances = req.instance_ids.join(",");
-        ctx.audit(Target::instance(&instances));
+        ctx.audit(|| Target::instance(&instances));
         let created = self
             .0
             .create_access_key(&ctx.caller, req.instance_ids, req.description)
             .await
             .map_err(|e| ctx.err(e))?;
-        ctx.audit(Target::instance(&instances).with_key(&created.access_key_id));
+        ctx.audit(|| Target::instance(&instances).with_key(&created.access_key_id));
         ctx.respond(proto::CreateAccessKeyResponse {
             access_key_id: created.access_key_id,
             access_key_secret: created.access_key_secret,
@@ -64,7 +64,7 @@ impl AccessKeyService for AccessKeyGrpc {
         request: Request<proto::DeleteAccessKeyRequest>,
     ) -> Result<Response<proto::DeleteAccessKeyResponse>, Status> {
         let (mut ctx, req) = open(&self.0, request, "DeleteAccessKey").await?;
-        ctx.audit(Target::key(&req.access_key_id));
+        ctx.audit(|| Target::key(&req.access_key_id));
         self.0
             .delete_access_key(&ctx.caller, &req.access_key_id)
             .await

@@ -31,15 +31,15 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
         request: Request<proto::RegisterDeviceCredentialRequest>,
     ) -> Result<Response<proto::RegisterDeviceCredentialResponse>, Status> {
         let (mut ctx, req) = open(&self.0, request, "RegisterDeviceCredential").await?;
-        ctx.audit(Target::device(&req.instance_id, &req.client_id));
+        ctx.audit(|| Target::device(&req.instance_id, &req.client_id));
         let cred = self
             .0
             .register_device(&ctx.caller, &req.instance_id, &req.client_id)
             .await
             .map_err(|e| ctx.err(e))?;
-        ctx.audit(
-            Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id),
-        );
+        ctx.audit(|| {
+            Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id)
+        });
         ctx.respond(proto::RegisterDeviceCredentialResponse {
             device_credential: Some(to_proto(cred)),
             request_id: ctx.request_id.clone(),
@@ -66,15 +66,15 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
         request: Request<proto::RefreshDeviceCredentialRequest>,
     ) -> Result<Response<proto::RefreshDeviceCredentialResponse>, Status> {
         let (mut ctx, req) = open(&self.0, request, "RefreshDeviceCredential").await?;
-        ctx.audit(Target::device(&req.instance_id, &req.client_id));
+        ctx.audit(|| Target::device(&req.instance_id, &req.client_id));
         let cred = self
             .0
             .refresh_device(&ctx.caller, &req.instance_id, &req.client_id)
             .await
             .map_err(|e| ctx.err(e))?;
-        ctx.audit(
-            Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id),
-        );
+        ctx.audit(|| {
+            Target::device(&req.instance_id, &req.client_id).with_key(&cred.device_access_key_id)
+        });
         ctx.respond(proto::RefreshDeviceCredentialResponse {
             device_credential: Some(to_proto(cred)),
             request_id: ctx.request_id.clone(),
@@ -86,7 +86,7 @@ impl DeviceCredentialService for DeviceCredentialGrpc {
         request: Request<proto::UnRegisterDeviceCredentialRequest>,
     ) -> Result<Response<proto::UnRegisterDeviceCredentialResponse>, Status> {
         let (mut ctx, req) = open(&self.0, request, "UnRegisterDeviceCredential").await?;
-        ctx.audit(Target::device(&req.instance_id, &req.client_id));
+        ctx.audit(|| Target::device(&req.instance_id, &req.client_id));
         self.0
             .unregister_device(&ctx.caller, &req.instance_id, &req.client_id)
             .await

@@ -109,9 +109,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// Says what a mutating call acts on, for its audit line (set again as more is known,
-    /// e.g. the token once it is minted).
-    pub(crate) fn audit(&mut self, target: Target) {
-        self.target = target;
+    /// e.g. the token once it is minted). Built only when the audit log is on: a token's
+    /// target hashes the token.
+    pub(crate) fn audit(&mut self, target: impl FnOnce() -> Target) {
+        if self.core.audit_enabled() {
+            self.target = target();
+        }
     }
 
     fn finish(&self, outcome: Result<(), Error>) -> Result<(), Error> {

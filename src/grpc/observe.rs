@@ -39,6 +39,10 @@ impl Call {
         metadata: &MetadataMap,
         err: Error,
     ) -> Error {
+        if !core.audit_enabled() {
+            self.record(core, &err);
+            return err;
+        }
         let code = err.code();
         let event = AuditEvent::now(
             request_id,
@@ -67,7 +71,7 @@ impl Call {
         target: &Target,
         outcome: Result<(), Error>,
     ) -> Result<(), Error> {
-        let outcome = if is_mutating(self.rpc) {
+        let outcome = if is_mutating(self.rpc) && core.audit_enabled() {
             let code = match &outcome {
                 Ok(()) => Cow::Borrowed("OK"),
                 Err(e) => Cow::Owned(e.code()),

@@ -69,7 +69,7 @@ impl TokenService for TokenGrpc {
         request: Request<proto::ApplyTokenRequest>,
     ) -> Result<Response<proto::ApplyTokenResponse>, Status> {
         let (mut ctx, req) = open(&self.0, request, "ApplyToken").await?;
-        ctx.audit(Target::instance(&req.instance_id));
+        ctx.audit(|| Target::instance(&req.instance_id));
         let instance_id = req.instance_id.clone();
         let actions = actions(&req.actions).map_err(|e| ctx.err(e))?;
         let applied = self
@@ -85,7 +85,7 @@ impl TokenService for TokenGrpc {
             )
             .await
             .map_err(|e| ctx.err(e))?;
-        ctx.audit(Target::token(&instance_id, &applied.token).with_handle(&applied.handle));
+        ctx.audit(|| Target::token(&instance_id, &applied.token).with_handle(&applied.handle));
         ctx.respond(proto::ApplyTokenResponse {
             token: applied.token,
             request_id: ctx.request_id.clone(),
@@ -114,7 +114,7 @@ impl TokenService for TokenGrpc {
         request: Request<proto::RevokeTokenRequest>,
     ) -> Result<Response<proto::RevokeTokenResponse>, Status> {
         let (mut ctx, req) = open(&self.0, request, "RevokeToken").await?;
-        ctx.audit(Target::token(&req.instance_id, &req.token));
+        ctx.audit(|| Target::token(&req.instance_id, &req.token));
         let revision = self
             .0
             .revoke_token(&ctx.caller, &req.instance_id, &req.token)
@@ -156,19 +156,19 @@ impl TokenService for TokenGrpc {
         let target = Target::instance(&req.instance_id);
         let scope = match req.scope {
             Some(Scope::TokenHandle(h)) => {
-                ctx.audit(target.with_handle(&h));
+                ctx.audit(|| target.with_handle(&h));
                 TokenScope::Handle(h)
             }
             Some(Scope::AccessKeyId(k)) => {
-                ctx.audit(target.with_key(&k));
+                ctx.audit(|| target.with_key(&k));
                 TokenScope::AccessKey(k)
             }
             Some(Scope::AllTokens(true)) => {
-                ctx.audit(target);
+                ctx.audit(|| target);
                 TokenScope::Instance
             }
             Some(Scope::AllTokens(false)) | None => {
-                ctx.audit(target);
+                ctx.audit(|| target);
                 return Err(ctx.err(Error::ParameterCheckFailed(
                     "one of token_handle, access_key_id, all_tokens (true) is required".into(),
                 )));

@@ -83,6 +83,9 @@ impl<'a> RestCall<'a> {
         authorization: Option<&str>,
         params: &Params,
     ) -> RestError {
+        if !self.core.audit_enabled() {
+            return err;
+        }
         let (_, code, _) = err.describe();
         let presented = match authorization {
             Some(value) => signature::parse_v3_authorization(value)
@@ -114,7 +117,7 @@ impl<'a> RestCall<'a> {
         params: &Params,
         outcome: Result<Fields, RestError>,
     ) -> Result<Fields, RestError> {
-        if !is_mutating(action) {
+        if !is_mutating(action) || !self.core.audit_enabled() {
             return outcome;
         }
         let instance = params.get_or_empty("InstanceId");

@@ -199,6 +199,12 @@ pub fn rfc3339_ms(ms: i64) -> String {
 }
 
 impl Core {
+    /// Whether audit lines are written: transports skip building an [`AuditEvent`] (a
+    /// timestamp and copies of the caller's strings) for every mutating call when not.
+    pub fn audit_enabled(&self) -> bool {
+        self.config.audit.is_enabled()
+    }
+
     /// Writes one audit line (nothing when the audit log is off).
     ///
     /// # Errors
