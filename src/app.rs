@@ -295,10 +295,10 @@ impl Server {
                 Some(tls) => {
                     router
                         .serve_with_incoming_shutdown(
-                            grpc::conn::severable(
+                            grpc::gather::gathered(grpc::conn::severable(
                                 TlsIncoming::new(grpc_listener, tls, metrics),
                                 cut_rx,
-                            ),
+                            )),
                             grpc_shutdown.wait(),
                         )
                         .await?
@@ -307,7 +307,10 @@ impl Server {
                 None => {
                     router
                         .serve_with_incoming_shutdown(
-                            grpc::conn::severable_incoming(grpc_listener, cut_rx),
+                            grpc::gather::gathered(grpc::conn::severable_incoming(
+                                grpc_listener,
+                                cut_rx,
+                            )),
                             grpc_shutdown.wait(),
                         )
                         .await?

@@ -6,7 +6,8 @@
 //! one place, [`Ctx`]: `open` starts a call, `respond` and `err` finish it.
 //!
 //! Children: `status` (error mapping), `observe` (metrics and audit of a call), `conn`
-//! (connections the server can cut at the end of shutdown), `token`, `access_key`, `device`,
+//! (connections the server can cut at the end of shutdown), `gather` (connections that write
+//! the frames of many streams at once), `token`, `access_key`, `device`,
 //! `broker`, `revocation`, `broker_session` (one file per service), `go_auth`
 //! (mosquitto-go-auth's `grpc.AuthService`, served only with `--go-auth-access-key`).
 
@@ -15,6 +16,7 @@ mod broker;
 mod broker_session;
 pub mod conn;
 mod device;
+pub mod gather;
 pub mod go_auth;
 mod observe;
 mod revocation;
