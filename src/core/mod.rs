@@ -10,9 +10,10 @@
 //! `broker` (CONNECT and topic checks), `broker_session` (sessions of brokers that check topics
 //! without the password), `topic` (MQTT topic validation and matching), `limits` (rate
 //! limits), `durability` (group commit), `revocation` (the revocation log), `watch` (its
-//! watchers), `watch_slots` (the per-key limit on watch streams), `maintenance` (background
-//! sweeps), `metrics` (the Prometheus metrics the core and the transports record into; the
-//! operations endpoint only reads them), `hint` (what a client can do about each error).
+//! watchers), `watch_slots` (the per-key limit on watch streams, and their wakers for
+//! shutdown), `maintenance` (background sweeps), `metrics` (the Prometheus metrics the core
+//! and the transports record into; the operations endpoint only reads them), `hint` (what a
+//! client can do about each error).
 
 pub mod access_key;
 pub mod audit;
@@ -299,6 +300,8 @@ impl Core {
     /// elsewhere or later, instead of holding the server's graceful shutdown open.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+        // Idle streams wait on nothing the flag wakes: wake them so they end now.
+        self.watch_slots.wake_all();
     }
 
     /// Ends shutdown, once in-flight calls have drained and the final flush is done: the
