@@ -8,7 +8,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{Arc, Weak},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -64,6 +64,9 @@ pub struct WatchStream {
     _open: GaugeGuard,
     /// This stream's place in its key's limit, given back on drop; wakes it at shutdown.
     slot: WatchSlot,
+    /// The waker last registered in `slot`: the same task polls the stream all its life, so
+    /// registering once spares every wait a touch of the slot's memory.
+    registered: Option<Waker>,
 }
 
 impl WatchStream {
@@ -98,6 +101,7 @@ impl WatchStream {
             done: false,
             _open: core.metrics.watch_stream(),
             slot,
+            registered: None,
         }
     }
 }
@@ -248,7 +252,14 @@ impl WatchStream {
                 Poll::Pending => {
                     // Registered before the check, so a shutdown between the two still wakes
                     // this task.
-                    self.slot.register(cx.waker());
+                    if !self
+                        .registered
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        self.slot.register(cx.waker());
+                        self.registered = Some(cx.waker().clone());
+                    }
                     if self.shutting_down() {
                         return Poll::Ready(Some(Err(Error::ServiceUnavailable)));
                     }
