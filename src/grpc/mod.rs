@@ -8,7 +8,8 @@
 //! Children: `status` (error mapping), `observe` (metrics and audit of a call), `conn`
 //! (connections the server can cut at the end of shutdown), `gather` (connections that write
 //! the frames of many streams at once), `token`, `access_key`, `device`,
-//! `broker`, `revocation`, `broker_session` (one file per service), `go_auth`
+//! `broker`, `revocation`, `broker_session` (one file per service), `watch_body` (the
+//! WatchRevocations response body, one shared frame per event), `go_auth`
 //! (mosquitto-go-auth's `grpc.AuthService`, served only with `--go-auth-access-key`).
 
 mod access_key;
@@ -22,6 +23,7 @@ mod observe;
 mod revocation;
 pub mod status;
 mod token;
+pub mod watch_body;
 
 use std::sync::Arc;
 
@@ -201,8 +203,10 @@ pub struct Services {
     >,
     /// BrokerAuthService.
     pub broker: proto::broker_auth_service_server::BrokerAuthServiceServer<BrokerAuthGrpc>,
-    /// RevocationService.
-    pub revocation: proto::revocation_service_server::RevocationServiceServer<RevocationGrpc>,
+    /// RevocationService, with the watch's own response body.
+    pub revocation: watch_body::WithWatchBody<
+        proto::revocation_service_server::RevocationServiceServer<RevocationGrpc>,
+    >,
     /// BrokerSessionService.
     pub broker_session:
         proto::broker_session_service_server::BrokerSessionServiceServer<BrokerSessionGrpc>,
@@ -231,10 +235,10 @@ impl Services {
                 BrokerSessionGrpc(core.clone()),
             )
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            revocation: revocation_service_server::RevocationServiceServer::new(RevocationGrpc(
-                core,
-            ))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            revocation: watch_body::WithWatchBody(
+                revocation_service_server::RevocationServiceServer::new(RevocationGrpc(core))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            ),
         }
     }
 }

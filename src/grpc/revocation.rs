@@ -1,19 +1,18 @@
-//! RevocationService: WatchRevocations, the core's watch stream converted to the wire.
+//! RevocationService: WatchRevocations, the core's watch stream converted to the wire. The
+//! response body is `super::watch_body`'s, which frames each event once for every stream.
 
 use std::{pin::Pin, sync::Arc};
 
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{open, status::to_status};
+use super::{
+    open,
+    watch_body::{BodySlot, WatchBody},
+};
 use crate::{
-    core::{
-        revocation::RevocationEvent, Core, Error, Field, RevocationKind, WatchItem, WatchStart,
-    },
-    proto::{
-        self, revocation_service_server::RevocationService, watch_revocations_response::Message,
-        StartMode,
-    },
+    core::{revocation::RevocationEvent, Core, Error, Field, RevocationKind, WatchStart},
+    proto::{self, revocation_service_server::RevocationService, StartMode},
 };
 
 /// The RevocationService implementation.
@@ -57,7 +56,7 @@ fn start(mode: i32, revision: u64) -> Result<WatchStart, Error> {
 
 /// The wire form of an event: the API writes "every instance" as an empty instance id and
 /// "never expires" as 0.
-fn event(e: &RevocationEvent) -> proto::RevocationEvent {
+pub(super) fn event(e: &RevocationEvent) -> proto::RevocationEvent {
     proto::RevocationEvent {
         revision: e.revision,
         kind: kind(e.kind).into(),
@@ -89,23 +88,15 @@ impl RevocationService for RevocationGrpc {
             .0
             .watch(&ctx.caller, start, req.instance_ids)
             .map_err(|e| ctx.err(e))?;
-        let request_id = ctx.request_id.clone();
-        let stream = items.map(move |item| {
-            let message = match item {
-                Ok(WatchItem::Event(e)) => Message::Event(event(&e)),
-                Ok(WatchItem::Progress(rev)) => {
-                    Message::Progress(proto::Progress { revision: rev })
-                }
-                Ok(WatchItem::SnapshotEnd(rev)) => {
-                    Message::SnapshotEnd(proto::Progress { revision: rev })
-                }
-                Err(e) => return Err(to_status(&e, &request_id)),
-            };
-            Ok(proto::WatchRevocationsResponse {
-                message: Some(message),
-            })
-        });
-        ctx.respond(Box::pin(stream) as WatchStream)
+        let body = WatchBody::new(items, ctx.request_id.clone());
+        // The stream tonic would encode stands in for the body only if the server lacks
+        // `WithWatchBody`: then the watch fails loudly instead of ending empty.
+        let unwired: WatchStream = Box::pin(tokio_stream::once(Err(Status::internal(
+            "the watch body is not wired into the server",
+        ))));
+        let mut response = ctx.respond(unwired)?;
+        response.extensions_mut().insert(BodySlot::new(body));
+        Ok(response)
     }
 }
 
