@@ -3,8 +3,10 @@
 //!
 //! Each stream holds a [`WatchSlot`], given back when the stream is dropped (the client went
 //! away or the stream ended), so a runaway broker cannot pile up streams. A stream registers
-//! its task's waker in its slot whenever it waits; [`WatchSlots::wake_all`] wakes every
-//! stream once the server begins shutting down, so each answers `ServiceUnavailable` at once.
+//! its task's waker in its slot when it first waits (the same task polls it all its life);
+//! [`WatchSlots::wake_all`] wakes every stream once the server begins shutting down, so each
+//! answers `ServiceUnavailable` at once. A wake takes the registered waker, so `wake_all` is
+//! for that one moment only: a stream it woke ends, and is never waiting for a second call.
 //! Registering is lock-free ([`AtomicWaker`]), so waiting costs a stream no shared lock.
 
 use std::{

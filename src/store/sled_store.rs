@@ -213,7 +213,7 @@ impl SledStore {
     /// Writes `writes` as one atomic batch.
     pub(in crate::store) fn write_keys(&self, writes: Vec<KeyWrite>) -> StoreResult<()> {
         let mut seq = self.lock_write();
-        self.commit(&mut seq, writes).map(|_| ())
+        self.commit(&mut seq, writes, &[]).map(|_| ())
     }
 
     /// Commits `writes` as one atomic batch and returns its sequence number: accepted into
@@ -224,12 +224,22 @@ impl SledStore {
     /// out sled's IO buffer on sled's IO threads for every batch (see `wal`); the batch sits
     /// in the overlay meanwhile, so readers see all of it or none. If sled fails halfway, the
     /// batch stays in the overlay (readers keep seeing all of it) and the error is returned.
-    fn commit(&self, seq: &mut u64, writes: Vec<KeyWrite>) -> StoreResult<u64> {
+    ///
+    /// The token indexes take `changes` as soon as readers can see the batch.
+    fn commit(
+        &self,
+        seq: &mut u64,
+        writes: Vec<KeyWrite>,
+        changes: &[token_index::Change],
+    ) -> StoreResult<u64> {
         if let Some(wal) = &self.wal {
-            return Ok(wal.accept(writes));
+            let accepted = wal.accept(writes)?;
+            self.tokens.apply(changes);
+            return Ok(accepted);
         }
         *seq += 1;
         self.overlay.put(*seq, &writes);
+        self.tokens.apply(changes);
         let mut keys = Vec::with_capacity(writes.len());
         for (key, value) in writes {
             match value {

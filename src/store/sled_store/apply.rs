@@ -135,10 +135,8 @@ impl SledStore {
                 }
             }
         }
-        let committed = self.commit(&mut seq, batch.0)?;
         // The indexes change once the batch is in, as the records they point at.
-        self.tokens.apply(&changes);
-        Ok(committed)
+        self.commit(&mut seq, batch.0, &changes)
     }
 
     /// What the indexes hold of token `id` before this batch: as an earlier operation of the

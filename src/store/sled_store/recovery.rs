@@ -20,6 +20,10 @@ pub(super) fn replay(db: &sled::Db, dir: &Path) -> StoreResult<()> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| wal_record::io_error("creating", dir, e))?;
+    // The log directory's own entry must be durable before any write relies on the log.
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
     let files = wal_record::files(dir)?;
     let mut previous: Option<u64> = None;
     let mut replayed = 0u64;
@@ -109,7 +113,7 @@ mod tests {
             Wal::create(dir, scratch, Arc::new(Overlay::default()), segment_bytes).expect("log"),
         );
         for writes in batches {
-            wal.accept(writes.clone());
+            wal.accept(writes.clone()).expect("accept");
             wal.flush().expect("flush");
         }
         wal
@@ -184,6 +188,44 @@ mod tests {
             2,
             "nothing removed"
         );
+    }
+
+    #[test]
+    fn a_file_that_does_not_start_like_a_log_is_refused_not_skipped() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let db = sled_at(&tmp.path().join("db"));
+        for (name, bytes, ok) in [
+            ("created, not written", b"".as_slice(), true),
+            ("half a magic", b"MQTW".as_slice(), true),
+            ("short and foreign", b"XYZ".as_slice(), false),
+            (
+                "another version",
+                b"MQTWAL99 and then records".as_slice(),
+                false,
+            ),
+        ] {
+            let log = tmp.path().join(name);
+            std::fs::create_dir(&log).expect("mkdir");
+            std::fs::write(wal_record::file_name(&log, 1), bytes).expect("write");
+            let replayed = replay(&db, &log);
+            assert_eq!(replayed.is_ok(), ok, "{name}: {replayed:?}");
+            if let Err(e) = replayed {
+                assert!(e.to_string().contains("does not start like"), "{e}");
+                assert_eq!(wal_record::files(&log).expect("list").len(), 1, "kept");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stopped_log_accepts_no_batch_and_shows_none_to_readers() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = tmp.path().join("wal");
+        let wal = write_log(&log, &[vec![put("a", "1")]], u64::MAX);
+        let _ = wal.fail("the disk failed".into());
+        let refused = wal.accept(vec![put("a", "2")]).expect_err("stopped");
+        assert!(refused.to_string().contains("the disk failed"), "{refused}");
+        assert!(wal.flush().is_err(), "nothing more is acknowledged");
+        assert_eq!(wal.last_accepted(), 1, "the refused batch got no number");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::{
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
     },
 };
@@ -89,6 +89,9 @@ pub(super) struct Wal {
     /// Why the log stopped: after a failed write or sync what the file holds is unknown, so no
     /// later write is acknowledged until a restart replays the log.
     failed: Mutex<Option<String>>,
+    /// Set with `failed`: read by every accept without a lock, so a stopped log refuses new
+    /// batches instead of buffering them (and their overlay entries) until a restart.
+    stopped: AtomicBool,
     /// One checkpoint at a time.
     checkpointing: Mutex<()>,
 }
@@ -123,6 +126,7 @@ impl Wal {
             applied: AtomicU64::new(last),
             closed: Mutex::new(Vec::new()),
             failed: Mutex::new(None),
+            stopped: AtomicBool::new(false),
             checkpointing: Mutex::new(()),
         })
     }
@@ -136,10 +140,16 @@ impl Wal {
             .mode(0o600)
             .open(&path)
             .map_err(|e| io_error("creating", &path, e))?;
-        file.write_all(MAGIC)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_error("writing", &path, e))?;
-        sync_dir(dir)?;
+        let written = file.write_all(MAGIC).and_then(|()| file.sync_all());
+        if let Err(e) = written
+            .map_err(|e| io_error("writing", &path, e))
+            .and_then(|()| sync_dir(dir))
+        {
+            // A partial file must not be left in the log, where a replay would take it for
+            // damage before the end.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(Segment {
             file,
             path,
@@ -150,7 +160,15 @@ impl Wal {
     /// Accepts a batch: reads see it from now on, and the next flush makes it durable.
     /// Returns its sequence number. The caller serializes batches that read before they write
     /// (the store's write lock), so they are numbered in the order they were built.
-    pub(super) fn accept(&self, writes: Vec<KeyWrite>) -> u64 {
+    ///
+    /// # Errors
+    /// The log stopped after a failed write or sync: nothing is accepted (or shown to
+    /// readers) until a restart replays the log.
+    pub(super) fn accept(&self, writes: Vec<KeyWrite>) -> StoreResult<u64> {
+        if self.stopped.load(Ordering::Acquire) {
+            let why = lock(&self.failed).clone().unwrap_or_default();
+            return Err(StoreError::Backend(why));
+        }
         let mut pending = lock(&self.pending);
         let seq = pending.last + 1;
         encode(&mut pending.log, seq, &writes);
@@ -158,7 +176,7 @@ impl Wal {
         self.overlay.put(seq, &writes);
         pending.batches.push((seq, writes));
         pending.last = seq;
-        seq
+        Ok(seq)
     }
 
     /// The sequence number of the last batch accepted.
@@ -218,14 +236,20 @@ impl Wal {
         self.applied.store(through, Ordering::Release);
         self.overlay.settle(through, keys.into_iter());
         if segment.len >= self.segment_bytes {
-            self.rotate(&mut segment, through)?;
+            // These batches are durable whatever happens to the next file: a failed rotation
+            // only means this file keeps growing until one succeeds.
+            if let Err(e) = self.rotate(&mut segment, through) {
+                tracing::warn!(error = %e, "the write-ahead log could not move to a new file; it retries after the next flush");
+            }
         }
         Ok(through)
     }
 
-    fn fail(&self, why: String) -> StoreError {
+    /// Stops the log: every later accept and flush is refused until a restart.
+    pub(super) fn fail(&self, why: String) -> StoreError {
         tracing::error!(error = %why, "the store stops acknowledging writes until it is restarted");
         *lock(&self.failed) = Some(why.clone());
+        self.stopped.store(true, Ordering::Release);
         StoreError::Backend(why)
     }
 
@@ -259,19 +283,30 @@ impl Wal {
         let covered = self.applied.load(Ordering::Acquire);
         if let Err(e) = self.db.flush() {
             tracing::warn!(error = %e, "checkpoint: flushing the database failed; the log keeps its files");
-            lock(&self.closed).extend(closed);
+            lock(&self.closed).splice(0..0, closed);
             return;
         }
+        // Oldest first, each removal made durable before the next, and none after a failure:
+        // the files left must always be the log's newest, in sequence, or a replay would find
+        // a gap. (Checkpoints are one per SEGMENT_BYTES of log, so the syncs cost nothing.)
         let mut kept = Vec::new();
+        let mut removing = true;
         for file in closed {
-            if file.last_seq > covered {
-                kept.push(file);
-            } else if let Err(e) = std::fs::remove_file(&file.path) {
-                tracing::warn!(path = %file.path.display(), error = %e, "checkpoint: could not remove a log file");
+            if removing && file.last_seq <= covered {
+                let removed = std::fs::remove_file(&file.path)
+                    .map_err(|e| io_error("removing", &file.path, e))
+                    .and_then(|()| sync_dir(&self.dir));
+                match removed {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "checkpoint: a log file stays until the next checkpoint");
+                        removing = false;
+                    }
+                }
             }
+            kept.push(file);
         }
-        lock(&self.closed).extend(kept);
-        let _ = sync_dir(&self.dir);
+        lock(&self.closed).splice(0..0, kept);
     }
 
     /// Closes the log on a clean stop: makes the last batches durable, flushes sled and
@@ -287,10 +322,13 @@ impl Wal {
         // No batch can arrive now: the store is being dropped by its last holder.
         self.db.flush()?;
         let closed = std::mem::take(&mut *lock(&self.closed));
+        // Oldest first, each removal durable before the next, so a crash in between leaves
+        // the newest files, in sequence (see `checkpoint`).
         for path in closed.iter().map(|c| &c.path).chain([&segment.path]) {
             std::fs::remove_file(path).map_err(|e| io_error("removing", path, e))?;
+            sync_dir(&self.dir)?;
         }
-        sync_dir(&self.dir)
+        Ok(())
     }
 
     /// Bytes of the log's files.

@@ -2,7 +2,11 @@
 //! sequence number, `<first seq, 20 digits>.wal`, each an 8-byte magic and then records
 //! `len u32 | crc32 u32 | payload`, the payload `seq u64 | count u32 | count x (kind u8 | key
 //! len u32 | key | [value len u32 | value])`, little-endian; kind 1 = put, 2 = remove. A record
-//! whose length or checksum does not hold is where a crash cut a write short.
+//! whose length or checksum does not hold is where a crash cut a write short: the end of the
+//! log when it is in the last file (that flush never returned, so nothing in it or after it
+//! was acknowledged), damage anywhere else. A file that does not start with the magic is
+//! refused, never skipped. Known limit: with no end marker per flush, later corruption of the
+//! last file's bytes reads as a torn write too (the replay logs a warning naming the file).
 
 use std::path::{Path, PathBuf};
 
@@ -56,13 +60,30 @@ fn len32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+fn not_a_log(path: &Path) -> StoreError {
+    StoreError::Backend(format!(
+        "{} does not start like a write-ahead log file of this version; move it away only if \
+         you know its writes are not needed",
+        path.display()
+    ))
+}
+
 /// Reads the records of one log file, in order. `Ok((records, torn))`: `torn` is true when the
 /// file ends in an incomplete or damaged record (fine only for the last file of the log).
 pub(super) fn read_file(path: &Path) -> StoreResult<(Vec<Record>, bool)> {
     let bytes = std::fs::read(path).map_err(|e| io_error("reading", path, e))?;
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        // A file created but never written before a crash has no magic yet: it holds nothing.
-        return Ok((Vec::new(), !bytes.is_empty()));
+    if bytes.len() < MAGIC.len() {
+        // A file created but not fully written before a crash: it holds nothing. Anything
+        // else this short is not ours.
+        if MAGIC.starts_with(&bytes) {
+            return Ok((Vec::new(), !bytes.is_empty()));
+        }
+        return Err(not_a_log(path));
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        // Another format version, or a damaged file: never skipped, since it may hold
+        // acknowledged writes.
+        return Err(not_a_log(path));
     }
     let mut records = Vec::new();
     let mut at = MAGIC.len();
