@@ -268,26 +268,22 @@ async fn sled_store_conforms_and_a_reopened_store_reads_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SledStore::open(dir.path()).expect("sled opens");
     conformance(&store).await;
-    let before = (
-        store.counts().unwrap(),
-        store.expired_tokens(i64::MAX, 100).unwrap(),
-        store.newest_token_expiry().unwrap(),
-        store.instance_tokens("i1", None, None, 100).unwrap(),
-        store.revision_bounds().unwrap(),
-        store.access_keys().unwrap(),
-    );
+    // What the in-memory indexes and the stored records answer.
+    let seen = |store: &SledStore| {
+        (
+            store.counts().unwrap(),
+            store.expired_tokens(i64::MAX, 100).unwrap(),
+            store.newest_token_expiry().unwrap(),
+            store.instance_tokens("i1", None, None, 100).unwrap(),
+            store.revision_bounds().unwrap(),
+            store.access_keys().unwrap(),
+        )
+    };
+    let before = seen(&store);
     drop(store);
     // The token indexes are rebuilt from the records, the rest read back from disk.
     let store = SledStore::open(dir.path()).expect("sled opens again");
-    let after = (
-        store.counts().unwrap(),
-        store.expired_tokens(i64::MAX, 100).unwrap(),
-        store.newest_token_expiry().unwrap(),
-        store.instance_tokens("i1", None, None, 100).unwrap(),
-        store.revision_bounds().unwrap(),
-        store.access_keys().unwrap(),
-    );
-    assert_eq!(before, after);
+    assert_eq!(before, seen(&store));
 }
 
 fn options(etcd: &EtcdCluster, prefix: &str) -> EtcdOptions {
