@@ -1,5 +1,6 @@
-//! RevocationService: WatchRevocations, the core's watch stream converted to the wire. The
-//! response body is `super::watch_body`'s, which frames each event once for every stream.
+//! RevocationService: WatchRevocations, the request checked and the core's watch opened. The
+//! response body is `super::watch_body`'s, which converts each event to the wire and frames it
+//! once for every stream.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -11,27 +12,12 @@ use super::{
     watch_body::{BodySlot, WatchBody},
 };
 use crate::{
-    core::{revocation::RevocationEvent, Core, Error, Field, RevocationKind, WatchStart},
+    core::{Core, Error, Field, WatchStart},
     proto::{self, revocation_service_server::RevocationService, StartMode},
 };
 
 /// The RevocationService implementation.
 pub struct RevocationGrpc(pub(crate) Arc<Core>);
-
-fn kind(k: RevocationKind) -> proto::RevocationKind {
-    match k {
-        RevocationKind::TokenRevoked => proto::RevocationKind::TokenRevoked,
-        RevocationKind::DeviceCredentialRefreshed => {
-            proto::RevocationKind::DeviceCredentialRefreshed
-        }
-        RevocationKind::DeviceCredentialUnregistered => {
-            proto::RevocationKind::DeviceCredentialUnregistered
-        }
-        RevocationKind::AccessKeyDeleted => proto::RevocationKind::AccessKeyDeleted,
-        RevocationKind::TokensOfKeyRevoked => proto::RevocationKind::TokensOfKeyRevoked,
-        RevocationKind::InstanceTokensRevoked => proto::RevocationKind::InstanceTokensRevoked,
-    }
-}
 
 /// Where a watch starts, by etcd's rule: a start revision alone means "from there"; a start
 /// revision with a mode that has no use for it is refused rather than half-obeyed (it used to
@@ -51,23 +37,6 @@ fn start(mode: i32, revision: u64) -> Result<WatchStart, Error> {
         Ok(StartMode::Snapshot) if revision == 0 => Ok(WatchStart::Snapshot),
         Ok(StartMode::Now | StartMode::Snapshot) => Err(conflict()),
         Err(_) => Err(Error::ParameterCheckFailed("unknown start_mode".into())),
-    }
-}
-
-/// The wire form of an event: the API writes "every instance" as an empty instance id and
-/// "never expires" as 0.
-pub(super) fn event(e: &RevocationEvent) -> proto::RevocationEvent {
-    proto::RevocationEvent {
-        revision: e.revision,
-        kind: kind(e.kind).into(),
-        instance_id: e.instance_id.clone().unwrap_or_default(),
-        token_fingerprint: e.token_fingerprint.clone(),
-        client_id: e.client_id.clone(),
-        key_id: e.key_id.clone(),
-        reason: e.reason.clone(),
-        expire_time: e.expire_ms.unwrap_or(0),
-        revoke_time: e.revoke_ms,
-        token_handle: e.token_handle.clone(),
     }
 }
 

@@ -30,7 +30,7 @@ use tonic::{server::NamedService, Status};
 
 use super::status::to_status;
 use crate::{
-    core::{revocation::RevocationEvent, WatchItem, WatchStream},
+    core::{revocation::RevocationEvent, RevocationKind, WatchItem, WatchStream},
     proto::{self, watch_revocations_response::Message},
 };
 
@@ -150,6 +150,38 @@ fn frame(item: WatchItem) -> Result<Bytes, Status> {
     })
 }
 
+/// The wire form of an event: the API writes "every instance" as an empty instance id and
+/// "never expires" as 0.
+fn event(e: &RevocationEvent) -> proto::RevocationEvent {
+    proto::RevocationEvent {
+        revision: e.revision,
+        kind: kind(e.kind).into(),
+        instance_id: e.instance_id.clone().unwrap_or_default(),
+        token_fingerprint: e.token_fingerprint.clone(),
+        client_id: e.client_id.clone(),
+        key_id: e.key_id.clone(),
+        reason: e.reason.clone(),
+        expire_time: e.expire_ms.unwrap_or(0),
+        revoke_time: e.revoke_ms,
+        token_handle: e.token_handle.clone(),
+    }
+}
+
+fn kind(k: RevocationKind) -> proto::RevocationKind {
+    match k {
+        RevocationKind::TokenRevoked => proto::RevocationKind::TokenRevoked,
+        RevocationKind::DeviceCredentialRefreshed => {
+            proto::RevocationKind::DeviceCredentialRefreshed
+        }
+        RevocationKind::DeviceCredentialUnregistered => {
+            proto::RevocationKind::DeviceCredentialUnregistered
+        }
+        RevocationKind::AccessKeyDeleted => proto::RevocationKind::AccessKeyDeleted,
+        RevocationKind::TokensOfKeyRevoked => proto::RevocationKind::TokensOfKeyRevoked,
+        RevocationKind::InstanceTokensRevoked => proto::RevocationKind::InstanceTokensRevoked,
+    }
+}
+
 fn event_frame(event: &Arc<RevocationEvent>) -> Result<Bytes, Status> {
     LAST_EVENT.with(|last| {
         let mut last = last.borrow_mut();
@@ -159,7 +191,7 @@ fn event_frame(event: &Arc<RevocationEvent>) -> Result<Bytes, Status> {
             }
         }
         let frame = encode(&proto::WatchRevocationsResponse {
-            message: Some(Message::Event(super::revocation::event(event))),
+            message: Some(Message::Event(self::event(event))),
         })?;
         *last = Some((event.clone(), frame.clone()));
         Ok(frame)
@@ -265,7 +297,7 @@ mod tests {
         let again = frame(WatchItem::Event(e.clone())).unwrap();
         assert_eq!(first.as_ptr(), again.as_ptr(), "the same shared frame");
         match decode(&first).message {
-            Some(Message::Event(wire)) => assert_eq!(wire, super::super::revocation::event(&e)),
+            Some(Message::Event(wire)) => assert_eq!(wire, super::event(&e)),
             other => panic!("{other:?}"),
         }
         // The same revision in another allocation (read back from storage) is framed anew,
