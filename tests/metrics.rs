@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use common::{Key, TestServer};
 use mqtt_tokend::proto::{
     ApplyTokenRequest, AuthenticateConnectRequest, QueryTokenRequest,
-    RegisterDeviceCredentialRequest, RevokeTokenRequest, StartMode, WatchRevocationsRequest,
+    RegisterDeviceCredentialRequest, RevokeTokenRequest,
 };
 use production::{script, venv_python};
 use serde_json::Value;
@@ -140,11 +140,7 @@ async fn metrics_move_by_the_calls_made_and_carry_no_secrets() {
 
     let mut watch = ts
         .revocations(&ts.root)
-        .watch_revocations(WatchRevocationsRequest {
-            start_mode: StartMode::Now as i32,
-            start_revision: 0,
-            instance_ids: vec![],
-        })
+        .watch_revocations(common::from_now())
         .await
         .expect("watch")
         .into_inner();

@@ -11,7 +11,7 @@ use mqtt_tokend::{
     core::{Actions, Caller, Core, Error, TokenRequest, WatchStart},
     proto::{
         revocation_service_client::RevocationServiceClient, ApplyTokenRequest, RevokeTokenRequest,
-        StartMode, TokenAction, WatchRevocationsRequest,
+        TokenAction,
     },
 };
 use tokio_stream::StreamExt;
@@ -103,11 +103,7 @@ async fn a_watcher_that_stopped_reading_does_not_hold_shutdown() {
         channel,
         mqtt_tokend_client::BearerAuth::new(Some(&root)).expect("ascii key"),
     )
-    .watch_revocations(WatchRevocationsRequest {
-        start_mode: StartMode::Now as i32,
-        start_revision: 0,
-        instance_ids: vec![],
-    })
+    .watch_revocations(common::from_now())
     .await
     .expect("watch opens")
     .into_inner();

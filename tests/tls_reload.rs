@@ -18,8 +18,7 @@ use std::{
 use common::{read_root_key, Key};
 use mqtt_tokend::proto::{
     revocation_service_client::RevocationServiceClient, token_service_client::TokenServiceClient,
-    watch_revocations_response::Message, ApplyTokenRequest, RevokeTokenRequest, StartMode,
-    WatchRevocationsRequest,
+    watch_revocations_response::Message, ApplyTokenRequest, RevokeTokenRequest,
 };
 use production::{tls_channel, Ca, TlsDir};
 use tokio::sync::mpsc;
@@ -165,11 +164,7 @@ async fn sighup_swaps_the_certificate_for_new_connections_and_keeps_watch_stream
         old.clone(),
         mqtt_tokend_client::BearerAuth::new(Some(&root)).expect("ascii key"),
     )
-    .watch_revocations(WatchRevocationsRequest {
-        start_mode: StartMode::Now as i32,
-        start_revision: 0,
-        instance_ids: vec![],
-    })
+    .watch_revocations(common::from_now())
     .await
     .expect("watch")
     .into_inner();

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{code_of, next_event, revoke_one, Key, TestServer};
 use mqtt_tokend::proto::{
-    watch_revocations_response::Message, DeleteAccessKeyRequest, RevocationKind, StartMode,
-    WatchRevocationsRequest, WatchRevocationsResponse,
+    watch_revocations_response::Message, DeleteAccessKeyRequest, RevocationKind,
+    WatchRevocationsResponse,
 };
 use tonic::{Code, Status, Streaming};
 
@@ -21,11 +21,7 @@ const QUIET: Duration = Duration::from_secs(120);
 
 async fn watch_now(ts: &TestServer, key: &Key) -> Streaming<WatchRevocationsResponse> {
     ts.revocations(key)
-        .watch_revocations(WatchRevocationsRequest {
-            start_mode: StartMode::Now as i32,
-            start_revision: 0,
-            instance_ids: vec![],
-        })
+        .watch_revocations(common::from_now())
         .await
         .expect("watch opens")
         .into_inner()

@@ -264,6 +264,15 @@ pub fn now_ms() -> i64 {
     mqtt_tokend::core::now_ms()
 }
 
+/// A watch request for every instance from now on (no snapshot, no history).
+pub fn from_now() -> WatchRevocationsRequest {
+    WatchRevocationsRequest {
+        start_mode: StartMode::Now as i32,
+        start_revision: 0,
+        instance_ids: vec![],
+    }
+}
+
 /// A revocation watch through `client` starting at revision `start`.
 pub async fn watch_from(
     client: &Client,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mqtt_tokend::proto::{
     list_credential_sessions_request::Credential, DeleteAccessKeyRequest,
     ListCredentialSessionsRequest, RefreshDeviceCredentialRequest, RevocationKind,
-    RevokeTokenRequest, StartMode, WatchRevocationsRequest,
+    RevokeTokenRequest,
 };
 
 use crate::{
@@ -43,11 +43,7 @@ async fn the_kicker_finds_exactly_the_sessions_of_a_revoked_credential() {
     let broker = Broker::basic(&ts, &broker_key);
     let mut watch = ts
         .revocations(&broker_key)
-        .watch_revocations(WatchRevocationsRequest {
-            start_mode: StartMode::Now as i32,
-            start_revision: 0,
-            instance_ids: vec![],
-        })
+        .watch_revocations(common::from_now())
         .await
         .unwrap()
         .into_inner();
