@@ -88,11 +88,14 @@ async fn root_key(dir: &std::path::Path, name: &str) -> Key {
     read_root_key(&path)
 }
 
-/// What the writers had acknowledged: tokens applied, and (token, revision) revoked.
+/// What the writers had acknowledged: tokens applied, and (token, revision) revoked; and the
+/// tokens whose revoke failed, whose outcome is unknown (a transaction in flight when an etcd
+/// member dies may still have been committed).
 #[derive(Default)]
 struct Acknowledged {
     applied: Vec<String>,
     revoked: Vec<(String, u64)>,
+    unknown: std::collections::HashSet<String>,
 }
 
 /// Writers that apply and revoke through `clients` (round robin) until told to stop; a call
@@ -125,15 +128,18 @@ fn start_writers(
                     let token = applied.into_inner().token;
                     acked.lock().unwrap().applied.push(token.clone());
                     if i % 2 == 0 {
-                        if let Ok(r) = tokens
+                        let revoked = tokens
                             .revoke_token(RevokeTokenRequest {
                                 instance_id: INSTANCE.into(),
                                 token: token.clone(),
                             })
-                            .await
-                        {
-                            let revision = r.into_inner().revision;
-                            acked.lock().unwrap().revoked.push((token, revision));
+                            .await;
+                        let mut acked = acked.lock().unwrap();
+                        match revoked {
+                            Ok(r) => acked.revoked.push((token, r.into_inner().revision)),
+                            Err(_) => {
+                                acked.unknown.insert(token);
+                            }
                         }
                     }
                 }
@@ -142,11 +148,39 @@ fn start_writers(
         .collect()
 }
 
+/// The newest revision of the log: where a snapshot watch says its snapshot ends.
+async fn newest_revision(client: &Client) -> u64 {
+    use mqtt_tokend_client::proto::{
+        watch_revocations_response::Message, StartMode, WatchRevocationsRequest,
+    };
+    let mut stream = client
+        .revocations()
+        .watch_revocations(WatchRevocationsRequest {
+            start_mode: StartMode::Snapshot as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("snapshot watch")
+        .into_inner();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("the snapshot arrives")
+            .expect("the stream stays open")
+            .expect("a message");
+        if let Some(Message::SnapshotEnd(end)) = message.message {
+            return end.revision;
+        }
+    }
+}
+
 /// Every acknowledged token is known to `client` as it should be, and a watcher from
-/// revision 1 sees every acknowledged revision, in order, gap-free.
+/// revision 1 sees every acknowledged revision, in order, gap-free. A token whose revoke had
+/// an unknown outcome may be either, but if it is invalid its revocation is in the log.
 async fn assert_nothing_lost(client: &Client, acked: &Acknowledged) {
     let revoked: std::collections::HashMap<_, _> = acked.revoked.iter().cloned().collect();
     let mut tokens = client.tokens();
+    let mut revoked_without_ack = Vec::new();
     for token in &acked.applied {
         let valid = tokens
             .query_token(QueryTokenRequest {
@@ -157,6 +191,12 @@ async fn assert_nothing_lost(client: &Client, acked: &Acknowledged) {
             .expect("query")
             .into_inner()
             .token_status;
+        if acked.unknown.contains(token) {
+            if !valid {
+                revoked_without_ack.push(mqtt_tokend_client::fingerprint(token));
+            }
+            continue;
+        }
         assert_eq!(valid, !revoked.contains_key(token), "token state survives");
     }
     let last = acked.revoked.iter().map(|(_, r)| *r).max().unwrap_or(0);
@@ -175,6 +215,19 @@ async fn assert_nothing_lost(client: &Client, acked: &Acknowledged) {
             fingerprints.contains(&mqtt_tokend_client::fingerprint(token)),
             "an acknowledged revocation is in the log"
         );
+    }
+    // A revoke that failed but took effect is a revocation like any other: in the log (up to
+    // the newest revision, which may be past the last acknowledged one).
+    if !revoked_without_ack.is_empty() {
+        let all = common::events_until(client, 1, newest_revision(client).await).await;
+        let logged: std::collections::HashSet<_> =
+            all.into_iter().map(|e| e.token_fingerprint).collect();
+        for fingerprint in &revoked_without_ack {
+            assert!(
+                logged.contains(fingerprint),
+                "a token is invalid only because its revocation is in the log"
+            );
+        }
     }
 }
 
