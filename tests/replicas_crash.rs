@@ -163,12 +163,7 @@ async fn newest_revision(client: &Client) -> u64 {
         .expect("snapshot watch")
         .into_inner();
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
-            .await
-            .expect("the snapshot arrives")
-            .expect("the stream stays open")
-            .expect("a message");
-        if let Some(Message::SnapshotEnd(end)) = message.message {
+        if let Some(Message::SnapshotEnd(end)) = common::next_message(&mut stream).await {
             return end.revision;
         }
     }

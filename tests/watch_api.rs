@@ -7,10 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{code_of, revoke_one, Key, TestServer};
-use mqtt_tokend::proto::{
-    watch_revocations_response::Message, StartMode, WatchRevocationsRequest,
-    WatchRevocationsResponse,
-};
+use mqtt_tokend::proto::{StartMode, WatchRevocationsRequest, WatchRevocationsResponse};
 use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
 
@@ -34,16 +31,7 @@ async fn open(
 }
 
 async fn next_revision(s: &mut Streaming<WatchRevocationsResponse>) -> u64 {
-    loop {
-        let m = tokio::time::timeout(WAIT, s.message())
-            .await
-            .expect("a message in time")
-            .expect("stream ok")
-            .expect("stream open");
-        if let Some(Message::Event(e)) = m.message {
-            return e.revision;
-        }
-    }
+    common::next_event(s).await.revision
 }
 
 #[tokio::test]

@@ -290,18 +290,25 @@ pub async fn watch_from(
         .into_inner()
 }
 
+/// The next message of a watch (event, progress or snapshot end), within 20 s.
+pub async fn next_message(
+    stream: &mut tonic::Streaming<mqtt_tokend_client::proto::WatchRevocationsResponse>,
+) -> Option<mqtt_tokend_client::proto::watch_revocations_response::Message> {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("the watch keeps up")
+        .expect("the stream stays open")
+        .expect("a message")
+        .message
+}
+
 /// The next event of a watch (progress messages skipped), within 20 s.
 pub async fn next_event(
     stream: &mut tonic::Streaming<mqtt_tokend_client::proto::WatchRevocationsResponse>,
 ) -> mqtt_tokend_client::proto::RevocationEvent {
     use mqtt_tokend_client::proto::watch_revocations_response::Message;
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
-            .await
-            .expect("the watch keeps up")
-            .expect("the stream stays open")
-            .expect("a message");
-        if let Some(Message::Event(e)) = message.message {
+        if let Some(Message::Event(e)) = next_message(stream).await {
             return e;
         }
     }
