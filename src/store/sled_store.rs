@@ -21,8 +21,9 @@
 //! - `b/`, `i/`, `e/`: broker sessions and their indexes (see `sessions`)
 //! - `s/`: the scope tombstones (see `tokens`)
 //!
-//! Children: `apply` (operations to key writes), `overlay`, `wal` and `wal_record` (the log and
-//! its file format), `recovery` (the replay at start), `token_index`, `tokens`, `sessions`.
+//! Children: `apply` (operations to key writes), `overlay`, `wal`, `wal_record` and `prealloc`
+//! (the log, its file format and the zero-filled space ahead of it), `recovery` (the replay at
+//! start), `token_index`, `tokens`, `sessions`.
 
 use std::{
     ops::Bound,
@@ -45,6 +46,7 @@ use crate::core::{
 mod apply;
 mod keys;
 mod overlay;
+mod prealloc;
 mod recovery;
 mod sessions;
 mod token_index;
@@ -152,8 +154,9 @@ impl SledStore {
         };
         store.count_if_uncounted()?;
         store.load_token_index()?;
-        // What those wrote is durable before anything else happens.
+        // What those wrote is durable, and in sled, before anything else happens.
         wal.flush()?;
+        wal.apply_durable()?;
         Ok(store)
     }
 
@@ -444,14 +447,29 @@ impl Store for SledStore {
             return Box::pin(std::future::ready(Ok(FlushReport::ALL_DURABLE)));
         };
         Box::pin(async move {
-            // A write and an fdatasync: off the async threads.
-            match tokio::task::spawn_blocking(move || wal.flush()).await {
+            // A write and an fdatasync, then sled's inserts: off the async threads. The
+            // writers hear as soon as their batches are durable; sled's inserts follow on the
+            // same thread while they answer their clients and the next flush starts.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::task::spawn_blocking(move || {
+                let flushed = wal.flush();
+                let ok = flushed.is_ok();
+                // A flush nobody waits for any more (shutdown) still gets applied.
+                let _ = tx.send(flushed);
+                if ok {
+                    // A failure stops the log and is logged there; this flush stands.
+                    let _ = wal.apply_durable();
+                }
+            });
+            match rx.await {
                 Ok(Ok(through)) => Ok(FlushReport {
                     durable_through: through,
                     failure: None,
                 }),
                 Ok(Err(e)) => Err(e),
-                Err(e) => Err(StoreError::Backend(format!("flush task failed: {e}"))),
+                Err(_) => Err(StoreError::Backend(
+                    "the flush task ended unanswered".into(),
+                )),
             }
         })
     }

@@ -191,6 +191,62 @@ mod tests {
     }
 
     #[test]
+    fn zeros_after_the_records_are_the_space_filled_ahead_not_damage() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = tmp.path().join("wal");
+        std::fs::create_dir(&log).expect("mkdir");
+        // Two files, each with zeros after its records, as `prealloc` leaves them.
+        let file = |first: u64, value: &str, tail: &[u8]| {
+            let mut bytes = wal_record::MAGIC.to_vec();
+            wal_record::encode(&mut bytes, first, &[put("a", value)]);
+            bytes.extend_from_slice(tail);
+            std::fs::write(wal_record::file_name(&log, first), bytes).expect("write");
+        };
+        file(1, "1", &[0; 4096]);
+        file(2, "2", &[0; 4096]);
+        let db = sled_at(&tmp.path().join("db"));
+        replay(&db, &log).expect("zeros end a file cleanly, in any file of the log");
+        assert_eq!(value(&db, "a").as_deref(), Some("2"));
+
+        // A record cut short before the zeros is still a torn write: damage in a file that
+        // is not the last.
+        let mut cut = Vec::new();
+        wal_record::encode(&mut cut, 2, &[put("a", "lost")]);
+        cut.truncate(cut.len() - 3);
+        cut.extend_from_slice(&[0; 4096]);
+        file(1, "1", &cut);
+        file(3, "3", &[]);
+        let err = replay(&db, &log).expect_err("a cut record before the end");
+        assert!(err.to_string().contains("damaged record"), "{err}");
+    }
+
+    #[test]
+    fn a_flush_is_durable_before_sled_has_it_and_a_stopped_log_gives_sled_nothing_more() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let db = sled_at(&tmp.path().join("db"));
+        let log = tmp.path().join("wal");
+        replay(&db, &log).expect("an empty log");
+        let overlay = Arc::new(Overlay::default());
+        let wal = Arc::new(Wal::create(&log, db.clone(), overlay.clone(), u64::MAX).expect("log"));
+        wal.accept(vec![put("a", "1")]).expect("accept");
+        assert_eq!(wal.flush().expect("flush"), 1);
+        assert_eq!(value(&db, "a"), None, "sled gets it after the writers hear");
+        assert!(overlay.get(b"a").is_some(), "readers see it meanwhile");
+        assert_eq!(wal.apply_durable().expect("apply"), 1);
+        assert_eq!(value(&db, "a").as_deref(), Some("1"));
+        assert_eq!(overlay.len(), 0);
+
+        // Durable, then the log stops (a failed apply, say): the queued batch never reaches
+        // sled out of order, and stays visible to readers.
+        wal.accept(vec![put("a", "2")]).expect("accept");
+        assert_eq!(wal.flush().expect("flush"), 2);
+        let _ = wal.fail("sled failed".into());
+        assert!(wal.apply_durable().is_err());
+        assert_eq!(value(&db, "a").as_deref(), Some("1"));
+        assert!(overlay.get(b"a").is_some());
+    }
+
+    #[test]
     fn a_file_that_does_not_start_like_a_log_is_refused_not_skipped() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let db = sled_at(&tmp.path().join("db"));

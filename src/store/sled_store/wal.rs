@@ -6,8 +6,11 @@
 //! writes, `sync_file_range` calls and thread wake-ups were most of the server's CPU per write
 //! (docs/benchmarks.md). Here a batch is encoded once into a buffer and its key writes go into
 //! the [`Overlay`], where reads see them at once; a flush writes every buffered record with
-//! one `write` and one `fdatasync`, then applies those batches to sled with plain single-key
-//! writes (coalesced: the last value of each key) and lets the overlay forget them.
+//! one `write` and one `fdatasync` and queues the batches, and [`Wal::apply_durable`] then
+//! applies them to sled with plain single-key writes (coalesced: the last value of each key)
+//! and lets the overlay forget them. The store answers the writers between the two: sled's
+//! inserts were ~40% of a flush's time, and while the writers of one flush waited for them the
+//! next flush could not start (docs/benchmarks.md).
 //!
 //! So sled only ever receives writes that are durable in the log: after a crash sled holds a
 //! state no newer than the log's end, though possibly part of a batch (its writes are not
@@ -31,6 +34,7 @@ use std::{
 
 use super::{
     overlay::Overlay,
+    prealloc::Prealloc,
     wal_record::{encode, file_name, io_error, KeyWrite, MAGIC},
 };
 use crate::store::{StoreError, StoreResult};
@@ -62,6 +66,8 @@ struct Segment {
     file: File,
     path: PathBuf,
     len: u64,
+    /// The zero-filled space ahead of `len`.
+    prealloc: Arc<Prealloc>,
 }
 
 /// A file that a later one has replaced: deleted once a checkpoint covers `last_seq`.
@@ -77,9 +83,15 @@ pub(super) struct Wal {
     /// Writes accepted but not yet in sled, which reads consult first.
     overlay: Arc<Overlay>,
     pending: Mutex<Pending>,
-    /// The file being written; held across a write, its fdatasync and the apply to sled, so
-    /// batches reach the file and sled in sequence order, one flush at a time.
+    /// The file being written; held across a write and its fdatasync, so batches reach the
+    /// file (and the queue for sled) in sequence order, one flush at a time.
     segment: Mutex<Segment>,
+    /// Batches durable in the log and not yet given to sled, in sequence order.
+    durable_batches: Mutex<Vec<(u64, Vec<KeyWrite>)>>,
+    /// Held while batches are applied to sled: one apply at a time, so sled gets them in order.
+    applying: Mutex<()>,
+    /// The last sequence number durable in the log.
+    durable: AtomicU64,
     /// Bytes after which the log moves to a new file ([`SEGMENT_BYTES`]; tests use less).
     segment_bytes: u64,
     /// The last sequence number durable and applied to sled.
@@ -122,6 +134,9 @@ impl Wal {
                 ..Pending::default()
             }),
             segment: Mutex::new(segment),
+            durable_batches: Mutex::new(Vec::new()),
+            applying: Mutex::new(()),
+            durable: AtomicU64::new(last),
             segment_bytes,
             applied: AtomicU64::new(last),
             closed: Mutex::new(Vec::new()),
@@ -154,6 +169,7 @@ impl Wal {
             file,
             path,
             len: MAGIC.len() as u64,
+            prealloc: Arc::default(),
         })
     }
 
@@ -184,8 +200,9 @@ impl Wal {
         lock(&self.pending).last
     }
 
-    /// Makes every batch accepted so far durable, then applies them to sled; returns the last
-    /// sequence number now durable. Blocking: call it off the async threads.
+    /// Makes every batch accepted so far durable and queues them for sled; returns the last
+    /// sequence number now durable. Blocking: call it off the async threads, and call
+    /// [`Wal::apply_durable`] after it (after answering the writers, which need not wait).
     ///
     /// # Errors
     /// The write or the sync failed (now, or before: the log then refuses every later flush).
@@ -200,8 +217,9 @@ impl Wal {
             (log, std::mem::take(&mut pending.batches), pending.last)
         };
         if batches.is_empty() {
-            return Ok(self.applied.load(Ordering::Acquire));
+            return Ok(self.durable.load(Ordering::Acquire));
         }
+        segment.prealloc.reserve(segment.len + log.len() as u64);
         let written = segment
             .file
             .write_all(&log)
@@ -215,7 +233,41 @@ impl Wal {
             )));
         }
         segment.len += log.len() as u64;
-        // Durable from here on. sled gets the batches, the last value of each key only.
+        segment
+            .prealloc
+            .ahead(&segment.file, &segment.path, segment.len);
+        // Durable from here on. Queued under the segment lock, so in sequence order.
+        lock(&self.durable_batches).extend(batches);
+        self.durable.store(through, Ordering::Release);
+        if segment.len >= self.segment_bytes {
+            // These batches are durable whatever happens to the next file: a failed rotation
+            // only means this file keeps growing until one succeeds.
+            if let Err(e) = self.rotate(&mut segment, through) {
+                tracing::warn!(error = %e, "the write-ahead log could not move to a new file; it retries after the next flush");
+            }
+        }
+        Ok(through)
+    }
+
+    /// Applies every batch that is durable and not yet in sled, in order, and lets the overlay
+    /// forget them; returns the last sequence number sled now holds. Blocking.
+    ///
+    /// # Errors
+    /// The log stopped (a failed write, sync or apply): sled gets nothing more, the batches
+    /// stay in the overlay for readers and in the log for the replay at the next start.
+    pub(super) fn apply_durable(&self) -> StoreResult<u64> {
+        let _one = lock(&self.applying);
+        // After a failed apply, sled must not get later batches: `applied` would pass a batch
+        // sled lacks, and a checkpoint would delete the log file that holds it.
+        if self.stopped.load(Ordering::Acquire) {
+            let why = lock(&self.failed).clone().unwrap_or_default();
+            return Err(StoreError::Backend(why));
+        }
+        let batches = std::mem::take(&mut *lock(&self.durable_batches));
+        let Some(through) = batches.last().map(|(seq, _)| *seq) else {
+            return Ok(self.applied.load(Ordering::Acquire));
+        };
+        // The last value of each key only.
         let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for (_, writes) in batches {
             latest.extend(writes);
@@ -227,21 +279,13 @@ impl Wal {
                 None => self.db.remove(key).map(|_| ()),
             };
             if let Err(e) = done {
-                // Durable in the log and still in the overlay: this flush stands, and the
-                // log's replay brings sled up to date at the next start.
-                self.fail(format!("applying the write-ahead log to sled failed: {e}"));
-                return Ok(through);
+                // Durable in the log and still in the overlay: the log's replay brings sled
+                // up to date at the next start.
+                return Err(self.fail(format!("applying the write-ahead log to sled failed: {e}")));
             }
         }
         self.applied.store(through, Ordering::Release);
         self.overlay.settle(through, keys.into_iter());
-        if segment.len >= self.segment_bytes {
-            // These batches are durable whatever happens to the next file: a failed rotation
-            // only means this file keeps growing until one succeeds.
-            if let Err(e) = self.rotate(&mut segment, through) {
-                tracing::warn!(error = %e, "the write-ahead log could not move to a new file; it retries after the next flush");
-            }
-        }
         Ok(through)
     }
 
@@ -279,8 +323,17 @@ impl Wal {
         if closed.is_empty() {
             return;
         }
-        // Every batch up to `covered` is in sled before the flush begins.
-        let covered = self.applied.load(Ordering::Acquire);
+        // The closed files' batches are durable; whatever of them a flush has not yet applied
+        // goes to sled now, so the checkpoint covers them. Every batch up to `covered` is in
+        // sled before sled's flush begins.
+        let covered = match self.apply_durable() {
+            Ok(covered) => covered,
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint: the log keeps its files");
+                lock(&self.closed).splice(0..0, closed);
+                return;
+            }
+        };
         if let Err(e) = self.db.flush() {
             tracing::warn!(error = %e, "checkpoint: flushing the database failed; the log keeps its files");
             lock(&self.closed).splice(0..0, closed);
@@ -317,6 +370,7 @@ impl Wal {
     /// A write, sync or delete failed; the files that remain are replayed at the next start.
     pub(super) fn close(self: &Arc<Self>) -> StoreResult<()> {
         self.flush()?;
+        self.apply_durable()?;
         let _one = lock(&self.checkpointing);
         let segment = lock(&self.segment);
         // No batch can arrive now: the store is being dropped by its last holder.

@@ -5,7 +5,8 @@
 //! whose length or checksum does not hold is where a crash cut a write short: the end of the
 //! log when it is in the last file (that flush never returned, so nothing in it or after it
 //! was acknowledged), damage anywhere else. A file that does not start with the magic is
-//! refused, never skipped. Known limit: with no end marker per flush, later corruption of the
+//! refused, never skipped. A file may end in zeros, the space filled ahead of the writes
+//! (`prealloc`): the records end where the zeros begin. Known limit: with no end marker per flush, later corruption of the
 //! last file's bytes reads as a torn write too (the replay logs a warning naming the file).
 
 use std::path::{Path, PathBuf};
@@ -93,6 +94,9 @@ pub(super) fn read_file(path: &Path) -> StoreResult<(Vec<Record>, bool)> {
                 records.push(record);
                 at += used;
             }
+            // Zeros to the end: the space filled ahead of the writes (`prealloc`), never
+            // written (a record's length is never 0). A record cut short is not all zeros.
+            None if bytes[at..].iter().all(|b| *b == 0) => return Ok((records, false)),
             None => return Ok((records, true)),
         }
     }
