@@ -117,11 +117,25 @@ impl TokenIndex {
     pub(super) fn apply(&self, changes: &[Change]) {
         let mut inner = self.lock();
         for (id, old, new) in changes {
-            if let Some(old) = old {
-                inner.remove(*id, old);
-            }
-            if let Some(new) = new {
-                inner.add(*id, new);
+            match (old, new) {
+                // A revocation changes only the flag: the entries stay where they are (a
+                // remove and an add were ~4% of a RevokeToken's server CPU).
+                (Some(old), Some(new))
+                    if old.expire_ms == new.expire_ms
+                        && old.instance_id == new.instance_id
+                        && old.creator == new.creator =>
+                {
+                    inner.revoked = inner.revoked.saturating_sub(u64::from(old.revoked))
+                        + u64::from(new.revoked);
+                }
+                _ => {
+                    if let Some(old) = old {
+                        inner.remove(*id, old);
+                    }
+                    if let Some(new) = new {
+                        inner.add(*id, new);
+                    }
+                }
             }
         }
     }
@@ -221,6 +235,8 @@ mod tests {
         revoked.revoked = true;
         index.apply(&[([1; 16], Some(token("i1", "k1", 20)), Some(revoked.clone()))]);
         assert_eq!(index.counts(), (4, 1));
+        assert_eq!(ids(index.owned("i1", Some("k1"), None, 10)), [1, 2]);
+        assert_eq!(index.expired(20, 10).len(), 3, "still listed and swept");
         index.apply(&[([1; 16], Some(revoked), None)]);
         assert_eq!(index.counts(), (3, 0));
         assert_eq!(ids(index.owned("i1", Some("k1"), None, 10)), [2]);
