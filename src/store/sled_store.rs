@@ -208,8 +208,8 @@ impl SledStore {
     }
 
     fn lock_write(&self) -> MutexGuard<'_, u64> {
-        // A panic mid-write leaves sled and the log as they were before `commit` or after it
-        // (sled's batch is atomic and the log append cannot fail), so the state is usable.
+        // A panic mid-write leaves the overlay and the log as they were before `commit` or
+        // after it (a batch is accepted whole or refused), so the state is usable.
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -454,6 +454,10 @@ impl Store for SledStore {
             tokio::task::spawn_blocking(move || {
                 let flushed = wal.flush();
                 let ok = flushed.is_ok();
+                if ok && wal.behind() {
+                    // sled cannot keep up: catch up before answering, which slows the writers.
+                    let _ = wal.apply_durable();
+                }
                 // A flush nobody waits for any more (shutdown) still gets applied.
                 let _ = tx.send(flushed);
                 if ok {

@@ -4,7 +4,10 @@
 
 use std::{os::unix::fs::DirBuilderExt, path::Path};
 
-use super::{wal::sync_dir, wal_record};
+use super::{
+    wal::sync_dir,
+    wal_record::{self, Tail},
+};
 use crate::store::{StoreError, StoreResult};
 
 /// Replays every record of the log in `dir` onto `db`, in order, flushes sled and removes the
@@ -25,23 +28,49 @@ pub(super) fn replay(db: &sled::Db, dir: &Path) -> StoreResult<()> {
         sync_dir(parent)?;
     }
     let files = wal_record::files(dir)?;
-    let mut previous: Option<u64> = None;
+    // The batch the next record must carry: each file is named by its first batch, and every
+    // file but the first starts where the one before it ended.
+    let mut next: Option<u64> = None;
     let mut replayed = 0u64;
-    for (i, (_, path)) in files.iter().enumerate() {
-        let (records, torn) = wal_record::read_file(path)?;
-        if torn && i + 1 < files.len() {
-            return Err(damaged(path, "a damaged record before the end of the log"));
-        }
-        for record in records {
-            if let Some(previous) = previous {
-                if record.seq != previous + 1 {
-                    return Err(damaged(
-                        path,
-                        &format!("batch {} follows batch {previous}", record.seq),
-                    ));
-                }
+    for (i, (first, path)) in files.iter().enumerate() {
+        let (records, tail) = wal_record::read_file(path)?;
+        let last_file = i + 1 == files.len();
+        match tail {
+            Tail::Torn if !last_file => {
+                return Err(damaged(path, "a damaged record before the end of the log"));
             }
-            previous = Some(record.seq);
+            Tail::Zeros if !last_file => {
+                return Err(damaged(
+                    path,
+                    "zeros after the records of a file that is not the last",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(expected) = next {
+            if *first != expected {
+                return Err(damaged(
+                    path,
+                    &format!(
+                        "the file starts at batch {first}, after batch {}",
+                        expected.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+        let mut expected = *first;
+        for record in records {
+            if record.seq != expected {
+                return Err(damaged(
+                    path,
+                    &format!(
+                        "batch {} follows batch {}",
+                        record.seq,
+                        expected.saturating_sub(1)
+                    ),
+                ));
+            }
+            expected += 1;
             for (key, value) in record.writes {
                 match value {
                     Some(value) => db.insert(key, value).map(|_| ())?,
@@ -50,7 +79,8 @@ pub(super) fn replay(db: &sled::Db, dir: &Path) -> StoreResult<()> {
             }
             replayed += 1;
         }
-        if torn {
+        next = Some(expected);
+        if tail == Tail::Torn {
             // A crash in the middle of a write: its flush never returned, so no client was
             // told that this write (or any after it) succeeded.
             tracing::warn!(path = %path.display(), "ignored an incomplete write at the end of the write-ahead log");
@@ -191,33 +221,50 @@ mod tests {
     }
 
     #[test]
-    fn zeros_after_the_records_are_the_space_filled_ahead_not_damage() {
+    fn zeros_end_the_last_file_and_any_other_gap_is_damage() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let log = tmp.path().join("wal");
         std::fs::create_dir(&log).expect("mkdir");
-        // Two files, each with zeros after its records, as `prealloc` leaves them.
-        let file = |first: u64, value: &str, tail: &[u8]| {
+        // A file named by its first batch holding that batch, then `tail`.
+        let file = |first: u64, tail: &[u8]| {
             let mut bytes = wal_record::MAGIC.to_vec();
-            wal_record::encode(&mut bytes, first, &[put("a", value)]);
+            wal_record::encode(&mut bytes, first, &[put("a", &first.to_string())]);
             bytes.extend_from_slice(tail);
             std::fs::write(wal_record::file_name(&log, first), bytes).expect("write");
         };
-        file(1, "1", &[0; 4096]);
-        file(2, "2", &[0; 4096]);
         let db = sled_at(&tmp.path().join("db"));
-        replay(&db, &log).expect("zeros end a file cleanly, in any file of the log");
+        let refused = |why: &str| {
+            let err = replay(&db, &log).expect_err(why);
+            assert!(err.to_string().contains("is damaged"), "{why}: {err}");
+        };
+        // The last file ends in the space `prealloc` filled ahead of the writes.
+        file(1, &[]);
+        file(2, &[0; 4096]);
+        replay(&db, &log).expect("zeros end the last file");
         assert_eq!(value(&db, "a").as_deref(), Some("2"));
 
-        // A record cut short before the zeros is still a torn write: damage in a file that
-        // is not the last.
+        // An earlier file was cut back to its records when the log moved on: zeros there
+        // mean records are missing.
+        file(1, &[0; 4096]);
+        file(2, &[]);
+        refused("zeros in a file that is not the last");
+
+        // A record cut short before the zeros is a torn write, not the zeros' end.
         let mut cut = Vec::new();
         wal_record::encode(&mut cut, 2, &[put("a", "lost")]);
         cut.truncate(cut.len() - 3);
         cut.extend_from_slice(&[0; 4096]);
-        file(1, "1", &cut);
-        file(3, "3", &[]);
-        let err = replay(&db, &log).expect_err("a cut record before the end");
-        assert!(err.to_string().contains("damaged record"), "{err}");
+        file(1, &cut);
+        file(2, &[]);
+        refused("a cut record before the end");
+
+        // A file that does not start where the one before it ended, even with no records.
+        for path in wal_record::files(&log).expect("list") {
+            std::fs::remove_file(path.1).expect("remove");
+        }
+        file(1, &[]);
+        std::fs::write(wal_record::file_name(&log, 5), wal_record::MAGIC).expect("write");
+        refused("batches 2 to 4 are missing");
     }
 
     #[test]

@@ -43,6 +43,10 @@ use crate::store::{StoreError, StoreResult};
 /// restart replays stays short.
 pub(super) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Durable batches that may wait for sled before a flush applies them before answering (see
+/// [`Wal::behind`]).
+pub(super) const MAX_QUEUED_BATCHES: usize = 4096;
+
 /// Makes the directory's entries (a file created or removed) durable.
 pub(super) fn sync_dir(dir: &Path) -> StoreResult<()> {
     File::open(dir)
@@ -98,8 +102,9 @@ pub(super) struct Wal {
     applied: AtomicU64,
     /// Files waiting for a checkpoint.
     closed: Mutex<Vec<Closed>>,
-    /// Why the log stopped: after a failed write or sync what the file holds is unknown, so no
-    /// later write is acknowledged until a restart replays the log.
+    /// Why the log stopped: after a failed write or sync what the file holds is unknown, and
+    /// after a failed apply sled lacks a batch, so no later write is acknowledged (nor given
+    /// to sled) until a restart replays the log.
     failed: Mutex<Option<String>>,
     /// Set with `failed`: read by every accept without a lock, so a stopped log refuses new
     /// batches instead of buffering them (and their overlay entries) until a restart.
@@ -233,9 +238,7 @@ impl Wal {
             )));
         }
         segment.len += log.len() as u64;
-        segment
-            .prealloc
-            .ahead(&segment.file, &segment.path, segment.len);
+        segment.prealloc.ahead(&segment.path, segment.len);
         // Durable from here on. Queued under the segment lock, so in sequence order.
         lock(&self.durable_batches).extend(batches);
         self.durable.store(through, Ordering::Release);
@@ -247,6 +250,12 @@ impl Wal {
             }
         }
         Ok(through)
+    }
+
+    /// Whether sled has fallen [`MAX_QUEUED_BATCHES`] or more batches behind the log: the
+    /// flush then applies before it answers, so the queue and the overlay stay bounded.
+    pub(super) fn behind(&self) -> bool {
+        lock(&self.durable_batches).len() >= MAX_QUEUED_BATCHES
     }
 
     /// Applies every batch that is durable and not yet in sled, in order, and lets the overlay
@@ -289,7 +298,7 @@ impl Wal {
         Ok(through)
     }
 
-    /// Stops the log: every later accept and flush is refused until a restart.
+    /// Stops the log: every later accept, flush and apply is refused until a restart.
     pub(super) fn fail(&self, why: String) -> StoreError {
         tracing::error!(error = %why, "the store stops acknowledging writes until it is restarted");
         *lock(&self.failed) = Some(why.clone());
@@ -297,8 +306,16 @@ impl Wal {
         StoreError::Backend(why)
     }
 
-    /// Moves to a new file after `through` and checkpoints in the background.
+    /// Moves to a new file after `through` and checkpoints in the background. The old file is
+    /// first cut back to its records (no zeros filled ahead), so only the log's last file may
+    /// end in zeros.
     fn rotate(self: &Arc<Self>, segment: &mut Segment, through: u64) -> StoreResult<()> {
+        segment.prealloc.finish();
+        segment
+            .file
+            .set_len(segment.len)
+            .and_then(|()| segment.file.sync_all())
+            .map_err(|e| io_error("cutting", &segment.path, e))?;
         let next = Self::new_segment(&self.dir, through + 1)?;
         let old = std::mem::replace(segment, next);
         lock(&self.closed).push(Closed {

@@ -5,9 +5,11 @@
 //! whose length or checksum does not hold is where a crash cut a write short: the end of the
 //! log when it is in the last file (that flush never returned, so nothing in it or after it
 //! was acknowledged), damage anywhere else. A file that does not start with the magic is
-//! refused, never skipped. A file may end in zeros, the space filled ahead of the writes
-//! (`prealloc`): the records end where the zeros begin. Known limit: with no end marker per flush, later corruption of the
-//! last file's bytes reads as a torn write too (the replay logs a warning naming the file).
+//! refused, never skipped. The last file may end in zeros, the space filled ahead of the
+//! writes (`prealloc`): the records end where the zeros begin; an earlier file was cut back to
+//! its records when the log moved on. Known limit: with no end marker per flush, later
+//! corruption of the last file's bytes reads as a torn write too (the replay logs a warning
+//! naming the file).
 
 use std::path::{Path, PathBuf};
 
@@ -69,15 +71,30 @@ fn not_a_log(path: &Path) -> StoreError {
     ))
 }
 
-/// Reads the records of one log file, in order. `Ok((records, torn))`: `torn` is true when the
-/// file ends in an incomplete or damaged record (fine only for the last file of the log).
-pub(super) fn read_file(path: &Path) -> StoreResult<(Vec<Record>, bool)> {
+/// How a log file ends after its last whole record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tail {
+    /// Right after it.
+    Clean,
+    /// In zeros: the space filled ahead of the writes (fine only in the last file).
+    Zeros,
+    /// In an incomplete or damaged record (fine only in the last file).
+    Torn,
+}
+
+/// Reads the records of one log file, in order, and how the file ends after them.
+pub(super) fn read_file(path: &Path) -> StoreResult<(Vec<Record>, Tail)> {
     let bytes = std::fs::read(path).map_err(|e| io_error("reading", path, e))?;
     if bytes.len() < MAGIC.len() {
         // A file created but not fully written before a crash: it holds nothing. Anything
         // else this short is not ours.
         if MAGIC.starts_with(&bytes) {
-            return Ok((Vec::new(), !bytes.is_empty()));
+            let tail = if bytes.is_empty() {
+                Tail::Clean
+            } else {
+                Tail::Torn
+            };
+            return Ok((Vec::new(), tail));
         }
         return Err(not_a_log(path));
     }
@@ -96,11 +113,11 @@ pub(super) fn read_file(path: &Path) -> StoreResult<(Vec<Record>, bool)> {
             }
             // Zeros to the end: the space filled ahead of the writes (`prealloc`), never
             // written (a record's length is never 0). A record cut short is not all zeros.
-            None if bytes[at..].iter().all(|b| *b == 0) => return Ok((records, false)),
-            None => return Ok((records, true)),
+            None if bytes[at..].iter().all(|b| *b == 0) => return Ok((records, Tail::Zeros)),
+            None => return Ok((records, Tail::Torn)),
         }
     }
-    Ok((records, false))
+    Ok((records, Tail::Clean))
 }
 
 /// Decodes the record at the start of `bytes`; `None` when it is incomplete or damaged.
