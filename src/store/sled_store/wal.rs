@@ -8,9 +8,8 @@
 //! the [`Overlay`], where reads see them at once; a flush writes every buffered record with
 //! one `write` and one `fdatasync` and queues the batches, and [`Wal::apply_durable`] then
 //! applies them to sled with plain single-key writes (coalesced: the last value of each key)
-//! and lets the overlay forget them. The store answers the writers between the two: sled's
-//! inserts were ~40% of a flush's time, and while the writers of one flush waited for them the
-//! next flush could not start (docs/benchmarks.md).
+//! and lets the overlay forget them. The store answers the writers between the two, so
+//! sled's inserts (several µs a key, docs/benchmarks.md) are not on their path.
 //!
 //! So sled only ever receives writes that are durable in the log: after a crash sled holds a
 //! state no newer than the log's end, though possibly part of a batch (its writes are not
