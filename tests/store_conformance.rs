@@ -141,6 +141,44 @@ async fn conformance(store: &dyn Store) {
     let counts = store.counts().unwrap();
     assert_eq!((counts.tokens, counts.revoked_tokens), (1, 1));
 
+    // A revocation keeps the token where the indexes had it: listed, swept at its expiry.
+    // The second token is minted and revoked in one batch.
+    let (t4, t5): (TokenId, TokenId) = ([4; 16], [5; 16]);
+    write(store, vec![Op::InsertToken(t4, token("i3", "k1", 3_000))]).await;
+    let mut revoked4 = token("i3", "k1", 3_000);
+    revoked4.revoked_ms = Some(8);
+    let mut revoked5 = token("i3", "k2", 4_000);
+    revoked5.revoked_ms = Some(9);
+    write(
+        store,
+        vec![
+            Op::RevokeToken(t4, revoked4.clone()),
+            Op::InsertToken(t5, token("i3", "k2", 4_000)),
+            Op::RevokeToken(t5, revoked5.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(store.token(&t4).unwrap(), Some(revoked4));
+    assert_eq!(store.token(&t5).unwrap(), Some(revoked5));
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.tokens, counts.revoked_tokens), (3, 3));
+    let listed = store.instance_tokens("i3", None, None, 10).unwrap();
+    assert_eq!(
+        listed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![t4, t5]
+    );
+    assert_eq!(
+        store.expired_tokens(5_000, 10).unwrap(),
+        vec![(t4, 3_000), (t5, 4_000)]
+    );
+    write(
+        store,
+        vec![Op::DeleteToken(t4, 3_000), Op::DeleteToken(t5, 4_000)],
+    )
+    .await;
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.tokens, counts.revoked_tokens), (1, 1));
+
     // Device credentials: lookups by client id and key id, counts, group listing.
     let d1 = device("GID_group1@@@a", "dk1");
     let d2 = device("GID_group1@@@b", "dk2");

@@ -262,7 +262,7 @@ impl Core {
                         )
                     };
                     record.revoked_ms = Some(now);
-                    Ok((vec![Op::PutToken(id, record)], vec![draft], ()))
+                    Ok((vec![Op::RevokeToken(id, record)], vec![draft], ()))
                 })
                 .await?
             }

@@ -411,7 +411,7 @@ impl Core {
                         now,
                     )
                 };
-                Ok((vec![Op::PutToken(verified.id, record)], vec![draft], ()))
+                Ok((vec![Op::RevokeToken(verified.id, record)], vec![draft], ()))
             })
             .await?;
         Ok(revision)

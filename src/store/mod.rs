@@ -133,6 +133,11 @@ pub enum Op {
     InsertToken(TokenId, IssuedToken),
     /// Insert or replace a token (and its expiry and listing index entries).
     PutToken(TokenId, IssuedToken),
+    /// Replace a live, unrevoked token that the same batch's builder has just read with its
+    /// revoked copy (`revoked_ms` set, nothing else changed). Its index entries stay where
+    /// they are, so the store need not read the record again to find them (a second read was
+    /// ~5% of a RevokeToken's server CPU).
+    RevokeToken(TokenId, IssuedToken),
     /// Delete a token and its expiry and listing index entries.
     DeleteToken(TokenId, i64),
     /// Insert or replace the tombstone of a scope (its instance and key).

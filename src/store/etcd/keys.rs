@@ -121,10 +121,12 @@ fn token_id(key: &[u8], hexed: &[u8]) -> StoreResult<TokenId> {
 /// The etcd writes of one core operation.
 pub(super) fn writes_of(op: &Op) -> Vec<Write> {
     match op {
-        Op::InsertToken(id, rec) | Op::PutToken(id, rec) => vec![Write::Put(
-            token_key(id),
-            TokenRecord::from(rec).encode_to_vec(),
-        )],
+        Op::InsertToken(id, rec) | Op::PutToken(id, rec) | Op::RevokeToken(id, rec) => {
+            vec![Write::Put(
+                token_key(id),
+                TokenRecord::from(rec).encode_to_vec(),
+            )]
+        }
         Op::DeleteToken(id, _) => vec![Write::Delete(token_key(id))],
         Op::PutTombstone(t) => vec![Write::Put(
             pair_key(b"s/", &t.instance_id, t.key_id.as_deref().unwrap_or("")),

@@ -61,6 +61,18 @@ impl SledStore {
                     changes.push((id, old, Some(Indexed::from(&rec))));
                     batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
                 }
+                Op::RevokeToken(id, rec) => {
+                    let new = Indexed::from(&rec);
+                    let old = match changes.iter().rev().find(|(c, _, _)| *c == id) {
+                        Some((_, _, earlier)) => earlier.clone(),
+                        None => Some(Indexed {
+                            revoked: false,
+                            ..new.clone()
+                        }),
+                    };
+                    changes.push((id, old, Some(new)));
+                    batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
+                }
                 Op::DeleteToken(id, _) => {
                     if let Some(old) = self.token_in(&id, &changes)? {
                         changes.push((id, Some(old), None));
