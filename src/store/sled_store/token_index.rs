@@ -9,7 +9,7 @@
 //! ids are shared, not copied per token).
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     ops::Bound,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -39,38 +39,52 @@ impl From<&IssuedToken> for Indexed {
 /// One token's change in a batch: what it was and what it becomes (`None`: absent).
 pub(super) type Change = (TokenId, Option<Indexed>, Option<Indexed>);
 
+/// Token ids by instance, then minting key (in key order), then id: ListTokens pages through
+/// one instance's tokens by (key, id). Nested rather than one ordered set of (instance, key, id)
+/// tuples, where every comparison on the way down compared both strings: that search was ~4%
+/// of a durable ApplyToken's server CPU. The strings are stored once per instance and key.
+type Owners = HashMap<Arc<str>, BTreeMap<Arc<str>, BTreeSet<TokenId>>>;
+
 #[derive(Default)]
 struct Inner {
     by_expiry: BTreeSet<(i64, TokenId)>,
-    by_owner: BTreeSet<(Arc<str>, Arc<str>, TokenId)>,
-    /// Instance and access key ids, shared by every entry that names them.
-    names: HashSet<Arc<str>>,
+    by_owner: Owners,
     tokens: u64,
     revoked: u64,
 }
 
 impl Inner {
-    fn name(&mut self, s: &str) -> Arc<str> {
-        if let Some(existing) = self.names.get(s) {
-            return existing.clone();
-        }
-        let name: Arc<str> = Arc::from(s);
-        self.names.insert(name.clone());
-        name
-    }
-
     fn add(&mut self, id: TokenId, t: &Indexed) {
-        let (instance, creator) = (self.name(&t.instance_id), self.name(&t.creator));
         self.by_expiry.insert((t.expire_ms, id));
-        self.by_owner.insert((instance, creator, id));
+        let keys = match self.by_owner.get_mut(t.instance_id.as_str()) {
+            Some(keys) => keys,
+            None => self
+                .by_owner
+                .entry(Arc::from(t.instance_id.as_str()))
+                .or_default(),
+        };
+        let ids = match keys.get_mut(t.creator.as_str()) {
+            Some(ids) => ids,
+            None => keys.entry(Arc::from(t.creator.as_str())).or_default(),
+        };
+        ids.insert(id);
         self.tokens += 1;
         self.revoked += u64::from(t.revoked);
     }
 
     fn remove(&mut self, id: TokenId, t: &Indexed) {
-        let (instance, creator) = (self.name(&t.instance_id), self.name(&t.creator));
         self.by_expiry.remove(&(t.expire_ms, id));
-        self.by_owner.remove(&(instance, creator, id));
+        if let Some(keys) = self.by_owner.get_mut(t.instance_id.as_str()) {
+            if let Some(ids) = keys.get_mut(t.creator.as_str()) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    keys.remove(t.creator.as_str());
+                }
+            }
+            if keys.is_empty() {
+                self.by_owner.remove(t.instance_id.as_str());
+            }
+        }
         self.tokens = self.tokens.saturating_sub(1);
         self.revoked = self.revoked.saturating_sub(u64::from(t.revoked));
     }
@@ -97,18 +111,35 @@ impl TokenIndex {
     ) -> Result<(), E> {
         let mut fresh = Inner::default();
         let mut by_expiry = Vec::new();
-        let mut by_owner = Vec::new();
+        let mut by_owner: HashMap<Arc<str>, HashMap<Arc<str>, Vec<TokenId>>> = HashMap::new();
         for item in tokens {
             let (id, t) = item?;
-            let (instance, creator) = (fresh.name(&t.instance_id), fresh.name(&t.creator));
             by_expiry.push((t.expire_ms, id));
-            by_owner.push((instance, creator, id));
+            let keys = match by_owner.get_mut(t.instance_id.as_str()) {
+                Some(keys) => keys,
+                None => by_owner.entry(Arc::from(t.instance_id)).or_default(),
+            };
+            match keys.get_mut(t.creator.as_str()) {
+                Some(ids) => ids.push(id),
+                None => {
+                    keys.insert(Arc::from(t.creator), vec![id]);
+                }
+            }
             fresh.tokens += 1;
             fresh.revoked += u64::from(t.revoked);
         }
-        // `FromIterator` sorts, then builds the tree bottom-up in one pass.
+        // `FromIterator` sorts, then builds each tree bottom-up in one pass.
         fresh.by_expiry = by_expiry.into_iter().collect();
-        fresh.by_owner = by_owner.into_iter().collect();
+        fresh.by_owner = by_owner
+            .into_iter()
+            .map(|(instance, keys)| {
+                let keys = keys
+                    .into_iter()
+                    .map(|(key, ids)| (key, ids.into_iter().collect()))
+                    .collect();
+                (instance, keys)
+            })
+            .collect();
         *self.lock() = fresh;
         Ok(())
     }
@@ -167,18 +198,30 @@ impl TokenIndex {
         limit: usize,
     ) -> Vec<(String, TokenId)> {
         let inner = self.lock();
-        let instance: Arc<str> = Arc::from(instance_id);
-        let start = match after {
-            Some((c, id)) => Bound::Excluded((instance.clone(), Arc::from(c), *id)),
-            None => Bound::Included((instance.clone(), Arc::from(creator.unwrap_or("")), [0; 16])),
+        let Some(keys) = inner.by_owner.get(instance_id) else {
+            return Vec::new();
         };
-        inner
-            .by_owner
-            .range((start, Bound::Unbounded))
-            .take_while(|(i, c, _)| **i == *instance_id && creator.is_none_or(|want| **c == *want))
-            .take(limit)
-            .map(|(_, c, id)| (c.to_string(), *id))
-            .collect()
+        let (first_key, after_id) = match after {
+            Some((key, id)) => (key, Some(id)),
+            None => (creator.unwrap_or(""), None),
+        };
+        let mut page = Vec::new();
+        for (key, ids) in keys.range::<str, _>((Bound::Included(first_key), Bound::Unbounded)) {
+            if creator.is_some_and(|want| **key != *want) {
+                break;
+            }
+            let from = match after_id {
+                Some(id) if **key == *first_key => Bound::Excluded(*id),
+                _ => Bound::Unbounded,
+            };
+            for id in ids.range((from, Bound::Unbounded)) {
+                if page.len() == limit {
+                    return page;
+                }
+                page.push((key.to_string(), *id));
+            }
+        }
+        page
     }
 
     /// Tokens stored, and of those the revoked ones.
@@ -241,6 +284,24 @@ mod tests {
         assert_eq!(index.counts(), (3, 0));
         assert_eq!(ids(index.owned("i1", Some("k1"), None, 10)), [2]);
         assert_eq!(index.expired(20, 10).len(), 2);
+
+        // Pages of one split inside a key and across keys; an emptied index keeps no names.
+        assert_eq!(ids(index.owned("i1", None, None, 1)), [2]);
+        assert_eq!(ids(index.owned("i1", None, Some(("k1", &[2; 16])), 1)), [3]);
+        assert!(index
+            .owned("i1", None, Some(("k2", &[3; 16])), 1)
+            .is_empty());
+        index.apply(&[
+            ([2; 16], Some(token("i1", "k1", 10)), None),
+            ([3; 16], Some(token("i1", "k2", 30)), None),
+            ([4; 16], Some(token("i2", "k1", 5)), None),
+        ]);
+        assert_eq!(index.counts(), (0, 0));
+        assert!(
+            index.lock().by_owner.is_empty(),
+            "instances and keys are dropped"
+        );
+        assert!(index.expired(i64::MAX, 10).is_empty());
     }
 
     #[test]
