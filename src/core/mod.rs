@@ -38,7 +38,7 @@ pub mod watch;
 mod watch_slots;
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, Weak},
+    sync::{Arc, Mutex, MutexGuard, TryLockError, Weak},
     time::Duration,
 };
 
@@ -56,6 +56,9 @@ pub use token_list::{TokenInfo, TokenPage, TokenStatus};
 pub use watch::{WatchItem, WatchStart, WatchStream};
 
 use crate::store::{Committed, Store};
+
+/// Times a request yields while the writer lock is held before it blocks on it.
+const WRITER_YIELDS: usize = 8;
 
 /// Milliseconds since the Unix epoch, now (the client crate's, so brokers and the service
 /// read the clock the same way).
@@ -317,6 +320,23 @@ impl Core {
         // A panic while holding the lock cannot leave the store half-written (apply is atomic),
         // so a poisoned lock is safe to keep using.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer lock for a request: while it is held, yields to the runtime a few times
+    /// before blocking. The guard is never held across an `.await`, so the holder is another
+    /// thread in the middle of a write (~10 µs); meanwhile this worker serves other calls
+    /// instead of sleeping in the kernel and being woken (futex waits and wake-ups were ~5% of
+    /// a RevokeToken's server CPU at 64 in flight).
+    async fn writer_turn(&self) -> MutexGuard<'_, ()> {
+        for _ in 0..WRITER_YIELDS {
+            match self.writer.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+            tokio::task::yield_now().await;
+        }
+        self.lock_writer()
     }
 }
 

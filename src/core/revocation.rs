@@ -238,7 +238,7 @@ impl Core {
     ) -> Result<(T, u64)> {
         for _ in 0..MAX_ATTEMPTS {
             let (value, last_rev, ticket) = {
-                let _w = self.lock_writer();
+                let _w = self.writer_turn().await;
                 self.store.begin_write();
                 let (mut ops, drafts, value) = build(self.store.as_ref())?;
                 let mut last = self
