@@ -39,6 +39,14 @@ fn token(instance: &str, creator: &str, expire_ms: i64) -> IssuedToken {
     }
 }
 
+/// [`token`], revoked at `revoked_ms`.
+fn revoked(instance: &str, creator: &str, expire_ms: i64, revoked_ms: i64) -> IssuedToken {
+    IssuedToken {
+        revoked_ms: Some(revoked_ms),
+        ..token(instance, creator, expire_ms)
+    }
+}
+
 fn device(client_id: &str, key: &str) -> RegisteredDevice {
     RegisteredDevice {
         instance_id: "i1".into(),
@@ -126,18 +134,17 @@ async fn conformance(store: &dyn Store) {
         listed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
         vec![t2]
     );
-    let mut revoked = token("i1", "k2", 9_000);
-    revoked.revoked_ms = Some(7);
+    let revoked2 = revoked("i1", "k2", 9_000, 7);
     write(
         store,
         vec![
-            Op::PutToken(t2, revoked.clone()),
+            Op::PutToken(t2, revoked2.clone()),
             Op::DeleteToken(t1, 1_000),
         ],
     )
     .await;
     assert_eq!(store.token(&t1).unwrap(), None);
-    assert_eq!(store.token(&t2).unwrap(), Some(revoked));
+    assert_eq!(store.token(&t2).unwrap(), Some(revoked2));
     let counts = store.counts().unwrap();
     assert_eq!((counts.tokens, counts.revoked_tokens), (1, 1));
 
@@ -145,10 +152,7 @@ async fn conformance(store: &dyn Store) {
     // The second token is minted and revoked in one batch.
     let (t4, t5): (TokenId, TokenId) = ([4; 16], [5; 16]);
     write(store, vec![Op::InsertToken(t4, token("i3", "k1", 3_000))]).await;
-    let mut revoked4 = token("i3", "k1", 3_000);
-    revoked4.revoked_ms = Some(8);
-    let mut revoked5 = token("i3", "k2", 4_000);
-    revoked5.revoked_ms = Some(9);
+    let (revoked4, revoked5) = (revoked("i3", "k1", 3_000, 8), revoked("i3", "k2", 4_000, 9));
     write(
         store,
         vec![
