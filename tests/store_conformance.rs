@@ -413,6 +413,76 @@ async fn on_etcd_the_write_that_loses_a_race_is_reported_and_rolled_back() {
     assert_eq!(b.revision_bounds().unwrap().last, 1);
 }
 
+/// A replica reads a live token to revoke it; before its batch is applied, another replica
+/// revokes (or sweeps) the token and the watch brings that into the first one's mirror. The
+/// first batch loses its compare and is rolled back, and both replicas count the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_etcd_a_revocation_built_on_a_stale_read_leaves_the_counts_right() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    for other_deletes in [false, true] {
+        let prefix = etcd_kit::unique_prefix();
+        let a = EtcdStore::connect(&options(&etcd, &prefix))
+            .await
+            .expect("etcd");
+        let b = EtcdStore::connect(&options(&etcd, &prefix))
+            .await
+            .expect("etcd");
+        let (t, kept): (TokenId, TokenId) = ([7; 16], [8; 16]);
+        write(
+            &a,
+            vec![
+                Op::InsertToken(t, token("i1", "k1", i64::MAX)),
+                Op::InsertToken(kept, token("i1", "k1", i64::MAX)),
+            ],
+        )
+        .await;
+        b.sync().await.expect("barrier");
+
+        // A, as its core would under the writer lock: begins and reads the live token.
+        a.begin_write();
+        let read = a.token(&t).unwrap().expect("live");
+        // B revokes or sweeps it first; A's watch applies that to A's mirror.
+        b.begin_write();
+        let op = if other_deletes {
+            Op::DeleteToken(t, i64::MAX)
+        } else {
+            Op::PutToken(t, revoked("i1", "k1", i64::MAX, 3))
+        };
+        b.apply(vec![op, Op::AppendRevocation(event(1, None))])
+            .unwrap();
+        assert_eq!(b.flush().await.expect("flush b").failure, None);
+        a.sync().await.expect("barrier");
+
+        let stale = IssuedToken {
+            revoked_ms: Some(4),
+            ..read
+        };
+        a.apply(vec![
+            Op::RevokeToken(t, stale),
+            Op::AppendRevocation(event(1, None)),
+        ])
+        .unwrap();
+        assert_eq!(
+            a.flush().await.expect("flush a").failure,
+            Some(FlushFailure::Conflict)
+        );
+        a.rollback();
+        a.sync().await.expect("barrier");
+        let (ca, cb) = (a.counts().unwrap(), b.counts().unwrap());
+        assert_eq!(
+            (ca.tokens, ca.revoked_tokens),
+            (cb.tokens, cb.revoked_tokens),
+            "other replica deleted it: {other_deletes}"
+        );
+        assert_eq!(
+            (cb.tokens, cb.revoked_tokens),
+            if other_deletes { (1, 0) } else { (2, 1) }
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_etcd_one_replica_at_a_time_runs_the_background_work() {
     let Some(etcd) = EtcdCluster::start(1) else {

@@ -404,13 +404,18 @@ impl Store for EtcdStore {
         let mut compact_below = None;
         let ops: Vec<Op> = ops
             .into_iter()
-            .filter(|op| match op {
+            .filter_map(|op| match op {
                 // The events below it are deleted when etcd reports them deleted.
                 Op::CompactRevocationsBelow(below) => {
-                    compact_below = Some(*below);
-                    false
+                    compact_below = Some(below);
+                    None
                 }
-                _ => true,
+                // The builder read the token without the state lock, so the watch may have
+                // changed the mirror since (another replica revoked or swept it): the mirror
+                // reads the record it replaces. The batch then loses its compare and is rolled
+                // back, and the mirror's counts stay right.
+                Op::RevokeToken(id, record) => Some(Op::PutToken(id, record)),
+                op => Some(op),
             })
             .collect();
         if !ops.is_empty() {
