@@ -201,9 +201,17 @@ impl TokenIndex {
         let Some(keys) = inner.by_owner.get(instance_id) else {
             return Vec::new();
         };
-        let (first_key, after_id) = match after {
-            Some((key, id)) => (key, Some(id)),
-            None => (creator.unwrap_or(""), None),
+        // Strictly after the cursor, within the filter: a cursor of another key than the
+        // filter's (from an unfiltered page) starts at the filter's key, or past it.
+        let (first_key, after_id) = match (after, creator) {
+            (Some((key, _)), Some(want)) if key != want => {
+                if key > want {
+                    return Vec::new();
+                }
+                (want, None)
+            }
+            (Some((key, id)), _) => (key, Some(id)),
+            (None, _) => (creator.unwrap_or(""), None),
         };
         let mut page = Vec::new();
         for (key, ids) in keys.range::<str, _>((Bound::Included(first_key), Bound::Unbounded)) {
@@ -290,6 +298,18 @@ mod tests {
         assert_eq!(ids(index.owned("i1", None, Some(("k1", &[2; 16])), 1)), [3]);
         assert!(index
             .owned("i1", None, Some(("k2", &[3; 16])), 1)
+            .is_empty());
+        // A cursor from an unfiltered page, used with a key filter.
+        assert_eq!(
+            ids(index.owned("i1", Some("k2"), Some(("k1", &[9; 16])), 10)),
+            [3]
+        );
+        assert_eq!(
+            ids(index.owned("i1", Some("k1"), Some(("k0", &[2; 16])), 10)),
+            [2]
+        );
+        assert!(index
+            .owned("i1", Some("k1"), Some(("k2", &[0; 16])), 10)
             .is_empty());
         index.apply(&[
             ([2; 16], Some(token("i1", "k1", 10)), None),
