@@ -6,8 +6,6 @@
 #[path = "etcd_kit/mod.rs"]
 mod etcd_kit;
 
-use std::sync::Arc;
-
 use etcd_kit::EtcdCluster;
 use mqtt_tokend::{
     core::{
@@ -339,6 +337,18 @@ fn options(etcd: &EtcdCluster, prefix: &str) -> EtcdOptions {
     }
 }
 
+/// Two stores on one fresh prefix of `etcd`: two replicas.
+async fn two_replicas(etcd: &EtcdCluster) -> (EtcdStore, EtcdStore) {
+    let prefix = etcd_kit::unique_prefix();
+    let a = EtcdStore::connect(&options(etcd, &prefix))
+        .await
+        .expect("etcd");
+    let b = EtcdStore::connect(&options(etcd, &prefix))
+        .await
+        .expect("etcd");
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_conforms_and_a_second_replica_sees_the_same() {
     let Some(etcd) = EtcdCluster::start(1) else {
@@ -375,17 +385,7 @@ async fn on_etcd_the_write_that_loses_a_race_is_reported_and_rolled_back() {
     let Some(etcd) = EtcdCluster::start(1) else {
         return;
     };
-    let prefix = etcd_kit::unique_prefix();
-    let a = Arc::new(
-        EtcdStore::connect(&options(&etcd, &prefix))
-            .await
-            .expect("etcd"),
-    );
-    let b = Arc::new(
-        EtcdStore::connect(&options(&etcd, &prefix))
-            .await
-            .expect("etcd"),
-    );
+    let (a, b) = two_replicas(&etcd).await;
     // Both build on the same (empty) state and append revision 1.
     a.begin_write();
     b.begin_write();
@@ -422,13 +422,7 @@ async fn on_etcd_a_revocation_built_on_a_stale_read_leaves_the_counts_right() {
         return;
     };
     for other_deletes in [false, true] {
-        let prefix = etcd_kit::unique_prefix();
-        let a = EtcdStore::connect(&options(&etcd, &prefix))
-            .await
-            .expect("etcd");
-        let b = EtcdStore::connect(&options(&etcd, &prefix))
-            .await
-            .expect("etcd");
+        let (a, b) = two_replicas(&etcd).await;
         let (t, kept): (TokenId, TokenId) = ([7; 16], [8; 16]);
         write(
             &a,
@@ -488,13 +482,7 @@ async fn on_etcd_one_replica_at_a_time_runs_the_background_work() {
     let Some(etcd) = EtcdCluster::start(1) else {
         return;
     };
-    let prefix = etcd_kit::unique_prefix();
-    let a = EtcdStore::connect(&options(&etcd, &prefix))
-        .await
-        .expect("etcd");
-    let b = EtcdStore::connect(&options(&etcd, &prefix))
-        .await
-        .expect("etcd");
+    let (a, b) = two_replicas(&etcd).await;
     assert!(a.lead().await.expect("a asks"), "the first to ask leads");
     assert!(!b.lead().await.expect("b asks"), "the other does not");
     assert!(
