@@ -56,6 +56,7 @@ struct Inner {
 impl Inner {
     fn add(&mut self, id: TokenId, t: &Indexed) {
         self.by_expiry.insert((t.expire_ms, id));
+        // Looked up by `&str` first: only a new instance or key allocates its `Arc`.
         let keys = match self.by_owner.get_mut(t.instance_id.as_str()) {
             Some(keys) => keys,
             None => self
