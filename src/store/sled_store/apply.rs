@@ -63,13 +63,12 @@ impl SledStore {
                 }
                 Op::RevokeToken(id, rec) => {
                     let new = Indexed::from(&rec);
-                    let old = match changes.iter().rev().find(|(c, _, _)| *c == id) {
-                        Some((_, _, earlier)) => earlier.clone(),
-                        None => Some(Indexed {
+                    let old = changed_in(&id, &changes).unwrap_or_else(|| {
+                        Some(Indexed {
                             revoked: false,
                             ..new.clone()
-                        }),
-                    };
+                        })
+                    });
                     changes.push((id, old, Some(new)));
                     batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
                 }
@@ -154,11 +153,21 @@ impl SledStore {
     /// What the indexes hold of token `id` before this batch: as an earlier operation of the
     /// same batch left it, or as stored.
     fn token_in(&self, id: &TokenId, changes: &[Change]) -> StoreResult<Option<Indexed>> {
-        if let Some((_, _, new)) = changes.iter().rev().find(|(c, _, _)| c == id) {
-            return Ok(new.clone());
+        match changed_in(id, changes) {
+            Some(earlier) => Ok(earlier),
+            None => Ok(self.token(id)?.as_ref().map(Indexed::from)),
         }
-        Ok(self.token(id)?.as_ref().map(Indexed::from))
     }
+}
+
+/// What an earlier operation of the same batch left of token `id` (`Some(None)`: deleted), or
+/// `None` when the batch has not touched it.
+fn changed_in(id: &TokenId, changes: &[Change]) -> Option<Option<Indexed>> {
+    changes
+        .iter()
+        .rev()
+        .find(|(c, _, _)| c == id)
+        .map(|(_, _, new)| new.clone())
 }
 
 /// The key writes of one batch, built as a sled batch would be.
