@@ -77,6 +77,9 @@ pub struct Cell {
     pub server_cores: Option<f64>,
     /// CPU time per call of the etcd the servers store in (none for sled and for etcd itself).
     pub backend_cpu_us_per_op: Option<f64>,
+    /// This bench process's CPU time per call: the load generator's share of the 2 cores,
+    /// which sets the throughput of a cell whose server is not busy.
+    pub client_cpu_us_per_op: Option<f64>,
 }
 
 /// Where a cell sends its calls, and the server processes whose CPU time it reads.
@@ -222,8 +225,13 @@ pub async fn run_cell(opts: &Opts, target: &Target, concurrency: usize, op: Op) 
     // until the op ran out of work (a cut-short window: the CPU of the calls it counted).
     let pids: Vec<u32> = target.pids.clone();
     let backend: Vec<u32> = target.backend_pid.into_iter().collect();
+    let client = [std::process::id()];
     tokio::time::sleep_until(window_start.into()).await;
-    let before = (cpu_ticks_of(&pids), cpu_ticks_of(&backend));
+    let before = (
+        cpu_ticks_of(&pids),
+        cpu_ticks_of(&backend),
+        cpu_ticks_of(&client),
+    );
     tokio::select! {
         _ = tokio::time::sleep_until(deadline.into()) => {}
         _ = ran_out.notified() => {}
@@ -231,6 +239,7 @@ pub async fn run_cell(opts: &Opts, target: &Target, concurrency: usize, op: Op) 
     let delta = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
     let cpu = delta(before.0, cpu_ticks_of(&pids)).filter(|_| !pids.is_empty());
     let backend_cpu = delta(before.1, cpu_ticks_of(&backend)).filter(|_| !backend.is_empty());
+    let client_cpu = delta(before.2, cpu_ticks_of(&client));
     let mut hist = new_hist();
     let (mut count, mut errors, mut first_error) = (0u64, 0u64, None);
     for t in tasks {
@@ -267,6 +276,7 @@ pub async fn run_cell(opts: &Opts, target: &Target, concurrency: usize, op: Op) 
             .filter(|_| !window.is_zero())
             .map(|ticks| ticks_to_secs(ticks) / window.as_secs_f64()),
         backend_cpu_us_per_op: per_op(backend_cpu, count),
+        client_cpu_us_per_op: per_op(client_cpu, count),
     }
 }
 

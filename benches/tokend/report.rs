@@ -58,13 +58,14 @@ impl Report {
     /// Records a row and prints it to stderr at once.
     pub fn add(&mut self, section: &str, name: &str, c: usize, cell: Cell, peer: Peer) {
         eprintln!(
-            "  {name:<46} c={c:<3} {:>9.0} ops/s  p50 {:>8.1} us  p99 {:>8.1} us  p999 {:>8.1} us  srv {:>6.1} us/op {:>4.2} cores{}{}",
+            "  {name:<46} c={c:<3} {:>9.0} ops/s  p50 {:>8.1} us  p99 {:>8.1} us  p999 {:>8.1} us  srv {:>6.1} us/op {:>4.2} cores  client {:>6.1} us/op{}{}",
             cell.ops_per_s,
             cell.p50_us,
             cell.p99_us,
             cell.p999_us,
             cell.server_cpu_us_per_op.unwrap_or(f64::NAN),
             cell.server_cores.unwrap_or(f64::NAN),
+            cell.client_cpu_us_per_op.unwrap_or(f64::NAN),
             match cell.backend_cpu_us_per_op {
                 Some(us) => format!("  etcd {us:>6.1} us/op"),
                 None => String::new(),
@@ -112,7 +113,8 @@ impl Report {
              (at least one per replica, spread round-robin). Floor = grpc.health.v1.Health/Check on the same \
              mqtt-tokend server(s). × etcd: reads against etcd Range (serializable), ApplyToken against etcd Put \
              (no lease), RevokeToken against etcd DeleteRange on sled and etcd Put (no lease) on etcd. \
-             Server CPU: every replica's, summed; etcd CPU: the etcd the replicas store in.",
+             Server CPU: every replica's, summed; etcd CPU: the etcd the replicas store in; \
+             client CPU: this bench process's (the load generator shares the machine).",
             opts.warmup.as_secs_f64(),
             opts.measure.as_secs_f64()
         );
@@ -144,16 +146,16 @@ impl Report {
                 println!("### {section}");
                 println!();
                 println!(
-                    "| operation | in flight | ops/s | p50 µs | p99 µs | p99.9 µs | × floor | × etcd | server CPU µs/op | server cores |{}",
+                    "| operation | in flight | ops/s | p50 µs | p99 µs | p99.9 µs | × floor | × etcd | server CPU µs/op | server cores | client CPU µs/op |{}",
                     if backend { " etcd CPU µs/op |" } else { "" }
                 );
                 println!(
-                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|{}",
+                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|{}",
                     if backend { "---:|" } else { "" }
                 );
             }
             println!(
-                "| {name} | {c} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |{}",
+                "| {name} | {c} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |{}",
                 cell.ops_per_s,
                 cell.p50_us,
                 cell.p99_us,
@@ -162,6 +164,7 @@ impl Report {
                 Self::ratio(cell.ops_per_s, *etcd),
                 opt(cell.server_cpu_us_per_op, 1),
                 opt(cell.server_cores, 2),
+                opt(cell.client_cpu_us_per_op, 1),
                 if backend {
                     format!(" {} |", opt(cell.backend_cpu_us_per_op, 1))
                 } else {
