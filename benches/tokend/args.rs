@@ -81,6 +81,11 @@ pub struct Args {
     /// [default: 1 with sled, 1,3 with etcd].
     #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = parse_positive)]
     pub replicas: Option<Vec<usize>>,
+    /// Alternations of the floor and each unary operation at 64 in flight, back to back, for
+    /// ratios that see the same machine on both sides (a table of their medians)
+    /// [default: 0 with --quick, else 3].
+    #[arg(long, value_name = "N")]
+    pub pairs: Option<usize>,
     /// Passed by `cargo bench` to every bench; nothing to do here.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -137,6 +142,8 @@ pub struct Opts {
     pub store: StoreKind,
     /// Replica counts, one replica set each, in order.
     pub replicas: Vec<usize>,
+    /// Floor-and-operation pairs per unary operation (0 = none).
+    pub pairs: usize,
 }
 
 impl Opts {
@@ -212,6 +219,7 @@ impl From<Args> for Opts {
             etcd: a.etcd_endpoint.filter(|s| !s.is_empty()),
             etcd_pid: a.etcd_pid,
             store: a.store,
+            pairs: a.pairs.unwrap_or(if a.quick { 0 } else { 3 }),
             replicas: a.replicas.unwrap_or_else(|| match a.store {
                 StoreKind::Sled => vec![1],
                 StoreKind::Etcd => vec![1, 3],

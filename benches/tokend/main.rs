@@ -29,6 +29,7 @@ mod fanout;
 mod fleet;
 mod measure;
 mod ops;
+mod paired;
 mod preload;
 mod report;
 mod rest;

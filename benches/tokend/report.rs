@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::{
     args::Opts,
     measure::{Cell, PER_CHANNEL},
+    paired::Pairs,
 };
 
 /// Which etcd row a tokend row compares to.
@@ -52,6 +53,8 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Paragraphs and tables after the unary tables (start-up, RSS, fan-out, preloads).
     pub extra: Vec<String>,
+    /// The operations measured back to back with the floor.
+    pub pairs: Pairs,
 }
 
 impl Report {
@@ -173,6 +176,9 @@ impl Report {
             );
         }
         self.print_scaling();
+        if let Some(table) = self.pairs.table() {
+            print!("{table}");
+        }
         for e in &self.extra {
             println!("{e}");
         }

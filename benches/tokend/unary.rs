@@ -22,6 +22,7 @@ use crate::{
         mint, need_for, op_apply, op_authorize, op_connect, op_health, op_query, op_revoke,
         pool_len, top_up, Pool, CLIENT_ID, INSTANCE,
     },
+    paired::pair,
     report::{Peer, Report},
     rest::{op_rest_apply, op_rest_query},
 };
@@ -50,6 +51,10 @@ pub async fn tokend_cells(opts: &Opts, fleet: &Fleet, report: &mut Report) {
             let cell = run_cell(opts, &ep_t, c, op_query(sample.clone())).await;
             report.add(main, "QueryToken", c, cell, Peer::Range);
         }
+        for _ in 0..opts.pairs {
+            let p = pair(opts, &ep_t, op_query(sample.clone())).await;
+            report.pairs.add(main, "QueryToken", p);
+        }
     }
     let token_user = format!("Token|{}|{INSTANCE}", fleet.root().access_key_id);
     let token_pass = format!("RW|{token}");
@@ -58,6 +63,15 @@ pub async fn tokend_cells(opts: &Opts, fleet: &Fleet, report: &mut Report) {
             let op = op_connect(token_user.clone(), token_pass.clone());
             let cell = run_cell(opts, &ep_t, c, op).await;
             report.add(main, "AuthenticateConnect (token)", c, cell, Peer::Range);
+        }
+        for _ in 0..opts.pairs {
+            let p = pair(
+                opts,
+                &ep_t,
+                op_connect(token_user.clone(), token_pass.clone()),
+            )
+            .await;
+            report.pairs.add(main, "AuthenticateConnect (token)", p);
         }
     }
     if opts.wants("connect-device") || opts.wants("authenticateconnect") {
@@ -84,6 +98,12 @@ pub async fn tokend_cells(opts: &Opts, fleet: &Fleet, report: &mut Report) {
                 Peer::Range,
             );
         }
+        for _ in 0..opts.pairs {
+            let p = pair(opts, &ep_t, op_connect(user.clone(), pass.clone())).await;
+            report
+                .pairs
+                .add(main, "AuthenticateConnect (device credential)", p);
+        }
     }
     if opts.wants("authorize") {
         let handle = setup
@@ -107,6 +127,10 @@ pub async fn tokend_cells(opts: &Opts, fleet: &Fleet, report: &mut Report) {
                 Peer::Range,
             );
         }
+        for _ in 0..opts.pairs {
+            let p = pair(opts, &ep_t, op_authorize(handle.clone())).await;
+            report.pairs.add(main, "AuthorizeTopic (session handle)", p);
+        }
     }
     if opts.wants("rest") {
         rest_cells(opts, fleet, &token, report).await;
@@ -118,6 +142,10 @@ pub async fn tokend_cells(opts: &Opts, fleet: &Fleet, report: &mut Report) {
             let cell = run_cell(opts, &ep_t, c, op_apply(Some(pool.clone()))).await;
             apply_rate.insert(c, cell.ops_per_s);
             report.add(main, "ApplyToken (durable)", c, cell, Peer::Put);
+        }
+        for _ in 0..opts.pairs {
+            let p = pair(opts, &ep_t, op_apply(Some(pool.clone()))).await;
+            report.pairs.add(main, "ApplyToken (durable)", p);
         }
     }
     if opts.wants("revoke") {
@@ -133,6 +161,12 @@ pub async fn tokend_cells(opts: &Opts, fleet: &Fleet, report: &mut Report) {
             top_up(&pool, need_for(opts, guess), |n| mint(&eps, &key, n)).await;
             let cell = run_cell(opts, &ep_t, c, op_revoke(pool.clone())).await;
             report.add(main, "RevokeToken (durable)", c, cell, peer);
+        }
+        let guess = apply_rate.get(&64).copied().unwrap_or(8_000.0);
+        for _ in 0..opts.pairs {
+            top_up(&pool, need_for(opts, guess), |n| mint(&eps, &key, n)).await;
+            let p = pair(opts, &ep_t, op_revoke(pool.clone())).await;
+            report.pairs.add(main, "RevokeToken (durable)", p);
         }
         let left = pool_len(&pool);
         eprintln!("  revoke pool left: {left}");
