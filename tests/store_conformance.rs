@@ -13,7 +13,7 @@ use mqtt_tokend::{
         device::RegisteredDevice,
         revocation::{RevocationEvent, RevocationKind},
         scope::Tombstone,
-        token::{Actions, IssuedToken},
+        token::{handle, Actions, IssuedToken},
     },
     store::{
         BrokerSessionRecord, EtcdOptions, EtcdStore, FlushFailure, Op, SledStore, Store, TokenId,
@@ -70,6 +70,19 @@ fn event(revision: u64, expire_ms: Option<i64>) -> RevocationEvent {
         token_handle: String::new(),
     }
 }
+
+/// The event the core writes with a token's revocation, naming the token by its handle.
+fn token_event(revision: u64, id: &TokenId, expire_ms: i64, revoke_ms: i64) -> RevocationEvent {
+    RevocationEvent {
+        token_handle: handle(id),
+        revoke_ms,
+        ..event(revision, Some(expire_ms))
+    }
+}
+
+/// The tokens the suite revokes as the core does (the record and its event in one batch).
+const T6: TokenId = [6; 16];
+const T7: TokenId = [7; 16];
 
 fn session(client_id: &str, expire_ms: i64) -> BrokerSessionRecord {
     BrokerSessionRecord {
@@ -301,6 +314,44 @@ async fn conformance(store: &dyn Store) {
         .await
         .unwrap());
     assert_eq!(store.broker_session("broker", "c1").unwrap(), None);
+
+    // A revocation as the core writes it: the revoked record and its event in one batch. (The
+    // sled store stores only the event and lays it over the record on reads.)
+    write(
+        store,
+        vec![
+            Op::InsertToken(T6, token("i4", "k1", 20)),
+            Op::InsertToken(T7, token("i4", "k1", 30_000)),
+        ],
+    )
+    .await;
+    let (revoked6, revoked7) = (revoked("i4", "k1", 20, 11), revoked("i4", "k1", 30_000, 12));
+    for (rev, id, rec) in [(5, T6, &revoked6), (6, T7, &revoked7)] {
+        let event = token_event(rev, &id, rec.expire_ms, 11 + rev as i64 - 5);
+        write(
+            store,
+            vec![
+                Op::RevokeToken(id, rec.clone()),
+                Op::AppendRevocation(event),
+            ],
+        )
+        .await;
+    }
+    assert_eq!(store.token(&T6).unwrap(), Some(revoked6.clone()));
+    assert_eq!(store.token(&T7).unwrap(), Some(revoked7.clone()));
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.tokens, counts.revoked_tokens), (3, 3));
+    assert_eq!(
+        store.instance_tokens("i4", None, None, 10).unwrap(),
+        vec![(T6, revoked6.clone()), (T7, revoked7.clone())]
+    );
+    // Compacting the event of a token that expired but is not swept yet keeps it revoked.
+    write(store, vec![Op::CompactRevocationsBelow(6)]).await;
+    assert_eq!(store.revision_bounds().unwrap().oldest, 6);
+    assert_eq!(store.token(&T6).unwrap(), Some(revoked6));
+    assert_eq!(store.token(&T7).unwrap(), Some(revoked7));
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.tokens, counts.revoked_tokens), (3, 3));
 }
 
 #[tokio::test]
@@ -315,15 +366,31 @@ async fn sled_store_conforms_and_a_reopened_store_reads_the_same() {
             store.expired_tokens(i64::MAX, 100).unwrap(),
             store.newest_token_expiry().unwrap(),
             store.instance_tokens("i1", None, None, 100).unwrap(),
+            store.instance_tokens("i4", None, None, 100).unwrap(),
             store.revision_bounds().unwrap(),
             store.access_keys().unwrap(),
         )
     };
     let before = seen(&store);
     drop(store);
-    // The token indexes are rebuilt from the records, the rest read back from disk.
+    // The token indexes are rebuilt from the records (a revocation stored only as its event
+    // from the log), the rest read back from disk.
     let store = SledStore::open(dir.path()).expect("sled opens again");
     assert_eq!(before, seen(&store));
+    assert!(store
+        .token(&T7)
+        .unwrap()
+        .is_some_and(|t| t.revoked_ms == Some(12)));
+
+    // Sweeping a token revoked that way forgets the revocation with the token.
+    write(&store, vec![Op::DeleteToken(T7, 30_000)]).await;
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.tokens, counts.revoked_tokens), (2, 2));
+    drop(store);
+    let store = SledStore::open(dir.path()).expect("sled opens a third time");
+    assert_eq!(store.token(&T7).unwrap(), None);
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.tokens, counts.revoked_tokens), (2, 2));
 }
 
 fn options(etcd: &EtcdCluster, prefix: &str) -> EtcdOptions {
@@ -374,10 +441,12 @@ async fn etcd_store_conforms_and_a_second_replica_sees_the_same() {
         store.revocations(3, 10).unwrap(),
         other.revocations(3, 10).unwrap()
     );
-    write(&store, vec![Op::AppendRevocation(event(5, None))]).await;
+    let next = store.revision_bounds().unwrap().last + 1;
+    write(&store, vec![Op::AppendRevocation(event(next, None))]).await;
     other.sync().await.expect("barrier");
-    assert_eq!(other.revision_bounds().unwrap().last, 5);
-    assert_eq!(other.revocations(5, 1).unwrap(), vec![event(5, None)]);
+    assert_eq!(other.revision_bounds().unwrap().last, next);
+    assert_eq!(other.revocations(next, 1).unwrap(), vec![event(next, None)]);
+    assert_eq!(other.token(&T7).unwrap(), store.token(&T7).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,9 @@
 //! behind the overlay, and nothing of it outlives the process.
 //!
 //! Key layout, one sled tree (`be` = big-endian, so byte order is numeric order):
-//! - `t/<id:16>` -> TokenRecord; its indexes and counts are in memory (`token_index`)
+//! - `t/<id:16>` -> TokenRecord; its indexes and counts are in memory (`token_index`). A
+//!   revocation is stored as its event only (`r/`), and laid over the record on reads
+//!   (`logged`)
 //! - `a/<access key id>` -> AccessKeyRecord
 //! - `d/<instance>\0<client id>` -> DeviceRecord; `k/<device key id>` -> `<instance>\0<client id>`
 //! - `c/<instance>` -> u64 be (credentials in the instance); `g/<instance>\0<group>` -> u64 be
@@ -23,7 +25,7 @@
 //!
 //! Children: `apply` (operations to key writes), `overlay`, `wal`, `wal_record` and `prealloc`
 //! (the log, its file format and the zero-filled space ahead of it), `recovery` (the replay at
-//! start), `token_index`, `tokens`, `sessions`.
+//! start), `token_index`, `logged` (revocations stored as events only), `tokens`, `sessions`.
 
 use std::{
     ops::Bound,
@@ -45,6 +47,7 @@ use crate::core::{
 
 mod apply;
 mod keys;
+mod logged;
 mod overlay;
 mod prealloc;
 mod recovery;
@@ -75,6 +78,8 @@ pub struct SledStore {
     overlay: Arc<Overlay>,
     /// The token indexes and counts, in memory (see `token_index`).
     tokens: token_index::TokenIndex,
+    /// Revocations stored only as their events (see `logged`).
+    logged: logged::LoggedRevocations,
     /// The write-ahead log; `None` for a temporary store.
     wal: Option<Arc<wal::Wal>>,
     // Declared after `db`, so dropped after it: sled closes the database in its drop (a last
@@ -149,6 +154,7 @@ impl SledStore {
             write: Mutex::new(0),
             overlay,
             tokens: token_index::TokenIndex::default(),
+            logged: logged::LoggedRevocations::default(),
             wal: Some(wal.clone()),
             closed: tokio::sync::watch::channel(()).0,
         };
@@ -175,6 +181,7 @@ impl SledStore {
             write: Mutex::new(0),
             overlay: Arc::new(Overlay::default()),
             tokens: token_index::TokenIndex::default(),
+            logged: logged::LoggedRevocations::default(),
             wal: None,
             closed: tokio::sync::watch::channel(()).0,
         })
@@ -216,7 +223,7 @@ impl SledStore {
     /// Writes `writes` as one atomic batch.
     pub(in crate::store) fn write_keys(&self, writes: Vec<KeyWrite>) -> StoreResult<()> {
         let mut seq = self.lock_write();
-        self.commit(&mut seq, writes, &[]).map(|_| ())
+        self.commit(&mut seq, writes, &[], &[]).map(|_| ())
     }
 
     /// Commits `writes` as one atomic batch and returns its sequence number: accepted into
@@ -228,21 +235,25 @@ impl SledStore {
     /// in the overlay meanwhile, so readers see all of it or none. If sled fails halfway, the
     /// batch stays in the overlay (readers keep seeing all of it) and the error is returned.
     ///
-    /// The token indexes take `changes` as soon as readers can see the batch.
+    /// The token indexes take `changes`, and the revocations stored as events only take
+    /// `logged`, as soon as readers can see the batch.
     fn commit(
         &self,
         seq: &mut u64,
         writes: Vec<KeyWrite>,
         changes: &[token_index::Change],
+        logged: &[logged::Update],
     ) -> StoreResult<u64> {
         if let Some(wal) = &self.wal {
             let accepted = wal.accept(writes)?;
             self.tokens.apply(changes);
+            self.logged.apply(logged);
             return Ok(accepted);
         }
         *seq += 1;
         self.overlay.put(*seq, &writes);
         self.tokens.apply(changes);
+        self.logged.apply(logged);
         let mut keys = Vec::with_capacity(writes.len());
         for (key, value) in writes {
             match value {
@@ -315,9 +326,14 @@ impl SledStore {
 impl Store for SledStore {
     fn token(&self, id: &TokenId) -> StoreResult<Option<IssuedToken>> {
         let key = token_key(id);
-        self.get(&key)?
-            .map(|v| decode_into::<TokenRecord, _>(&key, &v))
-            .transpose()
+        let Some(value) = self.get(&key)? else {
+            return Ok(None);
+        };
+        let mut token: IssuedToken = decode_into::<TokenRecord, _>(&key, &value)?;
+        if token.revoked_ms.is_none() {
+            token.revoked_ms = self.logged.at(id);
+        }
+        Ok(Some(token))
     }
 
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>> {

@@ -1,12 +1,16 @@
 //! The sled store's writes: each [`Op`] of a batch becomes the key writes it stands for,
 //! device counters included, and the batch is committed as one (see `SledStore::commit`);
-//! then the in-memory token indexes take the batch's token changes.
+//! then the in-memory token indexes take the batch's token changes, and the revocations stored
+//! as events only (`logged`) theirs.
+
+use std::collections::HashSet;
 
 use prost::Message;
 
 use super::{
-    device_index_key, device_key, group_count_key, group_of, instance_count_key, meta_key,
-    revision_key,
+    device_index_key, device_key, group_count_key, group_of, instance_count_key,
+    logged::{self, revoked_token, revoked_token_in},
+    meta_key, revision_key,
     token_index::{Change, Indexed},
     token_key, tokens,
     wal_record::KeyWrite,
@@ -50,6 +54,16 @@ impl SledStore {
         let mut batch = Writes::default();
         let mut counters = Vec::new();
         let mut changes: Vec<Change> = Vec::new();
+        // The tokens whose revocation events this batch writes: their records need not be
+        // written again (see `logged`).
+        let in_log: HashSet<TokenId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AppendRevocation(event) => revoked_token(event).map(|(id, _)| id),
+                _ => None,
+            })
+            .collect();
+        let mut logged: Vec<logged::Update> = Vec::new();
         for op in ops {
             match op {
                 Op::InsertToken(id, rec) => {
@@ -70,13 +84,17 @@ impl SledStore {
                         })
                     });
                     changes.push((id, old, Some(new)));
-                    batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
+                    match rec.revoked_ms {
+                        Some(at) if in_log.contains(&id) => logged.push((id, Some(at))),
+                        _ => batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec()),
+                    }
                 }
                 Op::DeleteToken(id, _) => {
                     if let Some(old) = self.token_in(&id, &changes)? {
                         changes.push((id, Some(old), None));
                     }
                     batch.remove(token_key(&id));
+                    logged.push((id, None));
                 }
                 Op::PutTombstone(t) => batch.insert(
                     tokens::tombstone_key(&t.instance_id, t.key_id.as_deref()),
@@ -139,15 +157,46 @@ impl SledStore {
                 Op::PutMeta(name, value) => batch.insert(meta_key(&name), value),
                 Op::CompactRevocationsBelow(below) => {
                     let oldest = self.revision_bounds()?.oldest;
+                    let fold = !self.logged.is_empty();
                     for rev in oldest..below {
-                        batch.remove(revision_key(rev));
+                        let key = revision_key(rev);
+                        if fold {
+                            self.fold_revocation(&key, &mut batch, &mut logged)?;
+                        }
+                        batch.remove(key);
                     }
                     batch.insert(OLDEST_REV, below.to_be_bytes());
                 }
             }
         }
         // The indexes change once the batch is in, as the records they point at.
-        self.commit(&mut seq, batch.0, &changes)
+        self.commit(&mut seq, batch.0, &changes, &logged)
+    }
+
+    /// Before the event at `key` is compacted away: if it is the only record of a token's
+    /// revocation and the token is still stored (expired, not yet swept), writes the record
+    /// with its `revoke_ms`, so the revocation outlives its event.
+    fn fold_revocation(
+        &self,
+        key: &[u8],
+        batch: &mut Writes,
+        logged: &mut Vec<logged::Update>,
+    ) -> StoreResult<()> {
+        let Some(value) = self.get(key)? else {
+            return Ok(());
+        };
+        let Some((id, _)) = revoked_token_in(key, &value)? else {
+            return Ok(());
+        };
+        if self.logged.at(&id).is_none() {
+            return Ok(());
+        }
+        // `token` lays the revocation over the record.
+        if let Some(token) = self.token(&id)? {
+            batch.insert(token_key(&id), TokenRecord::from(&token).encode_to_vec());
+        }
+        logged.push((id, None));
+        Ok(())
     }
 
     /// What the indexes hold of token `id` before this batch: as an earlier operation of the

@@ -101,7 +101,7 @@ impl SledStore {
             }
             None => writes.push((key, None)),
         }
-        self.commit(&mut seq, writes, &[])?;
+        self.commit(&mut seq, writes, &[], &[])?;
         Ok(true)
     }
 }

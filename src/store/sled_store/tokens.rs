@@ -1,6 +1,6 @@
 //! The token side of the sled store: one record per token (`t/<id:16>`, in the parent), the
-//! in-memory indexes built from those records when the store opens (`token_index`), and the
-//! scope tombstones. Keys, in the same tree as everything else:
+//! in-memory indexes built from those records when the store opens (`token_index`) with the
+//! revocations stored as events only (`logged`), and the scope tombstones. Keys, in the same tree as everything else:
 //! - `s/<instance>\0<key id>` -> TombstoneRecord (empty key id: the instance-wide scope;
 //!   instance ids and access key ids never contain NUL)
 //!
@@ -8,9 +8,14 @@
 //! `l/<instance>\0<creator>\0<id>`, with `m/token_index`, `m/n_tokens`, `m/n_revoked`): they
 //! are removed when such a database is first opened.
 
+use std::collections::HashMap;
+
 use prost::Message;
 
-use super::{decode_into, hex, token_index::Indexed, wal_record::KeyWrite, SledStore};
+use super::{
+    decode_into, hex, logged::revoked_token_in, token_index::Indexed, wal_record::KeyWrite,
+    SledStore,
+};
 use crate::core::{scope::Tombstone, token::IssuedToken};
 use crate::store::{
     records::{TokenRecord, TombstoneRecord},
@@ -64,15 +69,32 @@ impl SledStore {
         if !old_meta.is_empty() {
             self.write_keys(old_meta)?;
         }
+        // The revocations stored as events only, kept for the tokens still stored.
+        let mut in_log = HashMap::new();
+        for item in self.scan_prefix(b"r/") {
+            let (key, value) = item?;
+            if let Some((id, at)) = revoked_token_in(&key, &value)? {
+                in_log.insert(id, at);
+            }
+        }
+        let mut logged = HashMap::new();
         self.tokens.rebuild(self.scan_prefix(b"t/").map(|item| {
             let (key, value) = item?;
             let id: TokenId = key[2..].try_into().map_err(|_| StoreError::Corrupt {
                 key: hex(&key),
                 reason: "bad token key".into(),
             })?;
-            let record: IssuedToken = decode_into::<TokenRecord, _>(&key, &value)?;
-            Ok((id, Indexed::from(&record)))
-        }))
+            let mut record: IssuedToken = decode_into::<TokenRecord, _>(&key, &value)?;
+            if record.revoked_ms.is_none() {
+                if let Some(&at) = in_log.get(&id) {
+                    record.revoked_ms = Some(at);
+                    logged.insert(id, at);
+                }
+            }
+            Ok::<_, StoreError>((id, Indexed::from(&record)))
+        }))?;
+        self.logged.replace(logged);
+        Ok(())
     }
 
     pub(super) fn list_instance_tokens(
