@@ -235,8 +235,10 @@ impl SledStore {
     /// in the overlay meanwhile, so readers see all of it or none. If sled fails halfway, the
     /// batch stays in the overlay (readers keep seeing all of it) and the error is returned.
     ///
-    /// The token indexes take `changes`, and the revocations stored as events only take
-    /// `logged`, as soon as readers can see the batch.
+    /// The token indexes take `changes` as soon as readers can see the batch. The revocations
+    /// stored as events only take `logged`'s insertions just before and its removals just
+    /// after, so a token read (which looks at them first) always finds a revocation the batch
+    /// moves between them and a record (see `logged`).
     fn commit(
         &self,
         seq: &mut u64,
@@ -244,16 +246,23 @@ impl SledStore {
         changes: &[token_index::Change],
         logged: &[logged::Update],
     ) -> StoreResult<u64> {
+        self.logged.insert(logged);
         if let Some(wal) = &self.wal {
-            let accepted = wal.accept(writes)?;
+            let accepted = match wal.accept(writes) {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    self.logged.undo_insert(logged);
+                    return Err(e);
+                }
+            };
             self.tokens.apply(changes);
-            self.logged.apply(logged);
+            self.logged.remove(logged);
             return Ok(accepted);
         }
         *seq += 1;
         self.overlay.put(*seq, &writes);
         self.tokens.apply(changes);
-        self.logged.apply(logged);
+        self.logged.remove(logged);
         let mut keys = Vec::with_capacity(writes.len());
         for (key, value) in writes {
             match value {
@@ -325,13 +334,16 @@ impl SledStore {
 
 impl Store for SledStore {
     fn token(&self, id: &TokenId) -> StoreResult<Option<IssuedToken>> {
+        // The revocations stored as events first: a compaction that moves one into the
+        // record makes the record visible before it drops it here (see `commit`).
+        let logged = self.logged.at(id);
         let key = token_key(id);
         let Some(value) = self.get(&key)? else {
             return Ok(None);
         };
         let mut token: IssuedToken = decode_into::<TokenRecord, _>(&key, &value)?;
         if token.revoked_ms.is_none() {
-            token.revoked_ms = self.logged.at(id);
+            token.revoked_ms = logged;
         }
         Ok(Some(token))
     }

@@ -3,7 +3,7 @@
 //! then the in-memory token indexes take the batch's token changes, and the revocations stored
 //! as events only (`logged`) theirs.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use prost::Message;
 
@@ -54,12 +54,12 @@ impl SledStore {
         let mut batch = Writes::default();
         let mut counters = Vec::new();
         let mut changes: Vec<Change> = Vec::new();
-        // The tokens whose revocation events this batch writes: their records need not be
-        // written again (see `logged`).
-        let in_log: HashSet<TokenId> = ops
+        // The tokens whose revocation events this batch writes, and when: their records need
+        // not be written again (see `logged`).
+        let in_log: HashMap<TokenId, i64> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::AppendRevocation(event) => revoked_token(event).map(|(id, _)| id),
+                Op::AppendRevocation(event) => revoked_token(event),
                 _ => None,
             })
             .collect();
@@ -69,11 +69,14 @@ impl SledStore {
                 Op::InsertToken(id, rec) => {
                     changes.push((id, None, Some(Indexed::from(&rec))));
                     batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
+                    // The record written is the whole token, as it says.
+                    logged.push((id, None));
                 }
                 Op::PutToken(id, rec) => {
                     let old = self.token_in(&id, &changes)?;
                     changes.push((id, old, Some(Indexed::from(&rec))));
                     batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
+                    logged.push((id, None));
                 }
                 Op::RevokeToken(id, rec) => {
                     let new = Indexed::from(&rec);
@@ -84,8 +87,9 @@ impl SledStore {
                         })
                     });
                     changes.push((id, old, Some(new)));
-                    match rec.revoked_ms {
-                        Some(at) if in_log.contains(&id) => logged.push((id, Some(at))),
+                    // The time is the event's, as it is when the store reopens.
+                    match in_log.get(&id) {
+                        Some(&at) if rec.revoked_ms.is_some() => logged.push((id, Some(at))),
                         _ => batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec()),
                     }
                 }
@@ -161,7 +165,7 @@ impl SledStore {
                     for rev in oldest..below {
                         let key = revision_key(rev);
                         if fold {
-                            self.fold_revocation(&key, &mut batch, &mut logged)?;
+                            self.fold_revocation(&key, &changes, &mut batch, &mut logged)?;
                         }
                         batch.remove(key);
                     }
@@ -170,15 +174,17 @@ impl SledStore {
             }
         }
         // The indexes change once the batch is in, as the records they point at.
-        self.commit(&mut seq, batch.0, &changes, &logged)
+        self.commit(&mut seq, batch.0, &changes, &logged::net(logged))
     }
 
     /// Before the event at `key` is compacted away: if it is the only record of a token's
     /// revocation and the token is still stored (expired, not yet swept), writes the record
     /// with its `revoke_ms`, so the revocation outlives its event.
+    /// A token this batch wrote or deleted before is left as the batch left it.
     fn fold_revocation(
         &self,
         key: &[u8],
+        changes: &[Change],
         batch: &mut Writes,
         logged: &mut Vec<logged::Update>,
     ) -> StoreResult<()> {
@@ -188,7 +194,7 @@ impl SledStore {
         let Some((id, _)) = revoked_token_in(key, &value)? else {
             return Ok(());
         };
-        if self.logged.at(&id).is_none() {
+        if self.logged.at(&id).is_none() || changed_in(&id, changes).is_some() {
             return Ok(());
         }
         // `token` lays the revocation over the record.

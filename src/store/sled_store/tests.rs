@@ -97,3 +97,99 @@ fn a_clean_close_leaves_no_log_to_replay_and_loses_nothing() {
         Some(b"kept".as_slice())
     );
 }
+
+/// A token and the batch the core writes to revoke it: the revoked record and its event.
+fn revoke_as_the_core_does(id: TokenId, revision: u64, at: i64) -> Vec<Op> {
+    let token = IssuedToken {
+        revoked_ms: Some(at),
+        ..stored_token()
+    };
+    let event = RevocationEvent {
+        revision,
+        kind: crate::core::revocation::RevocationKind::TokenRevoked,
+        instance_id: Some(token.instance_id.clone()),
+        token_fingerprint: "fp".into(),
+        client_id: String::new(),
+        key_id: String::new(),
+        reason: "RevokeToken".into(),
+        expire_ms: Some(token.expire_ms),
+        revoke_ms: at,
+        token_handle: crate::core::token::handle(&id),
+    };
+    vec![Op::RevokeToken(id, token), Op::AppendRevocation(event)]
+}
+
+fn stored_token() -> IssuedToken {
+    IssuedToken {
+        instance_id: "i1".into(),
+        actions: crate::core::token::Actions {
+            read: true,
+            write: false,
+        },
+        resources: vec!["a/#".into()],
+        expire_ms: 9_000_000_000_000,
+        creator: "k1".into(),
+        create_ms: 1,
+        revoked_ms: None,
+        minted_revision: 0,
+        keyring_id: 1,
+    }
+}
+
+/// The record as stored, without what the store lays over it.
+fn raw_record(store: &SledStore, id: &TokenId) -> Option<TokenRecord> {
+    let key = token_key(id);
+    store
+        .get(&key)
+        .expect("read")
+        .map(|v| TokenRecord::decode(v.as_ref()).expect("a token record"))
+}
+
+#[test]
+fn a_revocation_with_its_event_leaves_the_record_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(dir.path()).expect("open");
+    let (a, b): (TokenId, TokenId) = ([1; 16], [2; 16]);
+    store
+        .apply_now(vec![
+            Op::InsertToken(a, stored_token()),
+            Op::InsertToken(b, stored_token()),
+        ])
+        .expect("mint");
+    store
+        .apply_now(revoke_as_the_core_does(a, 1, 77))
+        .expect("revoke");
+    // Only the event was written; reads see the revocation all the same.
+    assert_eq!(raw_record(&store, &a).map(|r| r.revoke_ms), Some(0));
+    assert_eq!(
+        store.token(&a).expect("read").and_then(|t| t.revoked_ms),
+        Some(77)
+    );
+    // Without its event in the batch, the record is written as before.
+    let revoked = IssuedToken {
+        revoked_ms: Some(88),
+        ..stored_token()
+    };
+    store
+        .apply_now(vec![Op::RevokeToken(b, revoked)])
+        .expect("revoke without an event");
+    assert_eq!(raw_record(&store, &b).map(|r| r.revoke_ms), Some(88));
+    // A token minted, revoked and then written whole again in one batch is as the last
+    // write says; one minted and revoked in one batch stays revoked.
+    let (c, d): (TokenId, TokenId) = ([3; 16], [4; 16]);
+    let mut ops = vec![Op::InsertToken(c, stored_token())];
+    ops.extend(revoke_as_the_core_does(c, 2, 90));
+    ops.push(Op::PutToken(c, stored_token()));
+    ops.push(Op::InsertToken(d, stored_token()));
+    ops.extend(revoke_as_the_core_does(d, 3, 91));
+    store.apply_now(ops).expect("one batch");
+    assert_eq!(
+        store.token(&c).expect("read").and_then(|t| t.revoked_ms),
+        None
+    );
+    assert_eq!(
+        store.token(&d).expect("read").and_then(|t| t.revoked_ms),
+        Some(91)
+    );
+    assert_eq!(store.counts().expect("counts").revoked_tokens, 3);
+}
