@@ -69,13 +69,13 @@ impl SledStore {
                 Op::InsertToken(id, rec) => {
                     changes.push((id, None, Some(Indexed::from(&rec))));
                     batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
-                    // The record written is the whole token, as it says.
-                    logged.push((id, None));
                 }
                 Op::PutToken(id, rec) => {
                     let old = self.token_in(&id, &changes)?;
                     changes.push((id, old, Some(Indexed::from(&rec))));
                     batch.insert(token_key(&id), TokenRecord::from(&rec).encode_to_vec());
+                    // The record written is the whole token, as it says. (A fresh id, as
+                    // InsertToken's, has no revocation to drop.)
                     logged.push((id, None));
                 }
                 Op::RevokeToken(id, rec) => {

@@ -73,9 +73,21 @@ impl LoggedRevocations {
         self.change(updates.iter().filter(|(_, at)| at.is_some()));
     }
 
-    /// Applies the removals among `updates` (after their batch became visible).
+    /// Applies the removals among `updates` (after their batch became visible). Most name
+    /// tokens that were never here (every swept token does): those take no write lock.
     pub(super) fn remove(&self, updates: &[Update]) {
-        self.change(updates.iter().filter(|(_, at)| at.is_none()));
+        if updates.is_empty() || self.is_empty() {
+            return;
+        }
+        let present: Vec<Update> = {
+            let map = self.read();
+            updates
+                .iter()
+                .filter(|(id, at)| at.is_none() && map.contains_key(id))
+                .copied()
+                .collect()
+        };
+        self.change(present.iter());
     }
 
     /// Takes back the insertions among `updates`: their batch was refused.
@@ -114,6 +126,9 @@ impl LoggedRevocations {
 /// Each token's last update among `updates`, in the order of those: what a batch leaves, so that
 /// its insertions and removals can be applied on either side of its commit.
 pub(super) fn net(updates: Vec<Update>) -> Vec<Update> {
+    if updates.len() < 2 {
+        return updates;
+    }
     let mut last: HashMap<TokenId, usize> = HashMap::with_capacity(updates.len());
     for (i, (id, _)) in updates.iter().enumerate() {
         last.insert(*id, i);
