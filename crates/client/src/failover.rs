@@ -33,7 +33,7 @@ use tonic::{
     Code, Status,
 };
 
-use crate::client::Client;
+use crate::{body::EndsWithLastFrame, client::Client};
 
 /// One endpoint: its URI as configured and its connection (lazy unless it was connected
 /// eagerly).
@@ -153,7 +153,7 @@ impl Service<http::Request<Body>> for FailoverChannel {
         };
         let pool = self.pool.clone();
         let pinned = self.pinned.is_some();
-        let response = channel.call(request);
+        let response = channel.call(request.map(EndsWithLastFrame::wrap));
         Box::pin(async move {
             match response.await {
                 Ok(response) if answered_unavailable(&response) => {

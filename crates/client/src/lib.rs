@@ -6,13 +6,15 @@
 //! [`fingerprint`]). The service uses these very types, so a broker and the service
 //! agree by construction.
 //!
-//! Children: `client` (connecting), `credentials` (the access key), `failover` (several
-//! endpoints), `tls` (CA, client certificate, server name), `follower` (the revocation
-//! stream), `grant` (grants and topic decisions), `topic` (MQTT topic validation and
-//! matching), `revocation` (the typed event), `convert` (proto <-> domain).
+//! Children: `client` (connecting), `body` (a unary request's end of stream in its last
+//! frame), `credentials` (the access key), `failover` (several endpoints), `tls` (CA, client
+//! certificate, server name), `follower` (the revocation stream), `grant` (grants and topic
+//! decisions), `topic` (MQTT topic validation and matching), `revocation` (the typed event),
+//! `convert` (proto <-> domain).
 
 #![warn(missing_docs)]
 
+mod body;
 pub mod client;
 pub mod convert;
 mod credentials;
