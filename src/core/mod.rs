@@ -4,7 +4,8 @@
 //!
 //! Children: `audit` (what the audit log records, and the JSON-lines sink that writes it), `error` (the one error enum), `crypto` (HMAC, hashes, hex, constant-time
 //! compare), `keyring` (master keys and derived secrets), `token` (token format and handles,
-//! ApplyToken/QueryToken/RevokeToken), `token_list` (ListTokens), `scope` (RevokeTokens:
+//! ApplyToken/QueryToken/RevokeToken), `token_list` (ListTokens), `token_liveness` (what QueryToken needs of a
+//! stored token), `scope` (RevokeTokens:
 //! revocation by handle, key or instance, and the scope tombstones every token check
 //! consults), `access_key` (callers and their permissions), `device` (device credentials),
 //! `broker` (CONNECT and topic checks), `broker_session` (sessions of brokers that check topics
@@ -32,6 +33,7 @@ pub mod revocation;
 pub mod scope;
 pub mod token;
 pub mod token_list;
+pub mod token_liveness;
 /// MQTT topic validation and matching, shared with brokers through the client crate.
 pub use mqtt_tokend_client::topic;
 pub mod watch;

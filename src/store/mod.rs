@@ -29,7 +29,7 @@ use std::{future::Future, pin::Pin};
 
 use crate::core::{
     access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent, scope::Tombstone,
-    token::IssuedToken,
+    token::IssuedToken, token_liveness::TokenLiveness,
 };
 
 /// A token's random id: 16 bytes (128 bits) from the OS CSPRNG.
@@ -179,6 +179,11 @@ pub enum Op {
 pub trait Store: BrokerSessionStore + Send + Sync + 'static {
     /// Looks a token up by id.
     fn token(&self, id: &TokenId) -> StoreResult<Option<IssuedToken>>;
+    /// A token's liveness facts: what [`Store::token`] answers, without the grant. The same
+    /// answer, always; a store that keeps them in memory answers without reading the record.
+    fn token_liveness(&self, id: &TokenId) -> StoreResult<Option<TokenLiveness>> {
+        Ok(self.token(id)?.as_ref().map(TokenLiveness::from))
+    }
     /// Ids and expiry times of up to `limit` tokens that expired at or before `now_ms`.
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>>;
     /// The latest expiry of any stored token, if any is stored.

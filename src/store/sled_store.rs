@@ -25,7 +25,8 @@
 //!
 //! Children: `apply` (operations to key writes), `overlay`, `wal`, `wal_record` and `prealloc`
 //! (the log, its file format and the zero-filled space ahead of it), `recovery` (the replay at
-//! start), `token_index`, `logged` (revocations stored as events only), `tokens`, `sessions`.
+//! start), `token_index` and `liveness` (the in-memory token indexes), `logged` (revocations
+//! stored as events only), `tokens`, `sessions`.
 
 use std::{
     ops::Bound,
@@ -42,11 +43,12 @@ use super::{
 };
 use crate::core::{
     access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent, scope::Tombstone,
-    token::IssuedToken,
+    token::IssuedToken, token_liveness::TokenLiveness,
 };
 
 mod apply;
 mod keys;
+mod liveness;
 mod logged;
 mod overlay;
 mod prealloc;
@@ -346,6 +348,12 @@ impl Store for SledStore {
             token.revoked_ms = logged;
         }
         Ok(Some(token))
+    }
+
+    fn token_liveness(&self, id: &TokenId) -> StoreResult<Option<TokenLiveness>> {
+        // The index is changed with every batch as it becomes visible, revocations stored as
+        // events included (`apply`), and rebuilt from the records and the log at open.
+        Ok(self.tokens.liveness(id))
     }
 
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>> {

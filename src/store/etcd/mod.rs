@@ -46,7 +46,7 @@ use super::{
 };
 use crate::core::{
     access_key::AccessKey, device::RegisteredDevice, revocation::RevocationEvent, scope::Tombstone,
-    token::IssuedToken,
+    token::IssuedToken, token_liveness::TokenLiveness,
 };
 
 /// How to reach etcd.
@@ -305,6 +305,9 @@ fn tls(options: &EtcdOptions) -> StoreResult<etcd_client::TlsOptions> {
 impl Store for EtcdStore {
     fn token(&self, id: &TokenId) -> StoreResult<Option<IssuedToken>> {
         self.inner.mirror().token(id)
+    }
+    fn token_liveness(&self, id: &TokenId) -> StoreResult<Option<TokenLiveness>> {
+        self.inner.mirror().token_liveness(id)
     }
     fn expired_tokens(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<(TokenId, i64)>> {
         self.inner.mirror().expired_tokens(now_ms, limit)

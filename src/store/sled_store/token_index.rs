@@ -14,7 +14,11 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use crate::{core::token::IssuedToken, store::TokenId};
+use super::liveness::Liveness;
+use crate::{
+    core::{token::IssuedToken, token_liveness::TokenLiveness},
+    store::TokenId,
+};
 
 /// What the indexes keep of one token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,7 @@ pub(super) struct Indexed {
     pub instance_id: String,
     pub creator: String,
     pub expire_ms: i64,
+    pub minted_revision: u64,
     pub revoked: bool,
 }
 
@@ -31,6 +36,7 @@ impl From<&IssuedToken> for Indexed {
             instance_id: t.instance_id.clone(),
             creator: t.creator.clone(),
             expire_ms: t.expire_ms,
+            minted_revision: t.minted_revision,
             revoked: t.revoked_ms.is_some(),
         }
     }
@@ -95,6 +101,8 @@ impl Inner {
 #[derive(Default)]
 pub(super) struct TokenIndex {
     inner: Mutex<Inner>,
+    /// By id, read without `inner`'s lock (see `liveness`).
+    live: Liveness,
 }
 
 impl TokenIndex {
@@ -110,11 +118,13 @@ impl TokenIndex {
         &self,
         tokens: impl Iterator<Item = Result<(TokenId, Indexed), E>>,
     ) -> Result<(), E> {
+        let live = Liveness::default();
         let mut fresh = Inner::default();
         let mut by_expiry = Vec::new();
         let mut by_owner: HashMap<Arc<str>, HashMap<Arc<str>, Vec<TokenId>>> = HashMap::new();
         for item in tokens {
             let (id, t) = item?;
+            live.set(id, Some(&t));
             by_expiry.push((t.expire_ms, id));
             let keys = match by_owner.get_mut(t.instance_id.as_str()) {
                 Some(keys) => keys,
@@ -141,14 +151,22 @@ impl TokenIndex {
                 (instance, keys)
             })
             .collect();
-        *self.lock() = fresh;
+        let mut inner = self.lock();
+        *inner = fresh;
+        self.live.replace(live);
         Ok(())
+    }
+
+    /// The liveness facts of token `id`, if it is stored.
+    pub(super) fn liveness(&self, id: &TokenId) -> Option<TokenLiveness> {
+        self.live.get(id)
     }
 
     /// Applies the token changes of a committed batch, in order.
     pub(super) fn apply(&self, changes: &[Change]) {
         let mut inner = self.lock();
         for (id, old, new) in changes {
+            self.live.set(*id, new.as_ref());
             match (old, new) {
                 // A revocation changes only the flag: the entries stay where they are (a
                 // remove and an add were ~4% of a RevokeToken's server CPU).
@@ -249,6 +267,7 @@ mod tests {
             instance_id: instance.into(),
             creator: creator.into(),
             expire_ms,
+            minted_revision: 0,
             revoked: false,
         }
     }
