@@ -6,8 +6,8 @@
 //! payload of 256 bytes or more by reference and writes it out before it queues anything
 //! else on that connection, so after such a message the empty frame goes out in a write (a
 //! syscall and a TCP segment) of its own, and the server's handler, which waits for the end
-//! of the request, is woken a second time. An AuthorizeTopic with a session handle and a
-//! token-mode AuthenticateConnect are that size. Looking one frame ahead costs nothing when
+//! of the request, is woken a second time. An AuthorizeTopic with a session handle is that
+//! size. Smaller messages only save the empty frame. Looking one frame ahead costs nothing when
 //! the body is already complete, which a unary request's always is.
 
 use std::{
