@@ -1,12 +1,14 @@
-//! The sled store's token indexes, in memory: tokens by expiry (the sweep) and by instance,
-//! minting key and id (ListTokens, RevokeTokens by key), and the token counts (metrics).
+//! The sled store's token indexes, in memory: tokens by expiry (the sweep), by instance,
+//! minting key and id (ListTokens, RevokeTokens by key), by id alone with their liveness facts
+//! (QueryToken, see `liveness`), and the token counts (metrics).
 //!
 //! Why in memory: on disk each index was a sled entry per token beside the record, so a
 //! minted token cost three sled writes and a counter update, and ~750 bytes of store per token
 //! (docs/benchmarks.md). Here a token is one sled record; the indexes are rebuilt by one scan
 //! of the records when the store opens and changed with every batch that changes a token,
 //! after the batch is committed. A live token costs two B-tree entries (24 and 16 bytes, plus
-//! node overhead); instance and key ids are stored once, not per token.
+//! node overhead) and a 48-byte entry in the liveness map; instance and key ids are stored
+//! once, not per token.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
