@@ -556,6 +556,70 @@ async fn on_etcd_a_revocation_built_on_a_stale_read_leaves_the_counts_right() {
     }
 }
 
+/// etcd 3.4 sometimes sends a watch response again (etcd#17247). Applied again, an old put
+/// would turn a revoked token live in that replica's mirror, with no revocation key in it to
+/// trip the gap check: the replica skips events at or below the revision it has applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_etcd_a_watch_response_sent_twice_does_not_bring_a_revoked_token_back() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let prefix = etcd_kit::unique_prefix();
+    let repeater = etcd_kit::repeater::Repeater::start(&etcd.member_endpoint(0)).await;
+    let follower = EtcdStore::connect(&EtcdOptions {
+        endpoints: vec![repeater.endpoint.clone()],
+        ..options(&etcd, &prefix)
+    })
+    .await
+    .expect("etcd through the proxy");
+    let writer = EtcdStore::connect(&options(&etcd, &prefix))
+        .await
+        .expect("etcd");
+    let (t, later): (TokenId, TokenId) = ([7; 16], [8; 16]);
+    write(
+        &writer,
+        vec![Op::InsertToken(t, token("i1", "k1", i64::MAX))],
+    )
+    .await;
+    follower.sync().await.expect("barrier");
+    assert_eq!(stored(&follower, &t), Some(token("i1", "k1", i64::MAX)));
+
+    // The revocation's response is followed by the token's first put, sent again.
+    write(
+        &writer,
+        vec![
+            Op::PutToken(t, revoked("i1", "k1", i64::MAX, 3)),
+            Op::AppendRevocation(token_event(1, &t, i64::MAX, 3)),
+        ],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !repeater.repeated() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never repeated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The watch delivers in order: once the follower has a later write, it has handled the
+    // repeat.
+    write(
+        &writer,
+        vec![Op::InsertToken(later, token("i1", "k1", i64::MAX))],
+    )
+    .await;
+    follower.sync().await.expect("barrier");
+    assert!(stored(&follower, &later).is_some());
+    assert_eq!(
+        stored(&follower, &t),
+        Some(revoked("i1", "k1", i64::MAX, 3)),
+        "the repeated put was applied again"
+    );
+    assert_eq!(follower.revision_bounds().unwrap().last, 1);
+    let counts = follower.counts().unwrap();
+    assert_eq!((counts.tokens, counts.revoked_tokens), (2, 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_etcd_one_replica_at_a_time_runs_the_background_work() {
     let Some(etcd) = EtcdCluster::start(1) else {

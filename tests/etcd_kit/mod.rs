@@ -16,10 +16,12 @@
 //! use `flavor = "multi_thread"` or `tokio::task::spawn_blocking`.
 //!
 //! `gateway` talks to one member over etcd's HTTP/JSON gateway (`/v3/...`), independently of
-//! the backend under test, to write, read and find the leader.
+//! the backend under test, to write, read and find the leader. `repeater` is a proxy that
+//! sends one watch response twice, as etcd 3.4 sometimes does.
 #![allow(dead_code)]
 
 mod gateway;
+pub mod repeater;
 
 use std::{
     fs::File,

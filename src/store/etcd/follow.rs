@@ -2,10 +2,11 @@
 //!
 //! etcd's watch history is not trusted alone: etcd 3.4 (Debian's) has known watch bugs (events
 //! lost after a compaction, etcd#17529; dropped delete events, #18089; progress notifications
-//! racing events, #15220). So the mirror is loaded with a range read, the watch starts at that
-//! read's revision + 1, every revocation must arrive as `last + 1`, and on a gap, a compaction
-//! or a cancelled watch the whole prefix is read again. Progress notifications are not used:
-//! the read barrier waits for the revision of the `w` key every transaction writes.
+//! racing events, #15220; events sent twice, #17247). So the mirror is loaded with a range read,
+//! the watch starts at that read's revision + 1, an event at or below a revision already
+//! applied is skipped as a repeat, every revocation must arrive as `last + 1`, and on a gap, a
+//! compaction or a cancelled watch the whole prefix is read again. Progress notifications are
+//! not used: the read barrier waits for the revision of the `w` key every transaction writes.
 
 use std::sync::{atomic::Ordering, Arc, Weak};
 
@@ -174,6 +175,11 @@ async fn watch(weak: &Weak<Inner>, inner: &Arc<Inner>, revision: i64) -> StoreRe
         .await
         .map_err(super::etcd_err)?;
     let mut closed = inner.closed.subscribe();
+    // The newest etcd revision applied. Revisions only grow along a watch, so an event at or
+    // below it is a repeat: applying it again would turn a key back to an older value (a
+    // revoked token live again). etcd never splits one revision's events between responses
+    // (fragmenting is not asked for), so the comparison is exact.
+    let mut seen = revision;
     loop {
         let message = tokio::select! {
             m = stream.message() => m.map_err(super::etcd_err)?,
@@ -194,13 +200,26 @@ async fn watch(weak: &Weak<Inner>, inner: &Arc<Inner>, revision: i64) -> StoreRe
         let Some(inner) = weak.upgrade() else {
             return Ok(());
         };
-        apply_events(&inner, response.events())?;
+        let (fresh, repeats): (Vec<_>, Vec<_>) = response
+            .events()
+            .iter()
+            .filter(|e| e.kv().is_some())
+            .partition(|e| e.kv().is_some_and(|kv| kv.mod_revision() > seen));
+        if !repeats.is_empty() {
+            tracing::warn!(
+                events = repeats.len(),
+                applied_through = seen,
+                "etcd sent events this replica had applied already; skipped them"
+            );
+        }
+        seen = seen.max(apply_events(&inner, &fresh)?);
     }
 }
 
-/// Applies one watch response to the mirror, under the state lock so a batch being staged
-/// sees all of one transaction or none of it.
-fn apply_events(inner: &Inner, events: &[etcd_client::Event]) -> StoreResult<()> {
+/// Applies one watch response's new events to the mirror, under the state lock so a batch
+/// being staged sees all of one transaction or none of it. Returns the newest revision applied
+/// (0 for none).
+fn apply_events(inner: &Inner, events: &[&etcd_client::Event]) -> StoreResult<i64> {
     let mirror = inner.mirror();
     let mut state = inner.state();
     let mut newest = 0;
@@ -244,7 +263,7 @@ fn apply_events(inner: &Inner, events: &[etcd_client::Event]) -> StoreResult<()>
     if newest > 0 {
         inner.applied.send_modify(|a| *a = (*a).max(newest));
     }
-    Ok(())
+    Ok(newest)
 }
 
 /// The read barrier: reads the `w` key (linearizably, so it sees every acknowledged write),
