@@ -565,9 +565,10 @@ async fn on_etcd_a_watch_response_sent_twice_does_not_bring_a_revoked_token_back
         return;
     };
     let prefix = etcd_kit::unique_prefix();
-    let repeater = etcd_kit::repeater::Repeater::start(&etcd.member_endpoint(0)).await;
+    let proxy = etcd_kit::watch_proxy::WatchProxy::start(&etcd.member_endpoint(0)).await;
+    proxy.repeat_once();
     let follower = EtcdStore::connect(&EtcdOptions {
-        endpoints: vec![repeater.endpoint.clone()],
+        endpoints: vec![proxy.endpoint.clone()],
         ..options(&etcd, &prefix)
     })
     .await
@@ -594,7 +595,7 @@ async fn on_etcd_a_watch_response_sent_twice_does_not_bring_a_revoked_token_back
     )
     .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !repeater.repeated() {
+    while !proxy.repeated() {
         assert!(
             std::time::Instant::now() < deadline,
             "the proxy never repeated"

@@ -296,6 +296,23 @@ impl Core {
         }
     }
 
+    /// Checks `caller` again against the table as it is now: the key still exists with the
+    /// same secret and may still act on `instance_id`. For a write that read nothing before
+    /// its commit (see [`Core::settle`]).
+    ///
+    /// # Errors
+    /// `InvalidAccessKeyId.NotFound`, `InvalidAccessKeySecret`, `InstancePermissionCheckFailed`.
+    pub(crate) fn recheck_caller(&self, caller: &Caller, instance_id: &str) -> Result<(), Error> {
+        let now = self
+            .access_keys
+            .get(caller.access_key_id())
+            .ok_or(Error::AccessKeyNotFound)?;
+        if !now.secret_matches(caller.secret()) {
+            return Err(Error::AccessKeySecretMismatch);
+        }
+        now.check_instance(instance_id)
+    }
+
     /// The access key with this id, for transports that verify a signature made with its
     /// secret rather than the secret itself.
     ///

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod revocation;
 pub mod scope;
 pub mod token;
+mod token_apply;
 pub mod token_list;
 pub mod token_liveness;
 /// MQTT topic validation and matching, shared with brokers through the client crate.
@@ -238,11 +239,32 @@ impl Core {
             return Ok(());
         }
         let sent = self.store.sync().await?;
-        // The feed reports what the barrier brought in (revocations, key and tombstone
-        // changes); once it is handled, the in-memory tables are as fresh as the mirror.
+        self.feed_handled(sent).await;
+        Ok(())
+    }
+
+    /// After a write of this replica became durable: waits until this replica has seen it and
+    /// every write any replica had acknowledged before it was sent ([`Store::settle`]), with
+    /// what they brought in handled. A write whose caller and reads are checked again after
+    /// this needs no [`Core::sync`] before it: its commit is the barrier, and no read of the
+    /// shared store is made. Free on an embedded store.
+    ///
+    /// # Errors
+    /// The shared store cannot be reached (`ServiceUnavailable`).
+    pub(crate) async fn settle(&self) -> Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let sent = self.store.settle().await?;
+        self.feed_handled(sent).await;
+        Ok(())
+    }
+
+    /// Waits until the feed's first `sent` items (revocations, key and tombstone changes) are
+    /// handled: then the in-memory tables are as fresh as the store's reads.
+    async fn feed_handled(&self, sent: u64) {
         let mut done = self.feed_done.subscribe();
         let _ = done.wait_for(|handled| *handled >= sent).await;
-        Ok(())
     }
 
     /// The configuration the core runs with.

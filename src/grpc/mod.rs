@@ -258,6 +258,26 @@ pub(crate) async fn open<'a, T>(
     Ok((ctx, request.into_inner()))
 }
 
+/// [`open`] without the read barrier, for a call whose core method checks its caller and
+/// what it read again once its write is durable ([`Core::settle`]): ApplyToken. On etcd the
+/// barrier is a linearizable read per burst of calls, and with it etcd spent about twice the
+/// CPU per ApplyToken (docs/benchmarks.md, "The sixth pass"). Only a caller this replica does
+/// not know (a key created on another replica a moment ago, or bad credentials) waits for
+/// the barrier, then is authenticated again.
+pub(crate) async fn open_checked_at_commit<'a, T>(
+    core: &'a Core,
+    request: Request<T>,
+    rpc: &'static str,
+) -> Result<(Ctx<'a>, T), Status> {
+    if authenticate(core, request.metadata()).is_err() {
+        core.sync()
+            .await
+            .map_err(|e| status::to_status(&e, &new_request_id()))?;
+    }
+    let ctx = Ctx::new(core, request.metadata(), request.remote_addr(), rpc)?;
+    Ok((ctx, request.into_inner()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::open;
+use super::{open, open_checked_at_commit};
 use crate::{
     core::{
         audit::Target, Actions, Core, Error, Field, TokenInfo, TokenRequest, TokenScope,
@@ -68,7 +68,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<proto::ApplyTokenRequest>,
     ) -> Result<Response<proto::ApplyTokenResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "ApplyToken").await?;
+        let (mut ctx, req) = open_checked_at_commit(&self.0, request, "ApplyToken").await?;
         ctx.audit(|| Target::instance(&req.instance_id));
         let instance_id = req.instance_id.clone();
         let actions = actions(&req.actions).map_err(|e| ctx.err(e))?;

@@ -249,6 +249,15 @@ pub trait Store: BrokerSessionStore + Send + Sync + 'static {
     fn sync(&self) -> StoreFuture<'_, u64> {
         Box::pin(std::future::ready(Ok(0)))
     }
+    /// Waits until this process reads every write it has itself made durable so far, and with
+    /// them every write any process had acknowledged before those were sent; returns the
+    /// [`Committed`] items sent by then, as [`Store::sync`] does. It reads nothing from a
+    /// shared backend: a write that just became durable is the barrier, so a writer that
+    /// checks what it read after its commit needs no read before it. An embedded store is
+    /// always up to date (0).
+    fn settle(&self) -> StoreFuture<'_, u64> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
     /// The revision a token minted now records: the newest committed one (a shared store's
     /// reads may include revocations staged but not yet committed, which must not count).
     fn minting_revision(&self) -> StoreResult<u64> {

@@ -16,12 +16,12 @@
 //! use `flavor = "multi_thread"` or `tokio::task::spawn_blocking`.
 //!
 //! `gateway` talks to one member over etcd's HTTP/JSON gateway (`/v3/...`), independently of
-//! the backend under test, to write, read and find the leader. `repeater` is a proxy that
-//! sends one watch response twice, as etcd 3.4 sometimes does.
+//! the backend under test, to write, read and find the leader. `watch_proxy` is a proxy that
+//! can repeat a watch response (as etcd 3.4 sometimes does) or hold the watch back.
 #![allow(dead_code)]
 
 mod gateway;
-pub mod repeater;
+pub mod watch_proxy;
 
 use std::{
     fs::File,

@@ -271,6 +271,21 @@ fn apply_events(inner: &Inner, events: &[&etcd_client::Event]) -> StoreResult<i6
 /// by then.
 pub(super) async fn barrier(inner: &Arc<Inner>) -> StoreResult<u64> {
     let target = shared_read(inner).await?;
+    applied_through(inner, target).await
+}
+
+/// [`Store::settle`](crate::store::Store::settle): waits until the mirror has applied this
+/// replica's newest committed transaction. Every transaction writes `w`, so the watch brings
+/// each one back, and with it everything etcd committed before it, which includes every write
+/// acknowledged before this replica sent it.
+pub(super) async fn settle(inner: &Arc<Inner>) -> StoreResult<u64> {
+    let target = inner.state().own_commit;
+    applied_through(inner, target).await
+}
+
+/// Waits until the mirror has applied etcd revision `target`; returns how many feed items
+/// were sent by then.
+async fn applied_through(inner: &Arc<Inner>, target: i64) -> StoreResult<u64> {
     let mut applied = inner.applied.subscribe();
     let reached = tokio::time::timeout(
         std::time::Duration::from_secs(10),

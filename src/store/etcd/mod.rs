@@ -103,6 +103,9 @@ struct State {
     /// The last revocation revision this replica committed (the watch may not have delivered
     /// it yet): a rollback never goes below it, and new tokens are minted at least at it.
     own_revision: u64,
+    /// The etcd revision of this replica's newest committed transaction (what
+    /// [`Store::settle`] waits for the watch to bring back).
+    own_commit: i64,
 }
 
 impl State {
@@ -481,6 +484,10 @@ impl Store for EtcdStore {
 
     fn sync(&self) -> StoreFuture<'_, u64> {
         Box::pin(follow::barrier(&self.inner))
+    }
+
+    fn settle(&self) -> StoreFuture<'_, u64> {
+        Box::pin(follow::settle(&self.inner))
     }
 
     fn minting_revision(&self) -> StoreResult<u64> {

@@ -135,7 +135,10 @@ pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
                     failure: Some(FlushFailure::Conflict),
                 })
             }
-            Ok(_) => {
+            Ok(resp) => {
+                if let Some(header) = resp.header() {
+                    state.own_commit = state.own_commit.max(header.revision());
+                }
                 let done: Vec<_> = state.staged.drain(..chunk.batches).collect();
                 state.durable_through = chunk.last_ticket;
                 let newest = chunk
