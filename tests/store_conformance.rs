@@ -483,6 +483,11 @@ async fn on_etcd_the_write_that_loses_a_race_is_reported_and_rolled_back() {
     );
     assert!(rb.durable_through < tb);
     assert!(b.rollback() >= tb, "the rollback drops the losing batch");
+    // Built again, the write finds nothing to do: its empty batch must not name the dropped
+    // ticket (its writer would hear of the conflict again and again).
+    let nothing = b.apply(Vec::new()).unwrap();
+    assert!(nothing < tb, "an empty batch waits on no dropped ticket");
+    assert!(b.flush().await.expect("flush b").durable_through >= nothing);
     b.sync().await.expect("barrier");
     assert_eq!(
         b.revocations(1, 10).unwrap(),

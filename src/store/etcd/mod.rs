@@ -379,7 +379,15 @@ impl Store for EtcdStore {
         let inner = &self.inner;
         let mut state = inner.state();
         if ops.is_empty() {
-            return Ok(state.last_ticket);
+            // Nothing to write: the answer rests on what the build read, staged batches
+            // included (wait for the last of them), or only on what is committed. Not the last
+            // ticket when nothing is staged: after a rollback that one was dropped, and a
+            // writer waiting on it would hear of a conflict again at every attempt.
+            return Ok(if state.staged.is_empty() {
+                state.durable_through
+            } else {
+                state.last_ticket
+            });
         }
         let mirror = inner.mirror();
         let mut writes = Vec::new();
