@@ -1,9 +1,10 @@
-//! A replica whose view of etcd lags still answers ApplyToken as if it were up to date. It
-//! reads nothing from etcd before the write (no read barrier): once the token is committed it
-//! waits until its watch has brought everything acknowledged before, checks the caller again
-//! and mints again if the token was born covered. A proxy holds the lagging replica's watch
-//! back while another replica deletes a key, revokes a key's tokens or creates a key. Real
-//! etcd, real servers, real gRPC clients.
+//! A replica whose view of etcd lags still answers ApplyToken and RevokeToken as if it were up
+//! to date. It reads nothing from etcd before the write (no read barrier): once the write is
+//! committed it waits until its watch has brought everything acknowledged before, checks the
+//! caller again and mints again if a token was born covered; a revocation that found nothing
+//! to write looks again after a barrier. A proxy holds the lagging replica's watch back while
+//! another replica deletes a key, revokes a key's tokens, creates a key or mints a token.
+//! Real etcd, real servers, real gRPC clients.
 
 mod common;
 #[path = "etcd_kit/mod.rs"]
@@ -19,6 +20,7 @@ use mqtt_tokend::{
 };
 use mqtt_tokend_client::proto::{
     ApplyTokenRequest, ApplyTokenResponse, DeleteAccessKeyRequest, QueryTokenRequest,
+    RevokeTokenRequest,
 };
 use tonic::{Response, Status};
 
@@ -72,25 +74,51 @@ async fn valid(ts: &TestServer, token: &str) -> bool {
         .token_status
 }
 
-/// Starts ApplyToken with `key` on `ts` while the proxy holds the watch, checks it is still
-/// waiting after [`HELD`], then releases the watch and returns the answer.
+/// Runs `call` while the proxy holds the watch, checks it is still waiting after [`HELD`],
+/// then releases the watch and returns the answer.
+async fn while_held<T: Send + 'static>(
+    proxy: &WatchProxy,
+    call: impl std::future::Future<Output = Result<Response<T>, Status>> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    let call = tokio::spawn(call);
+    tokio::time::sleep(HELD).await;
+    assert!(
+        !call.is_finished(),
+        "answered before the replica saw what came before the call"
+    );
+    proxy.hold(false);
+    tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the call answers once the watch flows")
+        .expect("the call's task")
+}
+
+/// ApplyToken with `key` on `ts`, [`while_held`].
 async fn apply_while_held(
     proxy: &WatchProxy,
     ts: &TestServer,
     key: &Key,
 ) -> Result<Response<ApplyTokenResponse>, Status> {
     let mut tokens = ts.tokens(key);
-    let call = tokio::spawn(async move { tokens.apply_token(apply_request()).await });
-    tokio::time::sleep(HELD).await;
-    assert!(
-        !call.is_finished(),
-        "ApplyToken answered before the replica saw what came before it"
-    );
-    proxy.hold(false);
-    tokio::time::timeout(Duration::from_secs(20), call)
+    while_held(
+        proxy,
+        async move { tokens.apply_token(apply_request()).await },
+    )
+    .await
+}
+
+/// RevokeToken of `token` by the root key on `ts`, [`while_held`]; the event's revision.
+async fn revoke_while_held(proxy: &WatchProxy, ts: &TestServer, token: &str) -> u64 {
+    let mut tokens = ts.tokens(&ts.root);
+    let request = RevokeTokenRequest {
+        instance_id: "i1".into(),
+        token: token.into(),
+    };
+    while_held(proxy, async move { tokens.revoke_token(request).await })
         .await
-        .expect("ApplyToken answers once the watch flows")
-        .expect("the call's task")
+        .expect("revoke")
+        .into_inner()
+        .revision
 }
 
 /// Gives A its first watch event (so the proxy knows the watch stream), then holds it.
@@ -175,4 +203,67 @@ async fn a_lagging_replica_accepts_a_key_created_elsewhere() {
         .into_inner()
         .token;
     assert!(valid(&a, &token).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_replica_revokes_a_token_minted_elsewhere() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let (_keyring, proxy, a, b) = lagging_pair(&etcd).await;
+    hold_after_first_event(&proxy, &a, &a.root.clone()).await;
+    let token = b
+        .tokens(&b.root)
+        .apply_token(apply_request())
+        .await
+        .expect("apply on B")
+        .into_inner()
+        .token;
+
+    let revision = revoke_while_held(&proxy, &a, &token).await;
+    assert!(revision > 0, "a revocation was written");
+    assert!(
+        !valid(&b, &token).await,
+        "revoked on the replica that minted it"
+    );
+    assert!(!valid(&a, &token).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_replica_does_not_revoke_again_what_was_revoked_elsewhere() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let (_keyring, proxy, a, b) = lagging_pair(&etcd).await;
+    let token = a
+        .tokens(&a.root)
+        .apply_token(apply_request())
+        .await
+        .expect("apply on A")
+        .into_inner()
+        .token;
+    assert!(valid(&a, &token).await);
+    proxy.hold(true);
+    let first = b
+        .tokens(&b.root)
+        .revoke_token(RevokeTokenRequest {
+            instance_id: "i1".into(),
+            token: token.clone(),
+        })
+        .await
+        .expect("revoke on B")
+        .into_inner()
+        .revision;
+    assert!(first > 0);
+
+    assert_eq!(
+        revoke_while_held(&proxy, &a, &token).await,
+        0,
+        "already revoked: no second event"
+    );
+    assert_eq!(
+        a.server().core().revision_bounds().1,
+        first,
+        "one event in the log"
+    );
 }

@@ -316,30 +316,46 @@ impl Core {
             .ok_or_else(|| Error::invalid(Field::Token, "not a token issued for this instance"))?;
         let fingerprint = fingerprint(token);
         let instance = instance_id.to_owned();
-        let (_, revision) = self
-            .commit(|store| {
-                let now = now_ms();
-                let Some(mut record) = store.token(&verified.id)? else {
-                    return Ok((vec![], vec![], ()));
-                };
-                if self.revocation_time(&record).is_some() || record.expire_ms <= now {
-                    return Ok((vec![], vec![], ()));
-                }
-                record.revoked_ms = Some(now);
-                let draft = Draft {
-                    token_fingerprint: fingerprint.clone(),
-                    token_handle: handle(&verified.id),
-                    expire_ms: Some(record.expire_ms),
-                    ..Draft::new(
-                        RevocationKind::TokenRevoked,
-                        Some(&instance),
-                        "RevokeToken",
-                        now,
-                    )
-                };
-                Ok((vec![Op::RevokeToken(verified.id, record)], vec![draft], ()))
-            })
-            .await?;
+        let mut build = |store: &dyn crate::store::Store| {
+            let now = now_ms();
+            let Some(mut record) = store.token(&verified.id)? else {
+                return Ok((vec![], vec![], ()));
+            };
+            if self.revocation_time(&record).is_some() || record.expire_ms <= now {
+                return Ok((vec![], vec![], ()));
+            }
+            record.revoked_ms = Some(now);
+            let draft = Draft {
+                token_fingerprint: fingerprint.clone(),
+                token_handle: handle(&verified.id),
+                expire_ms: Some(record.expire_ms),
+                ..Draft::new(
+                    RevocationKind::TokenRevoked,
+                    Some(&instance),
+                    "RevokeToken",
+                    now,
+                )
+            };
+            Ok((vec![Op::RevokeToken(verified.id, record)], vec![draft], ()))
+        };
+        let (_, revision) = self.commit(&mut build).await?;
+        if !self.shared {
+            return Ok(revision);
+        }
+        // On a shared store the transport read nothing from it first. A revocation that was
+        // written compared the write version, so nothing another replica read-modify-wrote
+        // since this replica's view was missed; once this replica has seen its own write, the
+        // caller is checked again. Nothing written may only mean this replica has not seen
+        // the token yet (new tokens compare nothing): that answer is read again after a
+        // barrier.
+        if revision == 0 {
+            self.sync().await?;
+            self.recheck_caller(caller, instance_id)?;
+            let (_, revision) = self.commit(&mut build).await?;
+            return Ok(revision);
+        }
+        self.settle().await?;
+        self.recheck_caller(caller, instance_id)?;
         Ok(revision)
     }
 }

@@ -259,11 +259,11 @@ pub(crate) async fn open<'a, T>(
 }
 
 /// [`open`] without the read barrier, for a call whose core method checks its caller and
-/// what it read again once its write is durable ([`Core::settle`]): ApplyToken. On etcd the
-/// barrier is a linearizable read per burst of calls, and with it etcd spent about twice the
-/// CPU per ApplyToken (docs/benchmarks.md, "The sixth pass"). Only a caller this replica does
-/// not know (a key created on another replica a moment ago, or bad credentials) waits for
-/// the barrier, then is authenticated again.
+/// what it read again once its write is durable ([`Core::settle`]): ApplyToken and
+/// RevokeToken. On etcd the barrier is a linearizable read per burst of calls, and with it
+/// etcd spent about twice the CPU per ApplyToken (docs/benchmarks.md, "The sixth pass").
+/// Only a caller this replica does not know (a key created on another replica a moment ago,
+/// or bad credentials) waits for the barrier, then is authenticated again.
 pub(crate) async fn open_checked_at_commit<'a, T>(
     core: &'a Core,
     request: Request<T>,

@@ -113,7 +113,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<proto::RevokeTokenRequest>,
     ) -> Result<Response<proto::RevokeTokenResponse>, Status> {
-        let (mut ctx, req) = open(&self.0, request, "RevokeToken").await?;
+        let (mut ctx, req) = open_checked_at_commit(&self.0, request, "RevokeToken").await?;
         ctx.audit(|| Target::token(&req.instance_id, &req.token));
         let revision = self
             .0
