@@ -407,11 +407,24 @@ impl Store for EtcdStore {
         }
         // Everything that can fail first, then one atomic batch on the mirror: a failure
         // leaves neither the mirror nor the undo log half-changed.
+        // A new token's key is absent in etcd (a fresh random id): no mirror read to learn it.
+        let inserted: Vec<Vec<u8>> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::InsertToken(id, _) => Some(keys::token_key(id)),
+                _ => None,
+            })
+            .collect();
         let mut undo = Vec::new();
         for write in &writes {
             if let Some(key) = write.key() {
                 if !state.undo.contains_key(key) && !undo.iter().any(|(k, _)| k == key) {
-                    undo.push((key.to_vec(), keys::current(&mirror, key)?));
+                    let committed = if inserted.iter().any(|k| k == key) {
+                        None
+                    } else {
+                        keys::current(&mirror, key)?
+                    };
+                    undo.push((key.to_vec(), committed));
                 }
             }
         }
