@@ -267,6 +267,12 @@ impl Core {
         let _ = done.wait_for(|handled| *handled >= sent).await;
     }
 
+    /// Whether the store is shared with other replicas (etcd): then reads may lag behind
+    /// writes acknowledged elsewhere until [`Core::sync`] or [`Core::settle`].
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     /// The configuration the core runs with.
     pub fn config(&self) -> &CoreConfig {
         &self.config

@@ -269,7 +269,7 @@ pub(crate) async fn open_checked_at_commit<'a, T>(
     request: Request<T>,
     rpc: &'static str,
 ) -> Result<(Ctx<'a>, T), Status> {
-    if authenticate(core, request.metadata()).is_err() {
+    if core.is_shared() && authenticate(core, request.metadata()).is_err() {
         core.sync()
             .await
             .map_err(|e| status::to_status(&e, &new_request_id()))?;
