@@ -269,7 +269,7 @@ impl Core {
 
     /// Whether the store is shared with other replicas (etcd): then reads may lag behind
     /// writes acknowledged elsewhere until [`Core::sync`] or [`Core::settle`].
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         self.shared
     }
 

@@ -58,10 +58,6 @@ impl Core {
             ));
         }
         let expire_time = req.expire_time.min(now.saturating_add(MAX_LIFETIME_MS));
-        // Not a secret (a token is valid only with its MAC, and ListTokens shows handles), but
-        // unique and unpredictable: rand's thread-local CSPRNG (ChaCha, seeded and reseeded
-        // from the OS) gives that without a getrandom syscall per call (1.5% of a durable
-        // ApplyToken's server CPU). Secrets keep `random_bytes`, straight from the OS.
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -69,7 +65,7 @@ impl Core {
                 .mint(
                     caller,
                     &req.instance_id,
-                    &req.actions,
+                    req.actions,
                     &resources,
                     expire_time,
                     now,
@@ -103,7 +99,7 @@ impl Core {
         &self,
         caller: &Caller,
         instance_id: &str,
-        actions: &Actions,
+        actions: Actions,
         resources: &[String],
         expire_time: i64,
         now: i64,
@@ -129,7 +125,7 @@ impl Core {
         };
         let mut record = IssuedToken {
             instance_id: instance_id.to_owned(),
-            actions: *actions,
+            actions,
             resources: resources.to_vec(),
             expire_ms: expire_time,
             creator: caller.access_key_id().to_owned(),
