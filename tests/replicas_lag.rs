@@ -267,3 +267,39 @@ async fn a_lagging_replica_does_not_revoke_again_what_was_revoked_elsewhere() {
         "one event in the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_replica_refuses_revoke_token_of_a_key_deleted_elsewhere() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let (_keyring, proxy, a, b) = lagging_pair(&etcd).await;
+    let key = b.create_key(&["i1"]).await;
+    // Another key's token, which the deleted key must not get to revoke.
+    let token = b
+        .tokens(&b.root)
+        .apply_token(apply_request())
+        .await
+        .expect("apply on B")
+        .into_inner()
+        .token;
+    hold_after_first_event(&proxy, &a, &key).await;
+    b.access_keys(&b.root)
+        .delete_access_key(DeleteAccessKeyRequest {
+            access_key_id: key.id.clone(),
+        })
+        .await
+        .expect("delete on B");
+
+    let mut tokens = a.tokens(&key);
+    let request = RevokeTokenRequest {
+        instance_id: "i1".into(),
+        token: token.clone(),
+    };
+    let refused = while_held(&proxy, async move { tokens.revoke_token(request).await })
+        .await
+        .expect_err("a key deleted before the call is refused");
+    assert_eq!(code_of(&refused), "InvalidAccessKeyId.NotFound");
+    assert!(valid(&b, &token).await, "nothing was revoked");
+    assert!(valid(&a, &token).await);
+}

@@ -289,8 +289,9 @@ impl Core {
                 Flushed::Durable => return Ok((value, last_rev)),
                 Flushed::Conflict => {
                     self.metrics.write_conflict();
-                    // See the write that won before building again.
-                    self.store.sync().await?;
+                    // See the write that won before building again, in the in-memory tables
+                    // too (a build reads tombstones and access keys from them).
+                    self.sync().await?;
                 }
             }
         }

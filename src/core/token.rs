@@ -317,6 +317,13 @@ impl Core {
         let fingerprint = fingerprint(token);
         let instance = instance_id.to_owned();
         let mut build = |store: &dyn crate::store::Store| {
+            // The caller's key as the store reads it under the writer lock: the transport read
+            // nothing first, and the write version covers what the build reads, so a key
+            // deleted before this point is seen here or makes the commit conflict (and this
+            // build run again on data that shows it).
+            if self.shared && store.access_key(caller.access_key_id())?.is_none() {
+                return Err(Error::AccessKeyNotFound);
+            }
             let now = now_ms();
             let Some(mut record) = store.token(&verified.id)? else {
                 return Ok((vec![], vec![], ()));
@@ -344,10 +351,10 @@ impl Core {
         }
         // On a shared store the transport read nothing from it first. A revocation that was
         // written compared the write version, so nothing another replica read-modify-wrote
-        // since this replica's view was missed; once this replica has seen its own write, the
-        // caller is checked again. Nothing written may only mean this replica has not seen
-        // the token yet (new tokens compare nothing): that answer is read again after a
-        // barrier.
+        // since this replica's view was missed (the caller's key included, see `build`); once
+        // this replica has seen its own write, the caller is checked again against the
+        // in-memory table. Nothing written may only mean this replica has not seen the token
+        // yet (new tokens compare nothing): that answer is read again after a barrier.
         if revision == 0 {
             self.sync().await?;
             self.recheck_caller(caller, instance_id)?;

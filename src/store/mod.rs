@@ -201,6 +201,10 @@ pub trait Store: BrokerSessionStore + Send + Sync + 'static {
     fn tombstones(&self) -> StoreResult<Vec<Tombstone>>;
     /// Every access key.
     fn access_keys(&self) -> StoreResult<Vec<AccessKey>>;
+    /// One access key by id, as this process reads it now.
+    fn access_key(&self, id: &str) -> StoreResult<Option<AccessKey>> {
+        Ok(self.access_keys()?.into_iter().find(|k| k.id == id))
+    }
     /// The credential of a client id.
     fn device(&self, instance_id: &str, client_id: &str) -> StoreResult<Option<RegisteredDevice>>;
     /// The credential with this device access key id.

@@ -387,6 +387,13 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn access_key(&self, id: &str) -> StoreResult<Option<AccessKey>> {
+        let key = [b"a/".as_slice(), id.as_bytes()].concat();
+        self.get(&key)?
+            .map(|v| decode_into::<AccessKeyRecord, _>(&key, &v))
+            .transpose()
+    }
+
     fn device(&self, instance_id: &str, client_id: &str) -> StoreResult<Option<RegisteredDevice>> {
         let key = device_key(instance_id, client_id);
         self.get(&key)?

@@ -99,20 +99,24 @@ pub(super) async fn load(inner: &Inner, report: bool) -> StoreResult<i64> {
             keys::apply_change(&fresh, key, value)?;
         }
     }
-    if report {
+    let oldest = {
         use crate::store::Store;
-        for event in missed {
-            inner.send(Committed::Revocation(event));
-        }
-        inner.send(Committed::Oldest(fresh.revision_bounds()?.oldest));
-        inner.send(Committed::AccessKeys);
-    }
+        fresh.revision_bounds()?.oldest
+    };
     state.committed_revision = committed_revision;
     // Assigned, not raised: a commit of this replica after the range read is not in the fresh
     // mirror, so builds on it must compare with the version read (and conflict until the
     // watch brings that commit).
     state.committed_version = version;
     *inner.mirror.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    // Told after the swap: the core reloads its tables from the mirror when it hears.
+    if report {
+        for event in missed {
+            inner.send(Committed::Revocation(event));
+        }
+        inner.send(Committed::Oldest(oldest));
+        inner.send(Committed::AccessKeys);
+    }
     drop(state);
     inner.applied.send_modify(|a| *a = (*a).max(revision));
     Ok(revision)
@@ -279,7 +283,18 @@ pub(super) async fn barrier(inner: &Arc<Inner>) -> StoreResult<u64> {
 /// each one back, and with it everything etcd committed before it, which includes every write
 /// acknowledged before this replica sent it.
 pub(super) async fn settle(inner: &Arc<Inner>) -> StoreResult<u64> {
-    let target = inner.state().own_commit;
+    let (target, unknown) = {
+        let mut state = inner.state();
+        (
+            state.own_commit,
+            std::mem::take(&mut state.own_commit_unknown),
+        )
+    };
+    if unknown {
+        // A commit whose response named no revision (etcd always names one): the barrier
+        // covers it.
+        return barrier(inner).await;
+    }
     applied_through(inner, target).await
 }
 

@@ -106,6 +106,8 @@ struct State {
     /// The etcd revision of this replica's newest committed transaction (what
     /// [`Store::settle`] waits for the watch to bring back).
     own_commit: i64,
+    /// A commit's response named no revision: the next settle takes the read barrier.
+    own_commit_unknown: bool,
 }
 
 impl State {
@@ -334,6 +336,9 @@ impl Store for EtcdStore {
     }
     fn access_keys(&self) -> StoreResult<Vec<AccessKey>> {
         self.inner.mirror().access_keys()
+    }
+    fn access_key(&self, id: &str) -> StoreResult<Option<AccessKey>> {
+        self.inner.mirror().access_key(id)
     }
     fn device(&self, instance_id: &str, client_id: &str) -> StoreResult<Option<RegisteredDevice>> {
         self.inner.mirror().device(instance_id, client_id)

@@ -136,8 +136,9 @@ pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
                 })
             }
             Ok(resp) => {
-                if let Some(header) = resp.header() {
-                    state.own_commit = state.own_commit.max(header.revision());
+                match resp.header() {
+                    Some(header) => state.own_commit = state.own_commit.max(header.revision()),
+                    None => state.own_commit_unknown = true,
                 }
                 let done: Vec<_> = state.staged.drain(..chunk.batches).collect();
                 state.durable_through = chunk.last_ticket;
