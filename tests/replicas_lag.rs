@@ -62,6 +62,26 @@ fn apply_request() -> ApplyTokenRequest {
     }
 }
 
+/// A token minted with `key` on `ts`.
+async fn apply(ts: &TestServer, key: &Key) -> String {
+    ts.tokens(key)
+        .apply_token(apply_request())
+        .await
+        .expect("apply")
+        .into_inner()
+        .token
+}
+
+/// Deletes `key` through `ts` (acknowledged when this returns).
+async fn delete_key(ts: &TestServer, key: &Key) {
+    ts.access_keys(&ts.root)
+        .delete_access_key(DeleteAccessKeyRequest {
+            access_key_id: key.id.clone(),
+        })
+        .await
+        .expect("delete the key");
+}
+
 async fn valid(ts: &TestServer, token: &str) -> bool {
     ts.tokens(&ts.root)
         .query_token(QueryTokenRequest {
@@ -123,13 +143,7 @@ async fn revoke_while_held(proxy: &WatchProxy, ts: &TestServer, token: &str) -> 
 
 /// Gives A its first watch event (so the proxy knows the watch stream), then holds it.
 async fn hold_after_first_event(proxy: &WatchProxy, a: &TestServer, key: &Key) {
-    let token = a
-        .tokens(key)
-        .apply_token(apply_request())
-        .await
-        .expect("apply on A")
-        .into_inner()
-        .token;
+    let token = apply(a, key).await;
     assert!(valid(a, &token).await);
     proxy.hold(true);
 }
@@ -142,12 +156,7 @@ async fn a_lagging_replica_refuses_apply_token_of_a_key_deleted_elsewhere() {
     let (_keyring, proxy, a, b) = lagging_pair(&etcd).await;
     let key = b.create_key(&["i1"]).await;
     hold_after_first_event(&proxy, &a, &key).await;
-    b.access_keys(&b.root)
-        .delete_access_key(DeleteAccessKeyRequest {
-            access_key_id: key.id.clone(),
-        })
-        .await
-        .expect("delete on B");
+    delete_key(&b, &key).await;
 
     let refused = apply_while_held(&proxy, &a, &key)
         .await
@@ -212,13 +221,7 @@ async fn a_lagging_replica_revokes_a_token_minted_elsewhere() {
     };
     let (_keyring, proxy, a, b) = lagging_pair(&etcd).await;
     hold_after_first_event(&proxy, &a, &a.root.clone()).await;
-    let token = b
-        .tokens(&b.root)
-        .apply_token(apply_request())
-        .await
-        .expect("apply on B")
-        .into_inner()
-        .token;
+    let token = apply(&b, &b.root).await;
 
     let revision = revoke_while_held(&proxy, &a, &token).await;
     assert!(revision > 0, "a revocation was written");
@@ -235,13 +238,7 @@ async fn a_lagging_replica_does_not_revoke_again_what_was_revoked_elsewhere() {
         return;
     };
     let (_keyring, proxy, a, b) = lagging_pair(&etcd).await;
-    let token = a
-        .tokens(&a.root)
-        .apply_token(apply_request())
-        .await
-        .expect("apply on A")
-        .into_inner()
-        .token;
+    let token = apply(&a, &a.root).await;
     assert!(valid(&a, &token).await);
     proxy.hold(true);
     let first = b
@@ -276,20 +273,9 @@ async fn a_lagging_replica_refuses_revoke_token_of_a_key_deleted_elsewhere() {
     let (_keyring, proxy, a, b) = lagging_pair(&etcd).await;
     let key = b.create_key(&["i1"]).await;
     // Another key's token, which the deleted key must not get to revoke.
-    let token = b
-        .tokens(&b.root)
-        .apply_token(apply_request())
-        .await
-        .expect("apply on B")
-        .into_inner()
-        .token;
+    let token = apply(&b, &b.root).await;
     hold_after_first_event(&proxy, &a, &key).await;
-    b.access_keys(&b.root)
-        .delete_access_key(DeleteAccessKeyRequest {
-            access_key_id: key.id.clone(),
-        })
-        .await
-        .expect("delete on B");
+    delete_key(&b, &key).await;
 
     let mut tokens = a.tokens(&key);
     let request = RevokeTokenRequest {
