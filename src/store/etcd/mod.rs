@@ -368,6 +368,10 @@ impl Store for EtcdStore {
         self.inner.mirror().revocations(from, limit)
     }
     fn revision_bounds(&self) -> StoreResult<RevisionBounds> {
+        // Under the state lock: the watch, a stage and a rollback change the mirror's bounds
+        // in more than one step under it (an event appended below a staged one sets the last
+        // revision back, then up again), and the core numbers its next revocation from this.
+        let _state = self.inner.state();
         self.inner.mirror().revision_bounds()
     }
     fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
