@@ -23,7 +23,7 @@
 //! - `b/`, `i/`, `e/`: broker sessions and their indexes (see `sessions`)
 //! - `s/`: the scope tombstones (see `tokens`)
 //!
-//! Children: `apply` (operations to key writes), `overlay`, `wal`, `wal_record` and `prealloc`
+//! Children: `apply` (operations to key writes), `overlay`, `memory`, `wal`, `wal_record` and `prealloc`
 //! (the log, its file format and the zero-filled space ahead of it), `recovery` (the replay at
 //! start), `token_index` and `liveness` (the in-memory token indexes), `logged` (revocations
 //! stored as events only), `tokens`, `sessions`.
@@ -50,6 +50,7 @@ mod apply;
 mod keys;
 mod liveness;
 mod logged;
+mod memory;
 mod overlay;
 mod prealloc;
 mod recovery;
@@ -84,6 +85,8 @@ pub struct SledStore {
     logged: logged::LoggedRevocations,
     /// The write-ahead log; `None` for a temporary store.
     wal: Option<Arc<wal::Wal>>,
+    /// A temporary store's token records, in memory rather than in sled (see `memory`).
+    memory: Option<memory::MemoryRecords>,
     // Declared after `db`, so dropped after it: sled closes the database in its drop (a last
     // flush and an fsync, which can take a second on a busy disk), and only then do the
     // receivers of `closed()` hear that the store is closed.
@@ -158,6 +161,7 @@ impl SledStore {
             tokens: token_index::TokenIndex::default(),
             logged: logged::LoggedRevocations::default(),
             wal: Some(wal.clone()),
+            memory: None,
             closed: tokio::sync::watch::channel(()).0,
         };
         store.count_if_uncounted()?;
@@ -185,6 +189,7 @@ impl SledStore {
             tokens: token_index::TokenIndex::default(),
             logged: logged::LoggedRevocations::default(),
             wal: None,
+            memory: Some(memory::MemoryRecords::default()),
             closed: tokio::sync::watch::channel(()).0,
         })
     }
@@ -266,12 +271,19 @@ impl SledStore {
         self.tokens.apply(changes);
         self.logged.remove(logged);
         let mut keys = Vec::with_capacity(writes.len());
+        let mut records = Vec::new();
         for (key, value) in writes {
-            match value {
-                Some(value) => self.db.insert(&key, value).map(|_| ())?,
-                None => self.db.remove(&key).map(|_| ())?,
+            match (&self.memory, memory::token_id(&key)) {
+                (Some(_), Some(id)) => records.push((id, value)),
+                (_, _) => match value {
+                    Some(value) => self.db.insert(&key, value).map(|_| ())?,
+                    None => self.db.remove(&key).map(|_| ())?,
+                },
             }
             keys.push(key);
+        }
+        if let Some(memory) = &self.memory {
+            memory.apply(records);
         }
         self.overlay.settle(*seq, keys.into_iter());
         Ok(*seq)
@@ -313,9 +325,12 @@ impl SledStore {
 
     /// The value of `key`, writes not yet in sled included.
     fn get(&self, key: &[u8]) -> StoreResult<Option<IVec>> {
-        match self.overlay.get(key) {
-            Some(pending) => Ok(pending),
-            None => Ok(self.db.get(key)?),
+        if let Some(pending) = self.overlay.get(key) {
+            return Ok(pending);
+        }
+        match (&self.memory, memory::token_id(key)) {
+            (Some(memory), Some(id)) => Ok(memory.get(&id)),
+            _ => Ok(self.db.get(key)?),
         }
     }
 
