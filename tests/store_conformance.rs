@@ -679,7 +679,10 @@ async fn on_etcd_the_last_revision_never_goes_back_while_the_watch_catches_up() 
         })
     };
     proxy.hold(false);
-    store.settle().await.expect("the watch brings the commits back");
+    store
+        .settle()
+        .await
+        .expect("the watch brings the commits back");
     stop.store(true, Ordering::SeqCst);
     let (lowest, reads) = poller.join().expect("the poller");
     assert!(reads > 0, "the poller read");

@@ -231,6 +231,11 @@ pub(super) fn decode_revocation(key: &[u8], value: &[u8]) -> StoreResult<Revocat
         .map_err(|reason| corrupt(key, reason))
 }
 
+/// Whether a key holds a token record.
+pub(super) fn is_token_key(key: &[u8]) -> bool {
+    key.starts_with(b"t/")
+}
+
 /// Whether a staged key holds a revocation, and which.
 pub(super) fn revision_of(key: &[u8]) -> Option<u64> {
     key.strip_prefix(b"r/".as_slice())

@@ -70,7 +70,7 @@ fn version_bytes(v: u64) -> Vec<u8> {
 /// Sends the staged batches, chunk by chunk, until all are committed or one fails.
 pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
     loop {
-        let Some(chunk) = next_chunk(inner) else {
+        let Some(mut chunk) = next_chunk(inner) else {
             // Not `last_ticket`: the tickets after `durable_through` were rolled back.
             let state = inner.state();
             return Ok(FlushReport {
@@ -78,9 +78,14 @@ pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
                 failure: None,
             });
         };
+        let newest = chunk
+            .writes
+            .iter()
+            .filter_map(|w| w.key().and_then(keys::revision_of))
+            .max();
         let mut ops = Vec::with_capacity(chunk.writes.len() + 2);
         let range_end = inner.key(&keys::revision_key(0));
-        for write in dedupe(chunk.writes.clone()) {
+        for write in dedupe(std::mem::take(&mut chunk.writes)) {
             ops.push(match write {
                 Write::Put(k, v) => TxnOp::put(inner.key(&k), v, None),
                 Write::Delete(k) => TxnOp::delete(inner.key(&k), None),
@@ -137,16 +142,18 @@ pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
             }
             Ok(resp) => {
                 match resp.header() {
-                    Some(header) => state.own_commit = state.own_commit.max(header.revision()),
+                    Some(header) => {
+                        let revision = header.revision();
+                        state.own_commit = state.own_commit.max(revision);
+                        // Unless the watch was faster than this answer.
+                        if revision > *inner.applied.borrow() {
+                            state.own_echo.push_back(revision);
+                        }
+                    }
                     None => state.own_commit_unknown = true,
                 }
                 let done: Vec<_> = state.staged.drain(..chunk.batches).collect();
                 state.durable_through = chunk.last_ticket;
-                let newest = chunk
-                    .writes
-                    .iter()
-                    .filter_map(|w| w.key().and_then(keys::revision_of))
-                    .max();
                 if let Some(revision) = newest {
                     state.own_revision = state.own_revision.max(revision);
                 }
