@@ -6,8 +6,10 @@
 //! all at once; [`Store::flush`] writes and syncs the log, then hands the batches to sled as
 //! plain key writes. sled is flushed at checkpoints only, and never holds a write the log
 //! does not, so a start replays the log (`recovery`) to exactly the acknowledged state. A
-//! temporary store (the etcd backend's mirror) has no log: a batch is written to sled at once,
-//! behind the overlay, and nothing of it outlives the process.
+//! temporary store (the etcd backend's mirror) has no log: a batch is written at once, behind
+//! the overlay (token records to a map in memory, `memory`, the rest to sled), and nothing of
+//! it outlives the process. A temporary store is never scanned for token records (the index
+//! is built from them only when a durable store opens).
 //!
 //! Key layout, one sled tree (`be` = big-endian, so byte order is numeric order):
 //! - `t/<id:16>` -> TokenRecord; its indexes and counts are in memory (`token_index`). A
@@ -26,7 +28,7 @@
 //! Children: `apply` (operations to key writes), `overlay`, `memory`, `wal`, `wal_record` and `prealloc`
 //! (the log, its file format and the zero-filled space ahead of it), `recovery` (the replay at
 //! start), `token_index` and `liveness` (the in-memory token indexes), `logged` (revocations
-//! stored as events only), `tokens`, `sessions`.
+//! stored as events only), `tokens`, `sessions`, `mirror` (what only the etcd mirror calls).
 
 use std::{
     ops::Bound,
@@ -51,6 +53,7 @@ mod keys;
 mod liveness;
 mod logged;
 mod memory;
+mod mirror;
 mod overlay;
 mod prealloc;
 mod recovery;
@@ -170,55 +173,6 @@ impl SledStore {
         wal.flush()?;
         wal.apply_durable()?;
         Ok(store)
-    }
-
-    /// A database that lives only as long as this handle (sled's temporary mode: a file that is
-    /// removed on drop, never flushed): the etcd backend's local mirror.
-    ///
-    /// # Errors
-    /// The temporary file cannot be created.
-    pub(in crate::store) fn temporary() -> StoreResult<Self> {
-        let db = sled::Config::new()
-            .temporary(true)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()?;
-        Ok(Self {
-            db,
-            write: Mutex::new(0),
-            overlay: Arc::new(Overlay::default()),
-            tokens: token_index::TokenIndex::default(),
-            logged: logged::LoggedRevocations::default(),
-            wal: None,
-            memory: Some(memory::MemoryRecords::default()),
-            closed: tokio::sync::watch::channel(()).0,
-        })
-    }
-
-    /// Removes one revocation from the log, below or at its end, without touching the bounds:
-    /// the mirror's half of a compaction that another replica committed.
-    pub(in crate::store) fn remove_revision(&self, revision: u64) -> StoreResult<()> {
-        self.write_keys(vec![(revision_key(revision), None)])
-    }
-
-    /// Sets the last revision of the log: the mirror undoing an event it staged but could not
-    /// commit, or taking the counter of a log whose events were all compacted.
-    pub(in crate::store) fn set_last_revision(&self, last: u64) -> StoreResult<()> {
-        self.write_keys(vec![(LAST_REV.to_vec(), Some(last.to_be_bytes().to_vec()))])
-    }
-
-    /// Removes a named metadata value: the mirror undoing a check value it staged but could
-    /// not commit.
-    pub(in crate::store) fn remove_meta(&self, name: &str) -> StoreResult<()> {
-        self.write_keys(vec![(meta_key(name), None)])
-    }
-
-    /// Sets the oldest retained revision without deleting anything (the deletions arrive one
-    /// by one from the shared backend).
-    pub(in crate::store) fn set_oldest(&self, oldest: u64) -> StoreResult<()> {
-        self.write_keys(vec![(
-            OLDEST_REV.to_vec(),
-            Some(oldest.to_be_bytes().to_vec()),
-        )])
     }
 
     fn lock_write(&self) -> MutexGuard<'_, u64> {

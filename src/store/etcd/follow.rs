@@ -75,9 +75,6 @@ pub(super) async fn load(inner: &Inner, report: bool) -> StoreResult<i64> {
         fresh.revision_bounds()?.last
     };
     let mut state = inner.state();
-    // The fresh mirror holds only the commits the range read saw: the watch must apply the
-    // later ones, this replica's own included.
-    state.own_echo.clear();
     // What the core missed, read before the staged batches are replayed on top: their events
     // are not committed (and may even reuse a revision another replica committed).
     let missed = if report {
@@ -262,20 +259,16 @@ fn apply_events(inner: &Inner, events: &[&etcd_client::Event]) -> StoreResult<i6
             }
             continue;
         }
-        let revision = kv.mod_revision();
-        while state.own_echo.front().is_some_and(|own| *own < revision) {
-            state.own_echo.pop_front();
-        }
-        if state.own_echo.front() == Some(&revision) {
-            // This replica wrote it, and the mirror holds it as written (a key staged again
-            // since is in the undo log, above): a token needs nothing more, a revocation only
-            // the core's hearing of it (the core publishes a shared store's revocations as
-            // they come back committed).
-            if keys::is_token_key(sub) {
-                continue;
-            }
-            if let (Some(_), Some(v)) = (keys::revision_of(sub), value) {
-                inner.send(Committed::Revocation(keys::decode_revocation(sub, v)?));
+        if let Some(v) = value {
+            if keys::holds(&mirror, sub, v)? {
+                // Already so in the mirror: this replica's own write coming back (staged there
+                // before its commit). Writing it again would cost a decode and a store write;
+                // the core still hears of a revocation (it publishes a shared store's
+                // revocations as they come back committed). Compared by value, not by whose
+                // write it was, so an older write applied late never hides a newer one.
+                if keys::revision_of(sub).is_some() {
+                    inner.send(Committed::Revocation(keys::decode_revocation(sub, v)?));
+                }
                 continue;
             }
         }

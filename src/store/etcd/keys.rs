@@ -231,9 +231,18 @@ pub(super) fn decode_revocation(key: &[u8], value: &[u8]) -> StoreResult<Revocat
         .map_err(|reason| corrupt(key, reason))
 }
 
-/// Whether a key holds a token record.
-pub(super) fn is_token_key(key: &[u8]) -> bool {
-    key.starts_with(b"t/")
+/// Whether the mirror holds exactly `value` at `key` already. Checked for token records and
+/// revocations, the keys every write of a token brings back; any other key is applied again.
+pub(super) fn holds(mirror: &SledStore, key: &[u8], value: &[u8]) -> StoreResult<bool> {
+    let Some(slash) = key.iter().position(|b| *b == b'/') else {
+        return Ok(false);
+    };
+    let (tag, rest) = (&key[..slash], &key[slash + 1..]);
+    match tag {
+        b"t" => mirror.token_record_is(&token_id(key, rest)?, value),
+        b"r" => mirror.revocation_record_is(read_be8(key, rest)?, value),
+        _ => Ok(false),
+    }
 }
 
 /// Whether a staged key holds a revocation, and which.

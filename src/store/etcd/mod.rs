@@ -108,11 +108,6 @@ struct State {
     own_commit: i64,
     /// A commit's response named no revision: the next settle takes the read barrier.
     own_commit_unknown: bool,
-    /// The etcd revisions of this replica's commits the watch has not brought back yet, in
-    /// order. Their token writes are in the mirror already (staged there before the commit),
-    /// so the watch skips them instead of decoding and writing each token a second time.
-    /// Cleared by a reload, whose fresh mirror may predate them.
-    own_echo: VecDeque<i64>,
 }
 
 impl State {

@@ -142,14 +142,7 @@ pub(super) async fn flush(inner: &Inner) -> StoreResult<FlushReport> {
             }
             Ok(resp) => {
                 match resp.header() {
-                    Some(header) => {
-                        let revision = header.revision();
-                        state.own_commit = state.own_commit.max(revision);
-                        // Unless the watch was faster than this answer.
-                        if revision > *inner.applied.borrow() {
-                            state.own_echo.push_back(revision);
-                        }
-                    }
+                    Some(header) => state.own_commit = state.own_commit.max(header.revision()),
                     None => state.own_commit_unknown = true,
                 }
                 let done: Vec<_> = state.staged.drain(..chunk.batches).collect();

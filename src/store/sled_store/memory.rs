@@ -29,7 +29,8 @@ pub(super) fn token_id(key: &[u8]) -> Option<TokenId> {
 
 impl MemoryRecords {
     fn read(&self) -> RwLockReadGuard<'_, HashMap<TokenId, IVec>> {
-        // Every critical section is one map operation: the map is never half-changed.
+        // A panic inside a write section can leave part of a batch written: the overlay shows
+        // the whole batch until it is settled, and each record on its own is whole.
         self.records.read().unwrap_or_else(|p| p.into_inner())
     }
 
