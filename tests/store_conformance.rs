@@ -415,6 +415,31 @@ fn options(etcd: &EtcdCluster, prefix: &str) -> EtcdOptions {
     }
 }
 
+/// Token `id`'s revocation as the core writes it: the revoked record and revocation 1, in one
+/// batch.
+fn revocation_of(id: TokenId) -> Vec<Op> {
+    vec![
+        Op::RevokeToken(id, revoked("i1", "k1", i64::MAX, 3)),
+        Op::AppendRevocation(token_event(1, &id, i64::MAX, 3)),
+    ]
+}
+
+/// A replica on `prefix` whose etcd traffic goes through a proxy that can hold its watch back
+/// or send a watch response twice.
+async fn through_proxy(
+    etcd: &EtcdCluster,
+    prefix: &str,
+) -> (etcd_kit::watch_proxy::WatchProxy, EtcdStore) {
+    let proxy = etcd_kit::watch_proxy::WatchProxy::start(&etcd.member_endpoint(0)).await;
+    let store = EtcdStore::connect(&EtcdOptions {
+        endpoints: vec![proxy.endpoint.clone()],
+        ..options(etcd, prefix)
+    })
+    .await
+    .expect("etcd through the proxy");
+    (proxy, store)
+}
+
 /// Two stores on one fresh prefix of `etcd`: two replicas.
 async fn two_replicas(etcd: &EtcdCluster) -> (EtcdStore, EtcdStore) {
     let prefix = etcd_kit::unique_prefix();
@@ -571,14 +596,8 @@ async fn on_etcd_a_watch_response_sent_twice_does_not_bring_a_revoked_token_back
         return;
     };
     let prefix = etcd_kit::unique_prefix();
-    let proxy = etcd_kit::watch_proxy::WatchProxy::start(&etcd.member_endpoint(0)).await;
+    let (proxy, follower) = through_proxy(&etcd, &prefix).await;
     proxy.repeat_once();
-    let follower = EtcdStore::connect(&EtcdOptions {
-        endpoints: vec![proxy.endpoint.clone()],
-        ..options(&etcd, &prefix)
-    })
-    .await
-    .expect("etcd through the proxy");
     let writer = EtcdStore::connect(&options(&etcd, &prefix))
         .await
         .expect("etcd");
@@ -592,14 +611,7 @@ async fn on_etcd_a_watch_response_sent_twice_does_not_bring_a_revoked_token_back
     assert_eq!(stored(&follower, &t), Some(token("i1", "k1", i64::MAX)));
 
     // The revocation's response is followed by the token's first put, sent again.
-    write(
-        &writer,
-        vec![
-            Op::PutToken(t, revoked("i1", "k1", i64::MAX, 3)),
-            Op::AppendRevocation(token_event(1, &t, i64::MAX, 3)),
-        ],
-    )
-    .await;
+    write(&writer, revocation_of(t)).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !proxy.repeated() {
         assert!(
@@ -637,25 +649,12 @@ async fn on_etcd_a_replica_s_own_writes_coming_back_leave_the_newest_and_report_
         return;
     };
     let prefix = etcd_kit::unique_prefix();
-    let proxy = etcd_kit::watch_proxy::WatchProxy::start(&etcd.member_endpoint(0)).await;
-    let held = EtcdStore::connect(&EtcdOptions {
-        endpoints: vec![proxy.endpoint.clone()],
-        ..options(&etcd, &prefix)
-    })
-    .await
-    .expect("etcd through the proxy");
+    let (proxy, held) = through_proxy(&etcd, &prefix).await;
     let mut feed = held.committed().expect("a shared store has a feed");
     let t: TokenId = [9; 16];
     proxy.hold(true);
     write(&held, vec![Op::InsertToken(t, token("i1", "k1", i64::MAX))]).await;
-    write(
-        &held,
-        vec![
-            Op::RevokeToken(t, revoked("i1", "k1", i64::MAX, 3)),
-            Op::AppendRevocation(token_event(1, &t, i64::MAX, 3)),
-        ],
-    )
-    .await;
+    write(&held, revocation_of(t)).await;
     proxy.hold(false);
     held.sync().await.expect("the watch catches up");
     assert_eq!(
@@ -693,15 +692,8 @@ async fn on_etcd_the_last_revision_never_goes_back_while_the_watch_catches_up() 
         return;
     };
     let prefix = etcd_kit::unique_prefix();
-    let proxy = etcd_kit::watch_proxy::WatchProxy::start(&etcd.member_endpoint(0)).await;
-    let held = Arc::new(
-        EtcdStore::connect(&EtcdOptions {
-            endpoints: vec![proxy.endpoint.clone()],
-            ..options(&etcd, &prefix)
-        })
-        .await
-        .expect("etcd through the proxy"),
-    );
+    let (proxy, held) = through_proxy(&etcd, &prefix).await;
+    let held = Arc::new(held);
     let other = EtcdStore::connect(&options(&etcd, &prefix))
         .await
         .expect("etcd");
