@@ -2,7 +2,7 @@
 //!
 //! The etcd backend's mirror is a temporary store: nothing of it outlives the process, and a
 //! token record is only ever read by its id (the token indexes are in memory already, see
-//! `token_index`). sled's insert was a fifth of the server's CPU per ApplyToken on etcd
+//! `token_index`). sled's insert was 11% of the server's CPU samples per ApplyToken on etcd
 //! (docs/benchmarks.md, "The seventh pass"); a map insert costs a fraction of it. A durable
 //! store keeps its records in sled, behind the log.
 
