@@ -173,13 +173,18 @@ pub(super) fn writes_of(op: &Op) -> Vec<Write> {
     }
 }
 
+/// A key's tag (the part before the first `/`) and the rest, if it has one.
+fn split_tag(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let slash = key.iter().position(|b| *b == b'/')?;
+    Some((&key[..slash], &key[slash + 1..]))
+}
+
 /// The value the mirror holds for `key` now, encoded as etcd holds it (for the undo log).
 pub(super) fn current(mirror: &SledStore, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
     use super::super::Store;
-    let Some(slash) = key.iter().position(|b| *b == b'/') else {
+    let Some((tag, rest)) = split_tag(key) else {
         return Ok(None);
     };
-    let (tag, rest) = (&key[..slash], &key[slash + 1..]);
     Ok(match tag {
         b"t" => mirror
             .token(&token_id(key, rest)?)?
@@ -234,10 +239,9 @@ pub(super) fn decode_revocation(key: &[u8], value: &[u8]) -> StoreResult<Revocat
 /// Whether the mirror holds exactly `value` at `key` already. Checked for token records and
 /// revocations, the keys every write of a token brings back; any other key is applied again.
 pub(super) fn holds(mirror: &SledStore, key: &[u8], value: &[u8]) -> StoreResult<bool> {
-    let Some(slash) = key.iter().position(|b| *b == b'/') else {
+    let Some((tag, rest)) = split_tag(key) else {
         return Ok(false);
     };
-    let (tag, rest) = (&key[..slash], &key[slash + 1..]);
     match tag {
         b"t" => mirror.token_record_is(&token_id(key, rest)?, value),
         b"r" => mirror.revocation_record_is(read_be8(key, rest)?, value),
@@ -271,10 +275,9 @@ pub(super) fn apply_change(
     value: Option<&[u8]>,
 ) -> StoreResult<Option<Committed>> {
     use super::super::{BrokerSessionStore, Store};
-    let Some(slash) = key.iter().position(|b| *b == b'/') else {
+    let Some((tag, rest)) = split_tag(key) else {
         return Ok(None);
     };
-    let (tag, rest) = (&key[..slash], &key[slash + 1..]);
     let op = match (tag, value) {
         (b"t", Some(v)) => {
             Op::PutToken(token_id(key, rest)?, decode::<TokenRecord>(key, v)?.into())
